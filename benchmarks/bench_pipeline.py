@@ -52,6 +52,8 @@ def main() -> None:
     subprocess.run(cmd, env=env, check=True)
     wall = time.perf_counter() - start
 
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True)
     stages = sorted((read_json(f) for f in (out / "stages").glob("*.json")), key=lambda s: s["stage"])
     rows = select(read_jsonl(out / "metrics.jsonl"), stage="eval")
     lines = [
@@ -59,7 +61,8 @@ def main() -> None:
         f"Command: `python benchmarks/bench_pipeline.py --preset {args.preset}"
         f"{' --reuse-cache' if args.reuse_cache else ''}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {'cached base' if args.reuse_cache else 'fresh cache'}\n",
+        f"{torch.get_num_threads()} threads, {'cached base' if args.reuse_cache else 'fresh cache'}  ",
+        f"Code: commit {commit.stdout.strip() or '?'}{' (with uncommitted changes in src/)' if dirty.stdout else ''}\n",
         f"Wall time, whole run: **{wall:.0f} s**\n",
         "| stage | seconds |",
         "|---|---|",
