@@ -29,6 +29,14 @@ def test_shipped_configs_match_the_embedded_defaults(name, preset):
     assert load_config(ROOT / "configs" / name) == load_config(preset=preset)
 
 
+@pytest.mark.parametrize("name", ["grid-tiny.yaml", "grid-smollm2.yaml", "safety-smollm2.yaml"])
+def test_shipped_grid_configs_run_every_safety_method(name):
+    cfg = load_config(ROOT / "configs" / name)
+    assert cfg.safety.methods == ["sft", "rl", "adversarial"]
+    assert cfg.model.preset == ("tiny" if "tiny" in name else "smollm2-135m")
+    assert cfg.train.method == ("full" if "tiny" in name else "lora")  # the preset's defaults underneath
+
+
 def test_file_overrides_and_preset_flag(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("model: {preset: tiny}\ntrain: {max_steps: 7}\n")

