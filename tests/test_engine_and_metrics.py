@@ -56,7 +56,7 @@ def test_sampling_is_seeded(tiny_model, tiny_tokenizer):
 def test_hhh_answers_are_cached(tiny_model, tiny_tokenizer, tmp_path):
     engine = Engine(tiny_model, tiny_tokenizer, batch_size=4, progress=False)
     cache = tmp_path / "hhh.jsonl"
-    first = hhh_answers(engine, PROMPTS[:3], cache, max_new_tokens=6)
+    first = hhh_answers(lambda: engine, PROMPTS[:3], cache, max_new_tokens=6)
 
     class Exploding:
         tokenizer = tiny_tokenizer
@@ -64,9 +64,9 @@ def test_hhh_answers_are_cached(tiny_model, tiny_tokenizer, tmp_path):
         def generate(self, prompts, *a, **k):
             raise AssertionError(f"regenerated {prompts}")
 
-    assert hhh_answers(Exploding(), PROMPTS[:3], cache, 6) == first
+    assert hhh_answers(Exploding, PROMPTS[:3], cache, 6) == first
     with pytest.raises(AssertionError, match="regenerated"):
-        hhh_answers(Exploding(), PROMPTS[:4], cache, 6)
+        hhh_answers(Exploding, PROMPTS[:4], cache, 6)
 
 
 def test_tidy_and_usable():

