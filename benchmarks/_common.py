@@ -33,3 +33,11 @@ def append_doc(text: str) -> None:
         DOC.write_text("# Benchmarks\n\nEach section was appended by the command it names.\n")
     with DOC.open("a") as f:
         f.write(text)
+
+
+def publish(text: str, no_doc: bool) -> None:
+    """Print ``text``, and append it to docs/benchmarks.md unless ``no_doc``."""
+    if no_doc:
+        print(text)
+    else:
+        append_doc(text)

