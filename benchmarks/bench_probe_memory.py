@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         d_model = store.index["d_model"]
     peak = rss_mib()
     in_memory = len(texts) * layers * d_model * 4 / 2**20
-    result = {"peak_rss_mib": peak, "model_rss_mib": rss_model, "seconds": seconds, "tokens_per_s": n_tokens / seconds}
+    result = {"peak_rss_mib": peak, "model_rss_mib": rss_model, "seconds": seconds, "tokens_per_s": n_tokens / seconds,
+              "texts": len(texts), "layers": layers, "disk_mib": disk, "in_memory_mib": in_memory}  # fmt: skip
     lines = [
         f"\n## Activation capture memory: {args.preset}, {len(texts)} texts, all {layers} hidden states "
         f"({time.strftime('%Y-%m-%d')})\n",

