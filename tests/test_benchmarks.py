@@ -32,14 +32,16 @@ def test_training_benchmark_runs_both_trainers(model_dir, capsys):
     import bench_training
 
     res = bench_training.main(["--preset", "tiny", "--model-dir", model_dir, "--steps", "2", "--batch-size", "4",
-                               "--no-doc"])  # fmt: skip
+                               "--repeats", "2", "--no-doc"])  # fmt: skip
     for method in ("lora", "full"):
         for kind in ("trl", "ours"):
             assert res[f"{method}_{kind}_tokens_per_s"] > 0 and res[f"{method}_{kind}_mfu_bf16"] > 0
             # Equal work: both trainers took the 2 steps over exactly the examples' real tokens.
             assert res[f"{method}_{kind}_steps"] == 2
             assert res[f"{method}_{kind}_tokens"] == res["real_tokens"]
-    assert "TRL `SFTTrainer` defaults" in capsys.readouterr().out
+        assert res[f"{method}_speedup_min"] <= res[f"{method}_speedup"] <= res[f"{method}_speedup_max"]
+    out = capsys.readouterr().out
+    assert "TRL `SFTTrainer` defaults" in out and "median of 2 paired runs" in out
 
 
 def test_probe_memory_benchmark_runs(model_dir):

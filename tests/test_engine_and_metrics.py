@@ -77,17 +77,6 @@ def test_sampling_is_seeded(tiny_model, tiny_tokenizer):
     assert greedy != [g.text for g in a]
 
 
-def test_a_prompts_sample_does_not_depend_on_its_batch(tiny_model, tiny_tokenizer):
-    prompts = [render_prompt(tiny_tokenizer, p) for p in PROMPTS]
-    alone = [Engine(tiny_model, tiny_tokenizer, batch_size=1, progress=False).generate([p], 8, 1.0, seed=5)[0].text
-             for p in prompts]  # fmt: skip
-    together = Engine(tiny_model, tiny_tokenizer, batch_size=4, progress=False).generate(prompts, 8, 1.0, seed=5)
-    assert [g.text for g in together] == alone
-    # A prompt asked twice is sampled twice, with different seeds.
-    twice = Engine(tiny_model, tiny_tokenizer, batch_size=4, progress=False).generate([prompts[0]] * 6, 8, 1.0, 5)
-    assert len({g.text for g in twice}) > 1
-
-
 def test_completions_are_cached(tiny_model, tiny_tokenizer, tmp_path):
     engine = Engine(tiny_model, tiny_tokenizer, batch_size=4, progress=False)
     cache = tmp_path / "hhh.jsonl"
