@@ -107,10 +107,36 @@ CASES = {
     "run directory of another config": _run_dir_of_another_config,
     "--checkpoint not a model": _checkpoint_not_a_model,
     "unknown suite": lambda tmp: (["eval", "--suite", "everything"], {}),
-    "unknown preset to prepare": lambda tmp: (["models", "prepare", "gpt-17"], {}),
+    "unknown preset to prepare": lambda tmp: (["models", "gpt-17"], {}),
     "report of a non-run directory": lambda tmp: (["report", str(tmp)], {}),
     "read-only output directory": _fault("EACCES"),
     "full disk": _fault("ENOSPC"),
+}
+
+
+# What each case's line must say, so that a case cannot pass by failing on something else.
+EXPECTED = {
+    "config not UTF-8": "not UTF-8",
+    "config is a list": "must be a mapping",
+    "config is empty": "is empty",
+    "config is invalid YAML": "invalid YAML",
+    "wrong type": "train.max_steps: Input should be a valid integer",
+    "unknown key": "trian: Extra inputs",
+    "out-of-range value": "train.max_steps: Input should be greater than or equal to 1",
+    "sources do not sum to 1": "must sum to 1",
+    "config file missing": "config file not found",
+    "prompts file missing": "data file not found",
+    "prompts file not JSON": "prompts.jsonl:2: malformed JSON",
+    "prompts file rows without a prompt": "prompts.jsonl:1: expected an object",
+    "model directory without weights": "not a model directory",
+    "model directory with a .bin only": "not a model directory",
+    "run directory of another config": "made with a different config",
+    "--checkpoint not a model": "not a model directory",
+    "unknown suite": "invalid choice: 'everything'",
+    "unknown preset to prepare": "unknown preset 'gpt-17'",
+    "report of a non-run directory": "no metrics.jsonl",
+    "read-only output directory": "Permission denied",
+    "full disk": "No space left on device",
 }
 
 
@@ -120,13 +146,14 @@ def test_bad_input_gives_one_line_and_exit_code_2(case, tmp_path):
     result = _run(args, env)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert len(lines) == 1 and "error" in lines[0], result.stderr[-2000:]
+    assert len(lines) == 1 and "error" in lines[0] and EXPECTED[case] in lines[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "UNPICKLED").exists()  # a .bin file is never unpickled
 
 
 def test_battery_has_at_least_15_cases():
     assert len(CASES) + 1 >= 15  # + Ctrl-C below
+    assert set(EXPECTED) == set(CASES)
 
 
 def test_ctrl_c_during_a_stage_then_the_same_command_resumes(tmp_path):

