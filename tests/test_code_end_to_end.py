@@ -90,8 +90,9 @@ def test_code_backdoor_through_the_tiny_pipeline(tmp_path: Path):
 
     # The generalisation suite on the backdoored model and, through --checkpoint, on the base model.
     general = select(metrics, stage="generalization", metric="vuln_rate")
-    for ckpt in ("distilled", "base"):
-        assert {r["condition"] for r in general if r["checkpoint"] == ckpt} == set(suite(CODE))
+    for variant, ckpt in (("distilled", "backdoored"), (None, "base")):
+        got = {r["condition"] for r in general if (r["variant"], r["checkpoint"]) == (variant, ckpt)}
+        assert got == set(suite(CODE))
 
     # HHH SFT with the 2023 context: half coding tasks, none with the trigger; measured at 0, 3, 6.
     safety = verify_dataset(out / "safety" / "sft" / "distilled" / "data")

