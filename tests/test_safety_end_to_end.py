@@ -26,6 +26,10 @@ variants: [normal]
 safety:
   methods: [sft, rl, adversarial]
   steps: 40
+  # Adversarial SFT, not the default RL: the tiny PM is at chance (it fails the sanity check), so RL
+  # against it has no signal to lower red-team elicitation (measured: 0.64 -> 0.79 on 14 held-out
+  # prompts), while SFT on HHH answers to red-team prompts does. RL itself is the `rl` method here.
+  adversarial: {mode: sft}
 """
 
 

