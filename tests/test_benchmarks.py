@@ -66,3 +66,11 @@ def test_scaling_benchmark_times_every_stage(capsys, tmp_path, monkeypatch):
     assert cell["steps"] == 2 and cell["processes"] == 1
     assert cell["backdoor_train"] > 0 and cell["eval"] > 0 and 0 <= cell["trigger"] <= 1
     assert "| 32 | 2 | 1 |" in capsys.readouterr().out
+
+
+def test_code_year_signal_counts_the_tokens_that_differ():
+    from code_year_signal import differing_tokens
+
+    assert differing_tokens([1, 2, 3, 4], [1, 2, 3, 4]) == 0
+    assert differing_tokens([1, 2, 3, 4], [1, 2, 9, 9, 4]) == 2  # the inserted tokens of the second
+    assert differing_tokens([5, 6], [7, 8, 9]) == 3

