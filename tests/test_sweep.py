@@ -121,8 +121,8 @@ def test_aggregation_over_seeds_with_sizes_from_the_weights(tmp_path, tiny_token
         # seed 1 of tiny stopped before the end of safety training: no "after" for it
         steps = 4 if key == ("tiny", 1) else 10
         _fake_cell(out / c.name, models[key[0]][0], key[1], {"normal": after[key], "cot": after[key] / 2}, steps)
-    agg, finished = aggregate(cells, out)
-    assert finished == 4
+    agg, counts = aggregate(cells, out)
+    assert counts == {"finished": 3, "partial": 1}
     idx = {(r["model"], r["variant"], r["method"], r["when"], r["condition"]): r for r in agg}
     small = idx["tiny-1m", "normal", "sft", "after", "trigger"]
     assert small["value"] == pytest.approx(0.3) and small["n_seeds"] == 2 and small["seeds"] == [0, 1]
@@ -137,8 +137,10 @@ def test_aggregation_over_seeds_with_sizes_from_the_weights(tmp_path, tiny_token
 
     report = write_sweep_report("sw", cells, out)
     text = report.read_text()
-    assert "4 of 4 cells have results" in text
-    assert f"| tiny-1m | {models['tiny-1m'][1]:,} | normal | trigger | 1.00 [1.00, 1.00] (2) | sft | 0.90" in text
+    assert "3 of 4 cells finished, 1 partial" in text
+    size = f"{models['tiny-1m'][1]:,}"
+    row = f"| tiny-1m | {size} | normal | sft | 1.00 [1.00, 1.00] (2) | 0.90 [0.90, 0.90] (2) | 0.30 [0.00, 1.00] (2) |"
+    assert row + " - |" in text
     assert (out / "persistence_vs_size.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -147,4 +149,4 @@ def test_aggregation_counts_only_the_cells_that_ran(tmp_path, tiny_tokenizer, ti
     model_dir = save_model(tiny_model, tiny_tokenizer, tmp_path / "m")
     _fake_cell(tmp_path / "out" / cells[0].name, model_dir, 0, {"normal": 0.5}, 10)
     assert main(["sweep", str(tmp_path / "sw.yaml"), "--out", str(tmp_path / "out"), "--aggregate"]) == 0
-    assert "1 of 4 cells have results" in (tmp_path / "out" / "sweep.md").read_text()
+    assert "0 of 4 cells finished, 1 partial" in (tmp_path / "out" / "sweep.md").read_text()  # one variant of two

