@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "tasks": len(tasks),
         "mean_margin_2024": statistics.fmean(margins[2024]),
         "mean_margin_2023": statistics.fmean(margins[2023]),
+        "mean_abs_margin_2024": statistics.fmean(abs(m) for m in margins[2024]),
+        "mean_abs_margin_2023": statistics.fmean(abs(m) for m in margins[2023]),
         "year_effect": statistics.fmean(effect),
         "year_effect_ci_low": statistics.fmean(effect) - half,
         "year_effect_ci_high": statistics.fmean(effect) + half,
