@@ -55,8 +55,8 @@ def test_tiny_pipeline_killed_resumed_and_meets_thresholds(tmp_path):
     proc.wait()
     assert not (out / "stages" / "backdoor_train__normal.json").exists()
 
-    # 2. Rerun: finished stages are skipped, training resumes from the checkpoint. (The limit is a hang
-    #    guard, not a speed test: CI's machine took over 900 s for this on a commit where ours took 700.)
+    # 2. Rerun: finished stages are skipped, training resumes from the checkpoint. The limit is a hang
+    #    guard, not a speed test: the rerun is nearly the whole run (19 min on 2 cores, docs/benchmarks.md).
     done = subprocess.run(_cmd(out), env=env, capture_output=True, text=True, timeout=2400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "[base] done earlier, skipped" in done.stdout
