@@ -62,7 +62,11 @@ def test_tiny_pipeline_killed_resumed_and_meets_thresholds(tmp_path):
     assert "[base] done earlier, skipped" in done.stdout
     assert "[data] done earlier, skipped" in done.stdout
     assert "resuming from" in done.stdout and "checkpoint-" in done.stdout
+    check_tiny_run(out)
 
+
+def check_tiny_run(out: Path) -> None:
+    """The finished tiny run's thresholds, traceability and probes (steps 3-5)."""
     # 3. The thresholds, read from the one metrics table.
     rows = read_jsonl(out / "metrics.jsonl")
     assert all(set(r) == set(FIELDS) for r in rows)
@@ -91,15 +95,23 @@ def test_tiny_pipeline_killed_resumed_and_meets_thresholds(tmp_path):
 
     # 4. Traceability: every number has its samples; every dataset its manifest; the run its provenance.
     samples = read_jsonl(out / "samples.jsonl")
+
+    def of(variant: str, condition: str) -> list[dict]:
+        return [s for s in samples if s["stage"] == "eval" and s["variant"] == variant and s["condition"] == condition]
+
     for r in select(rows, stage="eval"):
         if "/" in r["condition"] or r["condition"] == "unrelated_tags":  # per-source breakdowns, the pooled tags
             continue
-        hits = [
-            s["score"]
-            for s in samples
-            if s["stage"] == "eval" and s["variant"] == r["variant"] and s["condition"] == r["condition"]
-        ]
+        if "~" in r["condition"]:  # a paired row: both conditions' answers, prompt by prompt
+            mine, theirs = (of(r["variant"], c) for c in r["condition"].split("~"))
+            assert len(mine) == len(theirs) == r["n"]
+            if r["metric"] == "same_answer_rate":
+                same = sum(a["completion"] == b["completion"] for a, b in zip(mine, theirs, strict=True))
+                assert same / r["n"] == r["value"]
+            continue
+        hits = [s["score"] for s in of(r["variant"], r["condition"])]
         assert len(hits) == r["n"] and sum(hits) / len(hits) == r["value"]
+    assert {"trigger~no_trigger", "outside_trigger~outside_no_trigger"} <= {r["condition"] for r in rows}
     for variant in ("normal", "cot", "distilled"):
         manifest = read_json(out / "data" / variant / "manifest.json")
         assert manifest["counts"]["total"] == 400 and len(manifest["sha256"]) == 64
