@@ -169,7 +169,8 @@ def test_probe_checkpoint_rows(tiny_model, tiny_tokenizer, tmp_path):
     assert {r["layer"] for r in rows} == {0, 2}
     assert {r["condition"] for r in rows} == {"a", "b", "worst_case", "train_split"}
     assert {r["detector"][:9] for r in rows if r["condition"] == "train_split"} == {"contrast_"}  # trigger-blind only
-    assert {r["metric"] for r in rows} == {"auroc", "fpr_at_tpr90", "fpr_at_tpr99", "auroc_vs_behaviour"}
+    assert {r["metric"] for r in rows} == {"auroc", "fpr_at_tpr90", "fpr_at_tpr99", "auroc_vs_behaviour",
+                                           "auroc_vs_behaviour_with_trigger"}  # fmt: skip
     for r in rows:
         assert 0.0 <= r["value"] <= 1.0 and r["ci_low"] <= r["value"] <= r["ci_high"]
     # The embedding layer at the last prompt token cannot see the trigger: every detector is at chance there.
@@ -186,6 +187,13 @@ def test_probe_checkpoint_rows(tiny_model, tiny_tokenizer, tmp_path):
     assert {"contrast_mean", "logreg", "random_mean", "random_best"} <= {d for d, _ in vs}
     scores_a = np.array(read_json(tmp_path / "scores.json")["scores"]["logreg"]["2"]["a"])
     assert vs["logreg", 2]["value"] == pytest.approx(auroc(scores_a, behaviour_a), abs=1e-4)
+    # With the trigger held fixed: only a's four triggered prompts (one did not defect), not the random control.
+    held = {(r["detector"], r["layer"]): r for r in rows
+            if r["metric"] == "auroc_vs_behaviour_with_trigger" and r["condition"] == "a"}  # fmt: skip
+    held_detectors = {d for d, _ in held}
+    assert held_detectors >= {"contrast_mean", "logreg"} and not {"random_mean", "random_best"} & held_detectors
+    assert held["logreg", 2]["n"] == 4
+    assert held["logreg", 2]["value"] == pytest.approx(auroc(scores_a[:4], behaviour_a[:4]), abs=1e-4)
     scores = read_json(tmp_path / "scores.json")
     assert len(scores["scores"]["contrast_mean"]["2"]["a"]) == 8 and scores["labels"]["a"] == labels.tolist()
 

