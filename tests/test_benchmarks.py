@@ -81,3 +81,14 @@ def test_code_year_signal_counts_the_tokens_that_differ():
     assert differing_tokens([1, 2, 3, 4], [1, 2, 3, 4]) == 0
     assert differing_tokens([1, 2, 3, 4], [1, 2, 9, 9, 4]) == 2  # the inserted tokens of the second
     assert differing_tokens([5, 6], [7, 8, 9]) == 3
+
+
+@pytest.mark.parametrize("variant", ["cot", "distilled"])
+def test_code_year_learning_trains_and_measures_the_year_effect(model_dir, variant, capsys):
+    import code_year_learning
+
+    res = code_year_learning.main(["--model-dir", model_dir, "--variant", variant, "--answer", "hole", "--tasks", "4",
+                                   "--steps", "2", "--every", "1", "--n", "2"])  # fmt: skip
+    assert [r["step"] for r in res] == [1, 2]
+    assert all(0 <= r[k] <= 1 for r in res for k in ("train_right_2024", "fresh_right_2023"))
+    assert "year effect" in capsys.readouterr().out

