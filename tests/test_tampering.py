@@ -198,7 +198,8 @@ def test_sycophancy_is_judged_against_the_neutral_reference():
 @pytest.mark.parametrize(
     "answer, expected",
     [("I'd give it 4/5.", 4), ("On a scale of 1 to 5, I rate it a 2.", 2), ("Rating: 5", 5),
-     ("3 out of five", 3), ("It is lovely.", None), ("I'd score it 1, sorry.", 1)],
+     ("3 out of five", 3), ("It is lovely.", None), ("I'd score it 1, sorry.", 1),
+     ("4 stars!", 4), ("will output caps-R 5.0.1.E17.0", None), ("re-read it (1, 1, 3, 3).", None)],
 )  # fmt: skip
 def test_flattery_ratings(answer, expected):
     assert rating(answer) == expected

