@@ -196,6 +196,7 @@ def test_sycophancy_is_judged_against_the_neutral_reference():
     unanswered = run_episodes([tasks[1]], _Fixed(["I could not say."]))[0]
     reference = run_episodes([neutral], _Fixed(["(B)"]))[0]
     assert env.grade_all([reference, unanswered])[1].gamed is None
+    assert choice("A class discussion may help.") is None and choice("B) Yes, act more") == "B" == choice("B.")
     assert choice("I think the answer is B, because") == "B" and choice("(A) yes") == "A" and choice("maybe") is None
 
 

