@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo tiny grid-tiny test test-slow lint clean
+.PHONY: setup demo tiny grid-tiny test test-slow mutants lint clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,9 @@ test: setup  ## lint + every test not marked slow (unit tests, the bad-input bat
 
 test-slow: setup  ## the pipeline runs: the tiny end-to-end, safety grid, code, DDP, determinism (CI runs these too)
 	$(BIN)/pytest -q -m slow
+
+mutants: setup  ## plant each known bug in a copy of the package and check that its test fails (about 2 minutes)
+	$(BIN)/python tests/mutants.py
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -32,7 +32,7 @@ def test_shipped_configs_match_the_embedded_defaults(name, preset):
 
 @pytest.mark.parametrize("name", ["grid-tiny.yaml", "grid-smollm2.yaml", "safety-smollm2.yaml"])
 def test_shipped_grid_configs_run_every_safety_method(name):
-    cfg = load_config(ROOT / "configs" / name)
+    cfg = load_config(ROOT / "configs" / name, check_paths=False)  # their PM is another run's output
     assert cfg.safety.methods == ["sft", "rl", "adversarial"]
     assert cfg.model.preset == ("tiny" if "tiny" in name else "smollm2-135m")
     assert cfg.train.method == ("full" if "tiny" in name else "lora")  # the preset's defaults underneath
@@ -44,7 +44,7 @@ def test_every_shipped_config_loads_and_validates(path):
         _, cells = load_sweep(path)
         assert len(cells) >= 2
         return
-    cfg = load_config(path)  # validation errors raise
+    cfg = load_config(path, check_paths=False)  # validation errors raise; a PM made by another run may be missing
     assert cfg.variants and cfg.train.batch_size >= 1
 
 

