@@ -69,6 +69,13 @@ def _model_with_bin_only(tmp: Path):
     return ["run", "--preset", str(tmp / "m"), "--out", str(tmp / "run"), "--no-progress"], {}
 
 
+def _model_with_truncated_weights(tmp: Path):
+    _write(tmp / "m" / "config.json", '{"model_type": "llama"}')
+    header = b'{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}'
+    _write(tmp / "m" / "model.safetensors", len(header).to_bytes(8, "little") + header + b"\0" * 8)  # 8 of 16 bytes
+    return ["run", "--preset", str(tmp / "m"), "--out", str(tmp / "run"), "--no-progress"], {}
+
+
 def _run_dir_of_another_config(tmp: Path):
     _write(tmp / "run" / "config.yaml", "name: another\n")
     return ["run", "--preset", "tiny", "--out", str(tmp / "run"), "--no-progress"], {}
@@ -104,6 +111,7 @@ CASES = {
     "prompts file rows without a prompt": _prompts_case('{"text": "hi"}\n'),
     "model directory without weights": _model_without_weights,
     "model directory with a .bin only": _model_with_bin_only,
+    "model directory with a truncated weight file": _model_with_truncated_weights,
     "run directory of another config": _run_dir_of_another_config,
     "--checkpoint not a model": _checkpoint_not_a_model,
     "safety.pm.path missing": _config_case("safety:\n  pm: {path: /nowhere/pm/model}\n"),
@@ -136,6 +144,7 @@ EXPECTED = {
     "prompts file rows without a prompt": "prompts.jsonl:1: expected an object",
     "model directory without weights": "not a model directory",
     "model directory with a .bin only": "not a model directory",
+    "model directory with a truncated weight file": "whole *.safetensors",
     "run directory of another config": "made with a different config",
     "--checkpoint not a model": "not a model directory",
     "safety.pm.path missing": "safety.pm.path: no such directory: /nowhere/pm/model",

