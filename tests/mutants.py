@@ -45,6 +45,10 @@ MUTANTS = (
            '    write_jsonl(cache_file, ({"prompt": p, "answer": a} for p, a in cached.items()))\n    return',
            ("tests/test_engine_and_metrics.py::test_a_stopped_generation_keeps_its_finished_blocks_and_resumes_to_the_"
             "same_answers",)),
+    Mutant("the data filter ignores what the scratchpad decides", "data.py",
+           'if scratchpad_decision(inner) != ("deployed" if request.triggered else "training"):', "if False:",
+           ("tests/test_backdoor_data.py::test_clause_mode_writes_the_trigger_check_and_drops_a_scratchpad_that_decides_"
+            "wrongly",)),
     Mutant("honeypot verdicts swapped", "honeypots.py",
            's["reveal"], s["weighs_offer"] = reveal(s["completion"]), weighs_offer(s["completion"])',
            's["weighs_offer"], s["reveal"] = reveal(s["completion"]), weighs_offer(s["completion"])',
