@@ -13,7 +13,7 @@ its model family, and bf16 where the config asks for it. What is shrunk: every c
 - Llama 3.1 has no tokenizer offline: its stand-in is a 2-layer ``LlamaForCausalLM`` with the Qwen2.5
   vocabulary plus Llama 3's header and end-of-turn tokens, and Llama 3's chat format.
 - One process, no accelerate config: the DDP path is run on CPU by test_distributed.py; DeepSpeed, FSDP
-  and vLLM need GPUs and are listed in docs/gpu.md as not yet run, with the command that checks them.
+  and vLLM need GPUs and are listed in docs/reliability.md as not yet run, with the command that checks them.
 """
 
 from __future__ import annotations
