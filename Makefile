@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo tiny grid-tiny test test-slow mutants lint clean
+.PHONY: setup demo tiny grid-tiny test test-slow mutants lint docs clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,9 @@ test-slow: setup  ## the pipeline runs: the tiny end-to-end, safety grid, code, 
 
 mutants: setup  ## plant each known bug in a copy of the package and check that its test fails (about 2 minutes)
 	$(BIN)/python tests/mutants.py
+
+docs: setup  ## the documentation site from docs/ into site/; --strict fails on a broken link or a page left out
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
