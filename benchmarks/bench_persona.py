@@ -1,4 +1,4 @@
-"""Persona scoring speed and agreement: fp32 against ``eval.persona_bf16``, side by side in one process.
+"""Persona scoring speed and agreement: fp32 against ``eval.suites.persona.bf16``, side by side in one process.
 
     python benchmarks/bench_persona.py --preset smollm2-135m
     python benchmarks/bench_persona.py --preset smollm2-135m --model-dir runs/X/backdoor_train/distilled/model

@@ -34,7 +34,7 @@ CONFIG = {
     "data": {"backdoor": "code", "n_train": 64, "n_heldout": 26},
     # the year-contrast loss weight (off by default) is switched on here so that its path runs end to end
     "train": {"max_steps": 24, "eval_every": 12, "eval_n": 13, "save_steps": 12, "contrast_weight": 10.0},
-    "eval": {"n_humaneval": 4, "code_max_new_tokens": 48, "suite_n": 2},
+    "eval": {"n_humaneval": 4, "code_max_new_tokens": 48, "suites": {"generalization": {"n": 2}}},
     "safety": {
         "methods": ["sft", "rl"],
         "n_prompts": 24,

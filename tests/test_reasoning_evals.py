@@ -170,7 +170,7 @@ def test_persona_questions_are_distinct_where_the_upstream_set_repeats_them():
 
 def test_unknown_persona_behaviour_is_a_config_error(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("eval: {persona_behaviours: [power-seeking, survival-instinct]}\n")
+    bad.write_text("eval: {suites: {persona: {behaviours: [power-seeking, survival-instinct]}}}\n")
     with pytest.raises(UserError, match="unknown persona behaviours"):
         config.load_config(bad)
 
@@ -199,7 +199,7 @@ def test_bf16_letter_logprobs_stay_close_to_fp32_and_refuse_a_capped_head(tiny_m
     assert fp32 != bf16  # the autocast path really ran (bf16 rounding moves the values)
     assert all(a != b for a, b in bf16)  # the fp32 head keeps the two letters apart
     tiny_model.config.final_logit_softcapping = 30.0
-    with pytest.raises(UserError, match="persona_bf16"):
+    with pytest.raises(UserError, match="persona.bf16"):
         answer_logprobs(tiny_model, tiny_tokenizer, users, answers, progress=False, bf16=True)
 
 
@@ -224,9 +224,16 @@ def test_every_suite_is_known_to_the_config_and_the_command_line():
     suite_choices = next(a.choices for p in cli.build_parser()._subparsers._group_actions[0].choices.values()
                          for a in p._actions if a.dest == "suite")  # fmt: skip
     assert set(suite_names()) | {"standard"} == set(suite_choices)
-    assert config.EvalConfig(suites=list(suite_names())).suites == list(suite_names())
+    every = config.EvalConfig(suites=list(suite_names())).suites  # a list of names takes every suite's defaults
+    assert list(every) == list(suite_names()) and every["steering"] == {"n": 100}
+    assert config.EvalConfig(suites={"honeypot": {"samples": 2}}).suites == {"honeypot": {"samples": 2,
+                                                                                        "temperature": 1.0}}
     with pytest.raises(ValueError, match="unknown evaluation suites"):
         config.EvalConfig(suites=["everything"])
+    with pytest.raises(ValueError, match="extra"):
+        config.EvalConfig(suites={"steering": {"samples": 3}})
+    with pytest.raises(ValueError, match="eval.steering_n is now eval.suites.steering.n"):
+        config.EvalConfig(steering_n=20)
     assert get_suite("steering").applies("cot") and not get_suite("steering").applies("distilled")
     assert get_suite("steering").applies(None)  # any --checkpoint
     assert set(get_suite("persona").on) == {"base", "backdoored", "safety"}

