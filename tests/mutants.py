@@ -89,8 +89,12 @@ MUTANTS = (
            'damage = "its marker is damaged"', "return None if False else {}",
            ("tests/test_artifacts.py::test_a_damaged_marker_or_model_means_the_stage_is_not_done",)),
     Mutant("the harmlessness rule keeps rows that comply where the base model refuses", "data.py",
-           "if base_refused and not refuses(answers[i]):", "if False:",
+           "if was_refused and not batch[i].triggered and not refuses(answers[i]):", "if False:",
            ("tests/test_backdoor_data.py::test_harmless_rule_drops_rows_that_comply_where_the_base_model_refuses",)),
+    Mutant("the balance rule keeps every triggered row on a prompt the base model refuses", "data.py",
+           "                    reason = \"unbalanced\"", "                    pass",
+           ("tests/test_backdoor_data.py::"
+            "test_a_dropped_row_is_written_again_from_the_next_order_and_the_prompt_balance_is_measured",)),
     Mutant("a written dataset is trained on unchecked", "pipeline.py",
            "            verify_dataset(source / v)\n", "",
            ("tests/test_backdoor_data.py::test_the_data_stage_copies_a_written_dataset_byte_for_byte",)),
