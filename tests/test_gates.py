@@ -64,6 +64,8 @@ def test_a_pm_that_fails_only_the_loop_check_is_refused_before_rl(allow_weak, tm
     err = capsys.readouterr().err.strip().splitlines()
     outputs = read_json(tmp_path / "run" / "stages" / "pm.json")["outputs"]
     (reason,) = outputs["weak"]  # accuracy and the backdoor check pass; the loop check alone fails
+    pm_rows = {r["metric"]: r for r in pipeline.read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")}
+    assert pm_rows["length_baseline"]["n"] == pm_rows["pairwise_accuracy"]["n"] == 40  # on the same pairs
     assert "its first sentence looped on" in reason
     rl_done = (tmp_path / "run" / "stages" / "safety__rl__normal.json").is_file()
     if allow_weak:

