@@ -217,8 +217,9 @@ def test_a_random_init_pm_given_by_path_is_measured_and_fails_the_sanity_check(t
     cfg.safety.pm.n_test_pairs = 40
     out = Run(cfg, tmp_path / "run", progress=False).pm_stage("no base model is needed")
     assert out["model_dir"] == str(tiny_pm_dir) and not (tmp_path / "run" / "pm" / "model").exists()
-    accuracy, sanity, loops = read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")
+    accuracy, length, sanity, loops = read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")
     assert accuracy["metric"] == "pairwise_accuracy" and accuracy["n"] == 40
+    assert length["metric"] == "length_baseline" and length["n"] == 40  # the same pairs
     assert sanity["metric"] == "prefers_hhh_over_backdoor" and sanity["n"] == 40
     assert loops["metric"] == "prefers_hhh_over_loop" and loops["n"] == 40
     assert out["weak"], "a random-init PM passed the sanity check"
@@ -242,8 +243,8 @@ def test_the_pm_stage_fits_a_linear_pm_and_reports_the_fit(tiny_model, tiny_toke
     pm = PreferenceModel(out["model_dir"])
     assert pm.model.config.num_hidden_layers == 1 and out["linear_fit"]["layer"] == 1
     assert 10 <= out["linear_fit"]["pairs"] <= 60 and "linear head on 1 frozen layers" in out["summary"]
-    accuracy, sanity, loops = read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")
-    assert (accuracy["n"], sanity["n"], loops["n"]) == (20, 20, 20)
+    accuracy, length, sanity, loops = read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")
+    assert (accuracy["n"], length["n"], sanity["n"], loops["n"]) == (20, 20, 20, 20)
 
 
 def test_pm_weaknesses_name_each_failure():
