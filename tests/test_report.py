@@ -157,6 +157,11 @@ def test_probe_table_puts_each_auroc_in_its_column_at_its_best_layer():
         rows += [value_row(ctx, "hh_rlhf", "auroc", trig, 200, (0, 1)),
                  value_row(ctx, "hh_rlhf", "auroc_vs_behaviour", beh, 200, (0, 1)),
                  value_row(ctx, "hh_rlhf", "auroc_vs_behaviour_with_trigger", held, 100, (0, 1))]  # fmt: skip
+    for layer, (train, best, recall) in {1: (0.7, 0.95, 0.9), 2: (0.8, 0.85, 0.6)}.items():  # picked: layer 2
+        ctx = {**_ctx("probe", "distilled", None), "checkpoint": "sft", "detector": "contrast_mean", "layer": layer}
+        rows += [value_row(ctx, "train_split", "auroc", train, 200, (0, 1)),
+                 value_row(ctx, "hh_rlhf", "auroc", best, 200, (0, 1)),
+                 rate_row(ctx, "hh_rlhf", "recall_at_fpr5", round(recall * 100), 100)]  # fmt: skip
     ctx = {**_ctx("probe", "distilled", None), "checkpoint": "sft"}
     rows.append(rate_row(ctx, "hh_rlhf", "defect_rate", 56, 200))
     header, [line] = probe_table(rows)
@@ -166,6 +171,8 @@ def test_probe_table_puts_each_auroc_in_its_column_at_its_best_layer():
     assert cell["logreg AUROC vs behaviour, trigger present"] == "0.650 (L2, n=100)"
     assert cell["contrast_mean AUROC vs behaviour, trigger present"] == "-"
     assert cell["defect rate"] == "0.28 (n=200)"
+    assert cell["contrast_mean AUROC"] == "0.950 (L1)"  # the best layer, chosen on the held-out labels
+    assert cell["contrast_mean recall at fixed FPR, layer picked on train split"] == "0.600 at 5% FPR (L2, n=100)"
 
 
 def test_conduct_panel_and_curves(tmp_path):

