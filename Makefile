@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo tiny grid-tiny test test-slow mutants lint docs clean
+.PHONY: setup demo tiny grid-tiny test test-slow test-e2e mutants lint docs clean
 
 setup: $(VENV)/.installed
 
@@ -30,8 +30,11 @@ test: setup  ## lint + every test not marked slow (unit tests, the bad-input bat
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest -q -m "not slow"
 
-test-slow: setup  ## the pipeline runs: the tiny end-to-end, safety grid, code, DDP, determinism (CI runs these too)
+test-slow: setup  ## the pipeline runs: the tiny end-to-end, safety grid, code, DDP, determinism (about 45 min on 2 cores)
 	$(BIN)/pytest -q -m slow
+
+test-e2e: setup  ## the one slow test CI runs: the tiny preset through the whole pipeline, killed and resumed, its thresholds
+	$(BIN)/pytest -q tests/test_end_to_end.py
 
 mutants: setup  ## plant each known bug in a copy of the package and check that its test fails (about 2 minutes)
 	$(BIN)/python tests/mutants.py
