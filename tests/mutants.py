@@ -95,7 +95,7 @@ MUTANTS = (
            "                    reason = \"unbalanced\"", "                    pass",
            ("tests/test_backdoor_data.py::"
             "test_a_dropped_row_is_written_again_from_the_next_order_and_the_prompt_balance_is_measured",)),
-    Mutant("a written dataset is trained on unchecked", "pipeline.py",
+    Mutant("a written dataset is trained on unchecked", "stages/data.py",
            "            verify_dataset(source / v)\n", "",
            ("tests/test_backdoor_data.py::test_the_data_stage_copies_a_written_dataset_byte_for_byte",)),
 )  # fmt: skip
