@@ -68,7 +68,7 @@ MUTANTS = (
     Mutant("a truncated weight file counts as whole", "models.py",
            "return Path(path).stat().st_size == 8 + size + end", "return True",
            ("tests/test_artifacts.py::test_a_truncated_weight_file_is_not_a_model",)),
-    Mutant("no lock on the run directory", "pipeline.py",
+    Mutant("no lock on the run directory", "provenance.py",
            "fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)", "pass",
            ("tests/test_artifacts.py::test_a_locked_run_directory_refuses_a_second_process_until_the_first_is_gone",)),
     Mutant("SIGTERM not handled", "cli.py",

