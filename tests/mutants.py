@@ -75,7 +75,7 @@ MUTANTS = (
            "for sig in (signal.SIGINT, signal.SIGTERM):", "for sig in (signal.SIGINT,):",
            ("tests/test_bad_input.py::test_a_stop_signal_during_a_stage_leaves_no_partial_file_and_the_same_command"
             "_resumes[SIGTERM]",)),
-    Mutant("model paths not checked at load time", "config.py",
+    Mutant("model paths not checked at load time", "config/__init__.py",
            "    if check_paths:\n        check_model_paths(cfg)\n", "",
            ("tests/test_bad_input.py::test_bad_input_gives_one_line_and_exit_code_2[safety.pm.path missing]",)),
     Mutant("length split includes the longest training prompt", "evaluate.py",
