@@ -221,7 +221,9 @@ def test_pm_section_reads_the_verdict_from_the_pm_stage_record(tmp_path):
         pm_section(Section(page, tmp_path, lambda r: ("x", None)), rows, samples)
         return page.finish()[1]
 
+    facts["linear_fit"] = {"layer": 20, "pairs": 480, "l2": 0.1, "pair_curve": {"96": 0.55, "384": 0.6}}
     md = text([facts])
+    assert "first 20 decoder layers" in md and "96 pairs 0.550, 384 pairs 0.600" in md
     assert "WARNING: this PM fails the sanity check (" + weak[0] in md
     assert "also trained on 64 synthetic pairs" in md and "loop pairs" not in md
     assert "predates" not in md

